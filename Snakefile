@@ -1,0 +1,41 @@
+# Lottery-ticket workflow: init -> train -> prune -> rewind over levels of iterative
+# magnitude pruning. Every stage's directory is named by a hash of the settings it consumes
+# and its upstream IDs (see src/lth/plan.py), so an edit reruns only what it changes.
+# Parse time stays cheap: nothing here imports torch.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from lth import config as lth_config, plan as lth_plan
+
+
+configfile: "config.yaml"
+
+
+try:
+    _validated = lth_config.validate(config)
+except lth_config.ConfigError as _error:
+    sys.exit(str(_error))
+config.clear()
+config.update(_validated)
+
+PLAN = lth_plan.build(config)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/init.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/prune.smk"
+include: "workflow/rules/rewind.smk"
+include: "workflow/rules/summary.smk"
+
+
+rule all:
+    input:
+        PLAN.targets(),
+    default_target: True
+
+
+onsuccess:
+    print(f"summary: {PLAN.summary.dir}  (print it with: python -m lth summary)")

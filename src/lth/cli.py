@@ -1,0 +1,123 @@
+"""`python -m lth COMMAND`: the stage commands the workflow rules call, plus user tools.
+
+Stage commands (called by rules): init, train, prune, rewind, summarize.
+User tools: plan (stage IDs of a config), summary (print a results table), fetch (download a
+dataset where a network exists), check-config.
+Torch is imported only by the commands that need it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _spec(text: str) -> dict:
+    spec = json.loads(text)
+    if not isinstance(spec, dict) or "kind" not in spec:
+        raise SystemExit("error: --spec must be a stage spec JSON object (from lth.plan)")
+    return spec
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lth", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def stage(name, help_text):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--spec", type=_spec, required=True, help="the stage spec as JSON")
+        p.add_argument("--out", type=Path, required=True, help="the stage directory")
+        return p
+
+    stage("init", "write theta_0")
+    p = stage("train", "train one level")
+    p.add_argument("--model", type=Path, required=True, help="the init stage's model.json")
+    p.add_argument("--start", type=Path, required=True)
+    p.add_argument("--mask", type=Path)
+    p.add_argument("--data-dir")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--device", default="cpu")
+    p = stage("prune", "next level's mask from trained weights")
+    p.add_argument("--model", type=Path, required=True, help="the init stage's model.json")
+    p.add_argument("--weights", type=Path, required=True)
+    p.add_argument("--mask", type=Path)
+    p = stage("rewind", "next level's start weights")
+    p.add_argument("--model", type=Path, required=True, help="the init stage's model.json")
+    p.add_argument("--init", type=Path, required=True)
+    p.add_argument("--mask", type=Path, required=True)
+    p = stage("summarize", "the per-level summary table and plot")
+    p.add_argument("--levels", nargs="+", required=True, metavar="ID:METRICS:STATS")
+
+    p = sub.add_parser("plan", help="print the stages a config produces")
+    p.add_argument("config", nargs="?", default="config.yaml")
+    p = sub.add_parser("check-config", help="validate a config file")
+    p.add_argument("config", nargs="?", default="config.yaml")
+    p = sub.add_parser("summary", help="print the summary table of a config's results")
+    p.add_argument("config", nargs="?", default="config.yaml")
+    p = sub.add_parser("fetch", help="download a dataset (needs a network and torchvision)")
+    p.add_argument("dataset")
+    p.add_argument("directory")
+    return parser
+
+
+def _run(args) -> int:
+    from . import config as config_mod, plan as plan_mod
+    if args.command in ("init", "train", "prune", "rewind"):
+        from . import stages
+        if args.command == "init":
+            stages.run_init(args.spec, args.out)
+        elif args.command == "train":
+            stages.run_train(args.spec, args.model, args.start, args.mask, args.out,
+                             args.data_dir, args.threads, args.device)
+        elif args.command == "prune":
+            stages.run_prune(args.spec, args.model, args.weights, args.mask, args.out)
+        else:
+            stages.run_rewind(args.spec, args.model, args.init, args.mask, args.out)
+        return 0
+    if args.command == "summarize":
+        from . import summary
+        from .artifacts import write_json
+        levels = [tuple(item.split(":", 2)) for item in args.levels]
+        frame = summary.table([(tid, Path(m), Path(s)) for tid, m, s in levels])
+        summary.write(frame, args.out)
+        write_json(args.out / "spec.json", args.spec)
+        print(summary.format_table(frame))
+        return 0
+    cfg = config_mod.load(args.config)
+    if args.command == "check-config":
+        print(f"{args.config}: valid")
+        return 0
+    plan = plan_mod.build(cfg)
+    if args.command == "plan":
+        print(f"init   {plan.levels[0]['train'].upstream['start']}")
+        for level, stages_ in enumerate(plan.levels):
+            print(f"level {level}: " + "  ".join(f"{k} {s.id}" for k, s in stages_.items()))
+        print(f"summary {plan.summary.id} -> {plan.summary.dir}")
+        return 0
+    if args.command == "summary":
+        from . import summary
+        table_path = Path(plan.summary.output("table"))
+        if not table_path.exists():
+            print(f"error: no summary yet at {table_path}; run `snakemake --cores 2` first", file=sys.stderr)
+            return 1
+        import pandas as pd
+        print(f"{table_path}\n{summary.format_table(pd.read_parquet(table_path))}")
+        return 0
+    if args.command == "fetch":
+        from . import data
+        print(f"{args.dataset}: files in {data.fetch(args.dataset, args.directory)}")
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from .artifacts import ArtifactError
+    from .config import ConfigError
+    from .data import DataError
+    try:
+        return _run(args)
+    except (ConfigError, DataError, ArtifactError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,125 @@
+"""Configuration: the JSON schema is the single source of keys, types, ranges and defaults.
+
+Torch-free: the Snakefile imports this at parse time.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased as one line that names the key and what is allowed."""
+
+
+@lru_cache(maxsize=None)
+def _schema_text(path: str) -> str:
+    return Path(path).read_text()
+
+
+def load_schema(path: Path | str = SCHEMA_PATH) -> dict:
+    return yaml.safe_load(_schema_text(str(path)))
+
+
+def fill_defaults(cfg: dict, schema: dict) -> dict:
+    """A copy of cfg with every missing key set to its schema default, recursively."""
+    out = copy.deepcopy(cfg)
+    for key, sub in schema.get("properties", {}).items():
+        if key not in out and "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+        if sub.get("type") == "object" and isinstance(out.get(key), dict):
+            out[key] = fill_defaults(out[key], sub)
+    return out
+
+
+def defaults(schema: dict | None = None) -> dict:
+    return fill_defaults({}, schema or load_schema())
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _one_line(error: jsonschema.ValidationError) -> str:
+    where = _key(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        prefix = where + "." if error.absolute_path else ""
+        return (f"config: unknown key {', '.join(prefix + k for k in extra)}; "
+                f"allowed keys{' in ' + where if error.absolute_path else ''}: {', '.join(allowed)}")
+    allowed = error.schema.get("description", "")
+    value = json.dumps(error.instance) if not isinstance(error.instance, dict) else "{...}"
+    line = f"config: {where} = {value} is not allowed ({error.message})"
+    return f"{line}; expected {allowed}" if allowed else line
+
+
+_PARSERS = {"integer": int, "number": float, "boolean": lambda s: {"true": True, "false": False}[s.lower()],
+            "null": lambda s: None if s.lower() in ("null", "none", "~") else int("x")}
+
+
+def coerce_strings(cfg, schema: dict):
+    """Snakemake's `--config key='{"a": 0.3}'` reads nested values as strings: turn a string
+    into the number/boolean/null its key's schema asks for when it parses as one."""
+    if isinstance(cfg, dict) and "properties" in schema:
+        return {k: coerce_strings(v, schema["properties"].get(k, {})) for k, v in cfg.items()}
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if isinstance(cfg, str):
+        for name in ("integer", "number", "boolean", "null"):
+            if name in types:
+                try:
+                    return _PARSERS[name](cfg)
+                except (ValueError, KeyError):
+                    pass
+    return cfg
+
+
+def validate(cfg: dict, schema: dict | None = None) -> dict:
+    """Validate cfg against the schema and return it with defaults filled in.
+
+    Raises ConfigError with one line naming the first offending key (in key order).
+    """
+    schema = schema or load_schema()
+    if not isinstance(cfg, dict):
+        raise ConfigError("config: the top level must be a mapping of keys to values")
+    filled = fill_defaults(coerce_strings(cfg, schema), schema)
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(filled),
+                    key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        raise ConfigError(_one_line(errors[0]))
+    return filled
+
+
+def load(path: Path | str, overrides: dict | None = None) -> dict:
+    """Read a YAML config file, merge overrides (nested dicts merge key by key), validate."""
+    text = Path(path).read_text()
+    cfg = yaml.safe_load(text) or {}
+    if overrides:
+        cfg = merge(cfg, overrides)
+    return validate(cfg)
+
+
+def merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def get(cfg: dict, dotted: str) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node

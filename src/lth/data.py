@@ -1,0 +1,196 @@
+"""Datasets read from their standard on-disk formats into memory (numpy, torch-free).
+
+IDX (MNIST, Fashion-MNIST): 2 zero bytes, a dtype byte (0x08 = uint8), a rank byte, then
+rank big-endian uint32 sizes, then the values. CIFAR-10: the python pickle batches
+data_batch_1..5 and test_batch, each a dict with b"data" (N x 3072 uint8, RGB planes) and
+b"labels". torchvision is used only, lazily, to download a dataset where a network exists.
+"""
+from __future__ import annotations
+
+import gzip
+import pickle
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class DataError(RuntimeError):
+    """A dataset file is missing or malformed; the message says which and how to get it."""
+
+
+@dataclass(frozen=True)
+class Arrays:
+    x: np.ndarray  # uint8, (N, H, W) or (N, C, H, W)
+    y: np.ndarray  # int64, (N,)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, index: np.ndarray) -> "Arrays":
+        return Arrays(self.x[index], self.y[index])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Arrays
+    test: Arrays
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    default_dir: str
+    how_to_get: str
+    reader: "callable"
+    num_classes: int = 10
+
+    def directory(self, data_dir: str | None) -> Path:
+        return Path(data_dir or self.default_dir)
+
+
+def _fix(source: Source, path: Path, problem: str) -> DataError:
+    return DataError(f"{source.name}: {problem}: {path}; {source.how_to_get}")
+
+
+def _open(path: Path):
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """One IDX file (optionally gzipped) as a numpy array; ValueError says what is wrong."""
+    try:
+        with _open(path) as f:
+            raw = f.read()
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"unreadable ({exc})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError("not an IDX file of uint8 (bad magic number)")
+    rank = raw[3]
+    header = 4 + 4 * rank
+    if len(raw) < header:
+        raise ValueError("truncated IDX header")
+    shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=rank, offset=4))
+    expected = int(np.prod(shape)) if shape else 0
+    if len(raw) - header != expected:
+        raise ValueError(f"IDX size mismatch: header says {expected} values, file has {len(raw) - header}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _idx_file(source: Source, directory: Path, stem: str) -> np.ndarray:
+    candidates = [directory / f"{stem}.gz", directory / stem]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise _fix(source, candidates[0], "missing file")
+    try:
+        return read_idx(path)
+    except ValueError as exc:
+        raise _fix(source, path, f"malformed file ({exc})") from None
+
+
+def _read_idx_dataset(source: Source, directory: Path) -> Dataset:
+    parts = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        x = _idx_file(source, directory, f"{prefix}-images-idx3-ubyte")
+        y = _idx_file(source, directory, f"{prefix}-labels-idx1-ubyte")
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise _fix(source, directory / f"{prefix}-images-idx3-ubyte.gz",
+                       f"images {x.shape} and labels {y.shape} do not match")
+        parts[split] = Arrays(x, y.astype(np.int64))
+    return Dataset(source.name, parts["train"], parts["test"], source.num_classes)
+
+
+def _cifar_batch(source: Source, path: Path) -> Arrays:
+    if not path.is_file():
+        raise _fix(source, path, "missing file")
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except Exception as exc:  # any unpickling failure means the file is not a CIFAR batch
+        raise _fix(source, path, f"malformed file ({type(exc).__name__}: {exc})") from None
+    if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+        raise _fix(source, path, f"malformed file (data {data.shape}, labels {labels.shape})")
+    return Arrays(data.reshape(-1, 3, 32, 32), labels)
+
+
+def _read_cifar10(source: Source, directory: Path) -> Dataset:
+    train = [_cifar_batch(source, directory / f"data_batch_{i}") for i in range(1, 6)]
+    test = _cifar_batch(source, directory / "test_batch")
+    x = np.concatenate([a.x for a in train])
+    y = np.concatenate([a.y for a in train])
+    return Dataset(source.name, Arrays(x, y), test, source.num_classes)
+
+
+SOURCES = {
+    "fashion_mnist": Source(
+        "fashion_mnist", "/usr/share/datasets/fashion-mnist",
+        "install it with `apt-get install dataset-fashion-mnist` (Debian), or run "
+        "`python -m lth fetch fashion_mnist DIR` where a network exists and set data_dir: DIR",
+        _read_idx_dataset),
+    "mnist": Source(
+        "mnist", "data/mnist",
+        "run `python -m lth fetch mnist DIR` where a network exists (or copy the four IDX "
+        "files train-/t10k-images/labels there) and set data_dir: DIR",
+        _read_idx_dataset),
+    "cifar10": Source(
+        "cifar10", "data/cifar-10-batches-py",
+        "run `python -m lth fetch cifar10 DIR` where a network exists (or unpack "
+        "cifar-10-python.tar.gz there) and set data_dir: DIR",
+        _read_cifar10),
+}
+
+
+def source(name: str) -> Source:
+    if name not in SOURCES:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(SOURCES)}")
+    return SOURCES[name]
+
+
+def load(name: str, data_dir: str | None = None) -> Dataset:
+    src = source(name)
+    return src.reader(src, src.directory(data_dir))
+
+
+def split_validation(train: Arrays, size: int, seed: int) -> tuple[Arrays, Arrays]:
+    """(train, validation): `size` examples held out by a seeded permutation, order kept."""
+    if not 0 < size < len(train):
+        raise DataError(f"validation_size {size} must be between 1 and {len(train) - 1}")
+    order = np.random.default_rng(seed).permutation(len(train))
+    held, kept = np.sort(order[:size]), np.sort(order[size:])
+    return train.take(kept), train.take(held)
+
+
+def fetch(name: str, data_dir: str) -> Path:
+    """Download a dataset into data_dir in the format load() reads. Needs a network and an
+    importable torchvision; says clearly which is missing."""
+    src = source(name)
+    target = Path(data_dir)
+    try:
+        import torchvision.datasets as tvd  # lazy: the CPU torch here cannot import it
+    except Exception as exc:
+        raise DataError(f"{name}: cannot download: torchvision does not import here ({exc}); "
+                        f"{src.how_to_get.split(', or ')[-1]}") from None
+    cls = {"fashion_mnist": "FashionMNIST", "mnist": "MNIST", "cifar10": "CIFAR10"}[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            getattr(tvd, cls)(tmp, train=True, download=True)
+            getattr(tvd, cls)(tmp, train=False, download=True)
+        except Exception as exc:
+            raise DataError(f"{name}: download failed, probably no network here ({exc}); "
+                            f"copy the files into {target} by hand instead") from None
+        target.mkdir(parents=True, exist_ok=True)
+        found = Path(tmp).rglob("*-ubyte*") if name != "cifar10" else \
+            [p for p in Path(tmp).rglob("*") if p.name.startswith(("data_batch_", "test_batch"))]
+        for path in found:
+            if path.is_file():
+                shutil.copy2(path, target / path.name)
+    load(name, str(target))  # proves the files are readable
+    return target

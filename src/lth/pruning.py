@@ -1,0 +1,76 @@
+"""Magnitude pruning (Frankle & Carbin 2019): each round removes a fraction of the
+*surviving* weights with the smallest |theta_T|. Numpy only.
+
+Ties: weights of equal magnitude are ranked by position (row-major within a tensor, tensors
+in model order for global ranking); the earlier one is pruned first. The count pruned from
+n survivors at rate r is round(r * n) (Python's round: half to even).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .masks import Mask
+
+
+def layer_rates(prunable: list[str], output_layer: str, rate: float, output_rate: float) -> dict:
+    return {name: (output_rate if name == output_layer else rate) for name in prunable}
+
+
+def _prune_ranked(magnitudes: np.ndarray, surviving: np.ndarray, count: int) -> np.ndarray:
+    """Boolean keep-vector: `surviving` minus its `count` smallest magnitudes."""
+    keep = surviving.copy()
+    alive = np.flatnonzero(surviving)
+    order = np.argsort(magnitudes[alive], kind="stable")  # stable: ties go by position
+    keep[alive[order[:count]]] = False
+    return keep
+
+
+def prune_count(rate: float, surviving: int) -> int:
+    return int(round(rate * surviving))
+
+
+def layerwise(weights: dict, mask: Mask, rates: dict) -> Mask:
+    """Each tensor loses round(rate_l * survivors_l) of its survivors."""
+    out = {}
+    for name, rate in rates.items():
+        surviving = mask[name].ravel()
+        keep = _prune_ranked(np.abs(weights[name]).ravel(), surviving,
+                             prune_count(rate, int(surviving.sum())))
+        out[name] = keep.reshape(mask[name].shape)
+    return out
+
+
+def global_magnitude(weights: dict, mask: Mask, rates: dict, output_layer: str) -> Mask:
+    """All prunable tensors but the output layer ranked together at one rate; the output
+    layer pruned on its own at its rate (it is tiny and would otherwise be wiped out)."""
+    hidden = [n for n in rates if n != output_layer]
+    hidden_rates = {rates[n] for n in hidden}
+    if len(hidden_rates) > 1:
+        raise ValueError(f"global pruning needs one rate for all hidden tensors, got {hidden_rates}")
+    out = {}
+    if hidden:
+        magnitudes = np.concatenate([np.abs(weights[n]).ravel() for n in hidden])
+        surviving = np.concatenate([mask[n].ravel() for n in hidden])
+        keep = _prune_ranked(magnitudes, surviving, prune_count(hidden_rates.pop(), int(surviving.sum())))
+        offset = 0
+        for n in hidden:
+            size = mask[n].size
+            out[n] = keep[offset:offset + size].reshape(mask[n].shape)
+            offset += size
+    if output_layer in rates:
+        out.update(layerwise(weights, mask, {output_layer: rates[output_layer]}))
+    return {n: out[n] for n in rates}
+
+
+STRATEGIES = {"layerwise", "global"}
+
+
+def prune(weights: dict, mask: Mask, prunable: list[str], output_layer: str,
+          strategy: str, rate: float, output_rate: float) -> Mask:
+    """The next mask from trained weights (numpy arrays by tensor name) and the current mask."""
+    rates = layer_rates(prunable, output_layer, rate, output_rate)
+    if strategy == "layerwise":
+        return layerwise(weights, mask, rates)
+    if strategy == "global":
+        return global_magnitude(weights, mask, rates, output_layer)
+    raise ValueError(f"unknown pruning strategy {strategy!r}; known: {', '.join(sorted(STRATEGIES))}")

@@ -1,0 +1,144 @@
+"""What each workflow stage does, given its spec (from lth.plan) and its input paths.
+
+The rules call these through `python -m lth`. Each reads its inputs, calls the logic
+modules, and writes every output atomically plus a spec.json.
+
+Only init and train import torch (lazily, inside the function): prune, rewind and summary
+work on numpy arrays read with lth.ptfile, which saves ~2 s of process time per job.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import masks, ptfile, pruning
+from .artifacts import corrupt, read_json, write_json
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+def read_model_info(path) -> dict:
+    info = read_json(path)
+    if not {"name", "tensors", "prunable", "output_layer"} <= set(info):
+        raise corrupt(path, "not a model description (needs name, tensors, prunable, output_layer)")
+    return info
+
+
+def load_weights(path, info: dict) -> dict:
+    """A state dict as numpy arrays, checked against the model description."""
+    state = ptfile.load(path)
+    found = {k: list(v.shape) for k, v in state.items()}
+    if found != info["tensors"]:
+        raise corrupt(path, f"tensors do not match model {info['name']} "
+                            f"(expected {info['tensors']}, found {found})")
+    return state
+
+
+def load_mask(path, info: dict) -> dict:
+    mask = masks.read(path)
+    if list(mask) != info["prunable"] or any(list(m.shape) != info["tensors"][k] for k, m in mask.items()):
+        raise corrupt(path, f"mask tensors do not match model {info['name']} (prunable: {info['prunable']})")
+    return mask
+
+
+def check_masked(weights_path, state: dict, mask: dict, mask_path) -> None:
+    for name, keep in mask.items():
+        if np.count_nonzero(state[name][~keep]):
+            raise corrupt(weights_path, f"{name} has nonzero weights where {mask_path} prunes them")
+
+
+def run_init(spec: dict, out: Path) -> None:
+    from . import models  # torch
+    settings = spec["settings"]
+    model = models.build(settings["model"]["name"], settings["init"]["seed"])
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    ptfile.save(out / "weights.pt", state)
+    write_json(out / "model.json", models.describe(settings["model"]["name"], model))
+    write_json(out / "spec.json", spec)
+    _log(f"init {spec['id']}: {settings['model']['name']} seed {settings['init']['seed']}")
+
+
+def run_train(spec: dict, model_info: Path, start: Path, mask_path: Path | None, out: Path,
+              data_dir: str | None = None, threads: int | None = None, device: str = "cpu") -> None:
+    import torch  # noqa: F401  (the only stage that trains)
+
+    from . import data, models
+    from .training import prepare, train
+    if threads:
+        torch.set_num_threads(threads)
+    began = time.perf_counter()
+    settings = spec["settings"]
+    info = read_model_info(model_info)
+    state = load_weights(start, info)
+    mask = None
+    if mask_path is not None:
+        mask = load_mask(mask_path, info)
+        check_masked(start, state, mask, mask_path)
+    dataset = data.load(settings["data"]["dataset"], data_dir)
+    splits = prepare(dataset, settings["data"]["validation_size"], settings["data"]["split_seed"], device)
+    model = models.build(info["name"])
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    model.to(device)
+    kept, total = masks.counts(mask) if mask else \
+        (sum(int(np.prod(info["tensors"][n])) for n in info["prunable"]),) * 2
+    _log(f"train {spec['id']} level {spec['level']}: {kept}/{total} weights "
+         f"({100 * kept / total:.1f}%), {settings['train']['iterations']} on {device}")
+    result = train(model, mask, splits, settings["train"],
+                   log=lambda line: _log(f"train {spec['id']}: {line}"))
+
+    write_metrics(out / "metrics.parquet", result.metrics)
+    ptfile.save(out / "weights.pt", {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
+    write_json(out / "stats.json", {
+        "level": spec["level"], "weights_kept": kept, "weights_total": total,
+        "iterations": result.iterations, "train_seconds": round(result.train_seconds, 3),
+        "eval_seconds": round(result.eval_seconds, 3),
+        "job_seconds": round(time.perf_counter() - began, 3),
+        "threads": torch.get_num_threads(), "device": device,
+    })
+    write_json(out / "spec.json", spec)
+
+
+def write_metrics(path, rows: list) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .artifacts import atomic_path
+    table = pa.table({
+        "iteration": pa.array([r["iteration"] for r in rows], type=pa.int64()),
+        "split": pa.array([r["split"] for r in rows], type=pa.string()),
+        "loss": pa.array([r["loss"] for r in rows], type=pa.float64()),
+        "accuracy": pa.array([r["accuracy"] for r in rows], type=pa.float64()),
+    })
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def run_prune(spec: dict, model_info: Path, weights_path: Path, mask_path: Path | None, out: Path) -> None:
+    info = read_model_info(model_info)
+    state = load_weights(weights_path, info)
+    prunable = info["prunable"]
+    current = load_mask(mask_path, info) if mask_path else masks.ones_like({n: state[n].shape for n in prunable})
+    p = spec["settings"]["prune"]
+    new = pruning.prune({n: state[n] for n in prunable}, current, prunable, info["output_layer"],
+                        p["strategy"], p["rate"], p["output_rate"])
+    masks.write(out / "mask.parquet", new)
+    write_json(out / "spec.json", spec)
+    kept, total = masks.counts(new)
+    _log(f"prune {spec['id']} -> level {spec['level']}: {kept}/{total} weights kept ({100 * kept / total:.2f}%)")
+
+
+def run_rewind(spec: dict, model_info: Path, init_path: Path, mask_path: Path, out: Path) -> None:
+    """Start weights of the next level: theta_0 masked (reset). Rewinding to a saved
+    iteration k changes only which weights file is `init_path`."""
+    info = read_model_info(model_info)
+    state = load_weights(init_path, info)
+    mask = load_mask(mask_path, info)
+    for name, keep in mask.items():
+        state[name] = np.where(keep, state[name], 0).astype(state[name].dtype)  # +0.0, not -0.0
+    ptfile.save(out / "start.pt", state)
+    write_json(out / "spec.json", spec)
+    _log(f"rewind {spec['id']} level {spec['level']}: theta_0 masked by {mask_path}")

@@ -1,0 +1,30 @@
+"""Training lengths written as "500it" (iterations) or "2ep" (epochs), or a bare integer."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_PATTERN = re.compile(r"^(\d+)(it|ep)$")
+
+
+@dataclass(frozen=True)
+class Step:
+    count: int
+    unit: str  # "it" or "ep"
+
+    @classmethod
+    def parse(cls, value: "str | int | Step") -> "Step":
+        if isinstance(value, Step):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return cls(value, "it")
+        match = _PATTERN.match(str(value).strip())
+        if not match:
+            raise ValueError(f"not a step: {value!r}; write an integer, or e.g. 500it or 2ep")
+        return cls(int(match.group(1)), match.group(2))
+
+    def iterations(self, steps_per_epoch: int) -> int:
+        return self.count if self.unit == "it" else self.count * steps_per_epoch
+
+    def __str__(self) -> str:
+        return f"{self.count}{self.unit}"

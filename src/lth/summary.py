@@ -1,0 +1,93 @@
+"""The per-level summary of an IMP run: one row per level, plus the accuracy plot. Torch-free."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .artifacts import atomic_path, corrupt, read_json
+
+COLUMNS = ["level", "train_id", "weights_kept", "weights_total", "weights_remaining_pct",
+           "early_stop_iteration", "early_stop_val_loss", "early_stop_test_accuracy",
+           "final_iteration", "final_test_accuracy", "final_val_accuracy", "final_train_accuracy",
+           "generalization_gap", "train_seconds"]
+
+
+def read_metrics(path) -> pd.DataFrame:
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:
+        raise corrupt(path, f"not a readable metrics table ({type(exc).__name__})") from None
+    missing = {"iteration", "split", "loss", "accuracy"} - set(table.columns)
+    if missing:
+        raise corrupt(path, f"metrics table lacks columns {sorted(missing)}")
+    return table
+
+
+def level_row(level: int, train_id: str, metrics: pd.DataFrame, stats: dict) -> dict:
+    """Early stopping = the iteration of minimum validation loss (earliest on ties); the
+    test accuracy is read there, never used to choose it."""
+    val = metrics[metrics.split == "validation"].sort_values("iteration", kind="stable")
+    test = metrics[metrics.split == "test"].set_index("iteration")
+    best = val.loc[val.loss.idxmin()]
+    final = int(metrics.iteration.max())
+    at_end = metrics[metrics.iteration == final].set_index("split")
+    train_acc = float(at_end.accuracy.get("train", float("nan")))
+    test_final = float(test.accuracy.loc[final])
+    return {
+        "level": level, "train_id": train_id,
+        "weights_kept": stats["weights_kept"], "weights_total": stats["weights_total"],
+        "weights_remaining_pct": 100.0 * stats["weights_kept"] / stats["weights_total"],
+        "early_stop_iteration": int(best.iteration), "early_stop_val_loss": float(best.loss),
+        "early_stop_test_accuracy": float(test.accuracy.loc[int(best.iteration)]),
+        "final_iteration": final, "final_test_accuracy": test_final,
+        "final_val_accuracy": float(at_end.accuracy.get("validation", float("nan"))),
+        "final_train_accuracy": train_acc, "generalization_gap": train_acc - test_final,
+        "train_seconds": stats.get("train_seconds", float("nan")),
+    }
+
+
+def table(levels: list[tuple[str, Path, Path]]) -> pd.DataFrame:
+    """levels: (train_id, metrics.parquet, stats.json) for level 0, 1, ..."""
+    rows = [level_row(i, tid, read_metrics(m), read_json(s)) for i, (tid, m, s) in enumerate(levels)]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def plot(frame: pd.DataFrame, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(frame.weights_remaining_pct, 100 * frame.early_stop_test_accuracy, "o-", label="at early stop")
+    ax.plot(frame.weights_remaining_pct, 100 * frame.final_test_accuracy, "s--", label="at end of training")
+    ax.set_xscale("log")
+    ax.invert_xaxis()  # pruning proceeds left to right
+    ax.set_xlabel("weights remaining (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def write(frame: pd.DataFrame, out: Path) -> None:
+    with atomic_path(out / "summary.parquet") as tmp:
+        frame.to_parquet(tmp, index=False)
+    with atomic_path(out / "summary.csv") as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+    plot(frame, out / "accuracy.png")
+
+
+def format_table(frame: pd.DataFrame) -> str:
+    shown = pd.DataFrame({
+        "level": frame.level,
+        "remaining %": frame.weights_remaining_pct.map("{:.1f}".format),
+        "early-stop it": frame.early_stop_iteration,
+        "test acc @es %": (100 * frame.early_stop_test_accuracy).map("{:.2f}".format),
+        "test acc end %": (100 * frame.final_test_accuracy).map("{:.2f}".format),
+        "train acc end %": (100 * frame.final_train_accuracy).map("{:.2f}".format),
+    })
+    return shown.to_string(index=False)

@@ -1,0 +1,166 @@
+"""The training loop: whole splits in memory as tensors on the device, batches as index slices
+of a seeded per-epoch permutation, masks enforced after every step.
+
+Masking: gradients of pruned weights are zeroed before the optimizer step, so Adam/momentum
+state of a pruned weight stays exactly zero and can never revive it; the weights are
+multiplied by the mask after the step as well, so they are exactly zero at every step.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .data import Dataset, split_validation
+from .steps import Step
+
+EVAL_BATCH = 5000
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # float32, normalised
+    y: torch.Tensor  # int64
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def prepare(dataset: Dataset, validation_size: int, split_seed: int, device: str = "cpu") -> dict:
+    """train / validation / test splits as normalised float tensors on `device`. The mean
+    and std come from the training split only (the test set is never used for any choice)."""
+    train, val = split_validation(dataset.train, validation_size, split_seed)
+    x_train = torch.from_numpy(train.x).to(device=device, dtype=torch.float32).div_(255.0)
+    channels = (0,) + tuple(range(2, x_train.ndim)) if x_train.ndim == 4 else tuple(range(x_train.ndim))
+    mean = x_train.mean(dim=channels, keepdim=True)[0]
+    std = x_train.std(dim=channels, keepdim=True)[0]
+
+    def tensor(arrays) -> Split:
+        x = torch.from_numpy(arrays.x).to(device=device, dtype=torch.float32).div_(255.0)
+        return Split(x.sub_(mean).div_(std), torch.from_numpy(arrays.y).to(device))
+
+    return {"train": Split(x_train.sub_(mean).div_(std), torch.from_numpy(train.y).to(device)),
+            "validation": tensor(val), "test": tensor(dataset.test)}
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Independent, reproducible seed per (data-order seed, epoch): resuming at any epoch
+    needs no RNG state."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def epoch_order(n: int, seed: int, epoch: int, device="cpu") -> torch.Tensor:
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    return torch.randperm(n, generator=generator).to(device)
+
+
+@torch.inference_mode()
+def evaluate(model, split: Split, batch: int = EVAL_BATCH) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over a whole split, in large batches."""
+    was_training = model.training
+    model.eval()
+    loss = torch.zeros((), dtype=torch.float64, device=split.x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=split.x.device)
+    for start in range(0, len(split), batch):
+        logits = model(split.x[start:start + batch])
+        target = split.y[start:start + batch]
+        loss += F.cross_entropy(logits, target, reduction="sum").double()
+        correct += (logits.argmax(1) == target).sum()
+    model.train(was_training)
+    return loss.item() / len(split), correct.item() / len(split)
+
+
+def make_optimizer(params, settings: dict) -> torch.optim.Optimizer:
+    # fused=True: one kernel for all tensors; on CPU it is also the fastest path and
+    # deterministic. Falls back where a device has no fused kernel.
+    name, lr, wd = settings["optimizer"], settings["lr"], settings["weight_decay"]
+    params = list(params)
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, fused=fused)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=settings["momentum"], weight_decay=wd, fused=fused)
+    raise ValueError(f"unknown optimizer {name!r}; known: adam, sgd")
+
+
+@dataclass
+class Result:
+    metrics: list = field(default_factory=list)   # rows: iteration, split, loss, accuracy
+    iterations: int = 0
+    train_seconds: float = 0.0                    # optimisation steps only
+    eval_seconds: float = 0.0
+
+
+def apply_mask(model, mask: dict | None) -> list:
+    """Zero the pruned weights; return [(parameter, float mask)] for the training loop."""
+    if not mask:
+        return []
+    params = dict(model.named_parameters())
+    pairs = []
+    with torch.no_grad():
+        for name, keep in mask.items():
+            p = params[name]
+            m = torch.as_tensor(keep, device=p.device).to(p.dtype)
+            p.mul_(m)
+            pairs.append((p, m))
+    return pairs
+
+
+def train(model, mask: dict | None, splits: dict, settings: dict, log=None) -> Result:
+    """Train `model` in place for settings["iterations"] with the masked weights held at zero."""
+    log = log or (lambda line: None)
+    train_split = splits["train"]
+    batch = settings["batch_size"]
+    steps_per_epoch = max(1, len(train_split) // batch)  # the last partial batch is dropped
+    total = Step.parse(settings["iterations"]).iterations(steps_per_epoch)
+    every = max(1, Step.parse(settings["eval_every"]).iterations(steps_per_epoch))
+    device = train_split.x.device
+
+    masked = apply_mask(model, mask)
+    masked_params = [p for p, _ in masked]
+    masks = [m for _, m in masked]
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, settings)
+    result = Result(iterations=total)
+
+    def record(iteration, names=("validation", "test")):
+        start = time.perf_counter()
+        for name in names:
+            loss, acc = evaluate(model, splits[name])
+            result.metrics.append({"iteration": iteration, "split": name, "loss": loss, "accuracy": acc})
+        result.eval_seconds += time.perf_counter() - start
+
+    record(0)
+    log(f"it 0/{total} val_loss={result.metrics[-2]['loss']:.4f} test_acc={result.metrics[-1]['accuracy']:.4f}")
+    model.train()
+    order, epoch = None, -1
+    started = time.perf_counter()
+    for it in range(total):
+        if it // steps_per_epoch != epoch:
+            epoch = it // steps_per_epoch
+            order = epoch_order(len(train_split), settings["seed"], epoch, device)
+        index = order[(it % steps_per_epoch) * batch:(it % steps_per_epoch + 1) * batch]
+        loss = F.cross_entropy(model(train_split.x[index]), train_split.y[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if masked:
+            torch._foreach_mul_([p.grad for p in masked_params], masks)
+        optimizer.step()
+        if masked:
+            with torch.no_grad():
+                torch._foreach_mul_(masked_params, masks)
+        done = it + 1
+        if done % every == 0 or done == total:
+            result.train_seconds += time.perf_counter() - started
+            record(done, ("validation", "test", "train") if done == total else ("validation", "test"))
+            val, test = (r for r in result.metrics[-3 if done == total else -2:][:2])
+            rate = done / result.train_seconds if result.train_seconds else 0.0
+            log(f"it {done}/{total} ({100 * done // total}%) val_loss={val['loss']:.4f} "
+                f"val_acc={val['accuracy']:.4f} test_acc={test['accuracy']:.4f} {rate:.0f} it/s")
+            started = time.perf_counter()
+    if total == 0:
+        record(0, ("train",))
+    return result

@@ -1,0 +1,32 @@
+# Pure helpers and input functions: they look stages up in PLAN (built in the Snakefile).
+import json
+import sys
+
+ROOT = config["results"]
+ID = "[0-9a-f]{%d}" % lth_plan.ID_LENGTH
+
+
+wildcard_constraints:
+    id=ID,
+
+
+def stage_inputs(kind):
+    """Input files of the stage whose ID is the job's wildcard."""
+    return lambda wildcards: PLAN.get(kind, wildcards.id).inputs
+
+
+def stage_spec(kind):
+    """The stage's spec as compact JSON, for --spec (it is also written as spec.json)."""
+    return lambda wildcards: json.dumps(PLAN.get(kind, wildcards.id).spec(), separators=(",", ":"))
+
+
+def stage_dir(wildcards, output):
+    return str(Path(output.spec).parent)
+
+
+def optional_mask(wildcards, input):
+    return f"--mask {input.mask}" if "mask" in input.keys() else ""
+
+
+def data_dir_arg(wildcards):
+    return f"--data-dir {config['data_dir']}" if config["data_dir"] else ""

@@ -1,0 +1,19 @@
+rule train:
+    """Train one level: the start weights with the level's mask held at zero."""
+    input:
+        unpack(stage_inputs("train")),
+    output:
+        **lth_plan.output_patterns(ROOT, "train"),
+    params:
+        spec=stage_spec("train"),
+        out=stage_dir,
+        mask=optional_mask,
+        data_dir=data_dir_arg,
+        py=sys.executable,
+    threads: config["threads"]
+    log:
+        "logs/train/{id}.log",
+    shell:
+        "{params.py} -m lth train --spec {params.spec:q} --model {input.model} "
+        "--start {input.start} {params.mask} {params.data_dir} --threads {threads} "
+        "--out {params.out} > {log} 2>&1"
