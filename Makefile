@@ -8,14 +8,15 @@ VENV ?= .venv
 setup:
 	bash tools/setup.sh
 
+# Jobs run `python -m lth`: the venv's bin goes first on PATH.
 run: setup
-	$(VENV)/bin/snakemake --cores $(CORES)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --cores $(CORES)
 
 test: setup
-	$(VENV)/bin/python -m pytest -q
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q
 
 lint: setup
-	$(VENV)/bin/snakemake --lint
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --lint
 
 bench: setup
 	$(VENV)/bin/python bench/speed.py

@@ -5,6 +5,8 @@
 import sys
 from pathlib import Path
 
+# Parse time imports lth from src/ (config and plan only: no torch). Jobs run
+# `python -m lth` with the python first on PATH: the project venv (activate it, or use make).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from lth import config as lth_config, plan as lth_plan

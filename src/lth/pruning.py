@@ -3,9 +3,12 @@
 
 Ties: weights of equal magnitude are ranked by position (row-major within a tensor, tensors
 in model order for global ranking); the earlier one is pruned first. The count pruned from
-n survivors at rate r is round(r * n) (Python's round: half to even).
+n survivors at rate r is ceil(r * n): with it, LeNet-300-100 keeps exactly the paper's
+51.3 %, 21.1 %, 3.6 %, 1.8 % after rounds 3, 7, 15, 18 (round-half-even gives 1.9 % at 18).
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -26,7 +29,8 @@ def _prune_ranked(magnitudes: np.ndarray, surviving: np.ndarray, count: int) -> 
 
 
 def prune_count(rate: float, surviving: int) -> int:
-    return int(round(rate * surviving))
+    # round(.., 9) first: 0.2 * 235200 must be 47040, not 47041 from float noise
+    return math.ceil(round(rate * surviving, 9))
 
 
 def layerwise(weights: dict, mask: Mask, rates: dict) -> Mask:

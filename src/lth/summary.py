@@ -10,7 +10,9 @@ from .artifacts import atomic_path, corrupt, read_json
 COLUMNS = ["level", "train_id", "weights_kept", "weights_total", "weights_remaining_pct",
            "early_stop_iteration", "early_stop_val_loss", "early_stop_test_accuracy",
            "final_iteration", "final_test_accuracy", "final_val_accuracy", "final_train_accuracy",
-           "generalization_gap", "train_seconds"]
+           "generalization_gap"]
+# No timings here: the table is an artifact and must be reproducible bit for bit (timings
+# are in each training stage's stats.json).
 
 
 def read_metrics(path) -> pd.DataFrame:
@@ -43,7 +45,6 @@ def level_row(level: int, train_id: str, metrics: pd.DataFrame, stats: dict) -> 
         "final_iteration": final, "final_test_accuracy": test_final,
         "final_val_accuracy": float(at_end.accuracy.get("validation", float("nan"))),
         "final_train_accuracy": train_acc, "generalization_gap": train_acc - test_final,
-        "train_seconds": stats.get("train_seconds", float("nan")),
     }
 
 

@@ -1,6 +1,5 @@
 # Pure helpers and input functions: they look stages up in PLAN (built in the Snakefile).
 import json
-import sys
 
 ROOT = config["results"]
 ID = "[0-9a-f]{%d}" % lth_plan.ID_LENGTH
@@ -30,3 +29,9 @@ def optional_mask(wildcards, input):
 
 def data_dir_arg(wildcards):
     return f"--data-dir {config['data_dir']}" if config["data_dir"] else ""
+
+
+def summary_levels(wildcards, input):
+    stage = PLAN.get("summary", wildcards.id)
+    return " ".join(f"{tid}:{input[f'level{i}_metrics']}:{input[f'level{i}_stats']}"
+                    for i, tid in enumerate(stage.upstream["trains"]))

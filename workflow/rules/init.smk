@@ -5,8 +5,9 @@ rule init:
     params:
         spec=stage_spec("init"),
         out=stage_dir,
-        py=sys.executable,
+    conda:
+        "../envs/lth.yaml"
     log:
         "logs/init/{id}.log",
     shell:
-        "{params.py} -m lth init --spec {params.spec:q} --out {params.out} > {log} 2>&1"
+        "python -m lth init --spec {params.spec:q} --out {params.out} > {log} 2>&1"

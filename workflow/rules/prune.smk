@@ -8,9 +8,10 @@ rule prune:
         spec=stage_spec("prune"),
         out=stage_dir,
         mask=optional_mask,
-        py=sys.executable,
+    conda:
+        "../envs/lth.yaml"
     log:
         "logs/prune/{id}.log",
     shell:
-        "{params.py} -m lth prune --spec {params.spec:q} --model {input.model} "
+        "python -m lth prune --spec {params.spec:q} --model {input.model} "
         "--weights {input.weights} {params.mask} --out {params.out} > {log} 2>&1"

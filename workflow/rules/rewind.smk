@@ -7,9 +7,10 @@ rule rewind:
     params:
         spec=stage_spec("rewind"),
         out=stage_dir,
-        py=sys.executable,
+    conda:
+        "../envs/lth.yaml"
     log:
         "logs/rewind/{id}.log",
     shell:
-        "{params.py} -m lth rewind --spec {params.spec:q} --model {input.model} "
+        "python -m lth rewind --spec {params.spec:q} --model {input.model} "
         "--init {input.init} --mask {input.mask} --out {params.out} > {log} 2>&1"

@@ -1,9 +1,3 @@
-def summary_levels(wildcards, input):
-    stage = PLAN.get("summary", wildcards.id)
-    return " ".join(f"{tid}:{input[f'level{i}_metrics']}:{input[f'level{i}_stats']}"
-                    for i, tid in enumerate(stage.upstream["trains"]))
-
-
 rule summary:
     """One row per level: weights remaining, early-stop iteration, accuracies; and the plot."""
     input:
@@ -18,9 +12,10 @@ rule summary:
         spec=stage_spec("summary"),
         out=stage_dir,
         levels=summary_levels,
-        py=sys.executable,
+    conda:
+        "../envs/lth.yaml"
     log:
         "logs/summary/{id}.log",
     shell:
-        "{params.py} -m lth summarize --spec {params.spec:q} --levels {params.levels} "
+        "python -m lth summarize --spec {params.spec:q} --levels {params.levels} "
         "--out {params.out} > {log} 2>&1"

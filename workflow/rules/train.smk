@@ -9,11 +9,12 @@ rule train:
         out=stage_dir,
         mask=optional_mask,
         data_dir=data_dir_arg,
-        py=sys.executable,
     threads: config["threads"]
+    conda:
+        "../envs/lth.yaml"
     log:
         "logs/train/{id}.log",
     shell:
-        "{params.py} -m lth train --spec {params.spec:q} --model {input.model} "
+        "python -m lth train --spec {params.spec:q} --model {input.model} "
         "--start {input.start} {params.mask} {params.data_dir} --threads {threads} "
         "--out {params.out} > {log} 2>&1"

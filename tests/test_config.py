@@ -1,0 +1,57 @@
+import pytest
+import yaml
+
+from lth import config
+from conftest import ROOT
+
+
+def test_default_config_file_is_valid_and_complete():
+    cfg = config.load(ROOT / "config.yaml")
+    assert cfg["model"]["name"] == "lenet_300_100"
+    assert cfg["levels"] >= 6
+    assert cfg["prune"] == {"strategy": "layerwise", "rate": 0.2, "output_rate": 0.1}
+
+
+def test_empty_config_gets_every_default():
+    cfg = config.validate({})
+    assert cfg["train"]["iterations"] == "50000it"
+    assert cfg["data"]["validation_size"] == 5000
+    assert cfg["rewind"]["to"] == "reset"
+
+
+@pytest.mark.parametrize("bad, key, hint", [
+    ({"prune": {"rat": 0.2}}, "prune.rat", "allowed keys in prune"),
+    ({"bogus": 1}, "bogus", "allowed keys"),
+    ({"train": {"lr": "fast"}}, "train.lr", "a number > 0"),
+    ({"levels": 2.5}, "levels", "an integer >= 0"),
+    ({"levels": -1}, "levels", "an integer >= 0"),
+    ({"prune": {"rate": 0}}, "prune.rate", "0 < rate < 1"),
+    ({"prune": {"rate": 1}}, "prune.rate", "0 < rate < 1"),
+    ({"prune": {"rate": 1.5}}, "prune.rate", "0 < rate < 1"),
+    ({"prune": {"output_rate": -0.1}}, "prune.output_rate", "0 < output_rate < 1"),
+    ({"train": {"iterations": "10 epochs"}}, "train.iterations", "500it or 2ep"),
+    ({"model": {"name": "resnet"}}, "model.name", "registered model"),
+])
+def test_bad_input_gives_one_line_naming_the_key(bad, key, hint):
+    with pytest.raises(config.ConfigError) as err:
+        config.validate(bad)
+    message = str(err.value)
+    assert "\n" not in message
+    assert key in message and hint in message
+
+
+def test_snakemake_style_string_values_are_coerced():
+    # `--config prune='{"rate": 0.3}'` arrives as {"rate": "0.3"}
+    cfg = config.validate({"prune": {"rate": "0.3"}, "train": {"iterations": "200"}, "data_dir": "null"})
+    assert cfg["prune"]["rate"] == 0.3
+    assert cfg["train"]["iterations"] == 200
+    assert cfg["data_dir"] is None
+    with pytest.raises(config.ConfigError, match="prune.rate"):
+        config.validate({"prune": {"rate": "abc"}})
+
+
+def test_overrides_merge_key_by_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"prune": {"rate": 0.2, "output_rate": 0.05}}))
+    cfg = config.load(path, {"prune": {"rate": 0.3}})
+    assert cfg["prune"]["rate"] == 0.3 and cfg["prune"]["output_rate"] == 0.05

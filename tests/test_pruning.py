@@ -1,0 +1,67 @@
+import math
+
+import numpy as np
+import pytest
+
+from lth import masks, pruning
+
+LENET = {"fc1.weight": (300, 784), "fc2.weight": (100, 300), "fc3.weight": (10, 100)}
+PRUNABLE = list(LENET)
+
+
+def random_weights(seed):
+    rng = np.random.default_rng(seed)
+    return {n: rng.standard_normal(s).astype(np.float32) for n, s in LENET.items()}
+
+
+def test_lenet_weights_remaining_after_rounds_3_7_15_18():
+    """Frankle & Carbin 2019: 20 % of hidden, 10 % of output weights per round leaves
+    51.3 %, 21.1 %, 3.6 %, 1.8 % of LeNet-300-100's 266,200 weights after 3, 7, 15, 18 rounds."""
+    mask = masks.ones_like(LENET)
+    remaining = {}
+    for round_ in range(1, 19):
+        mask = pruning.prune(random_weights(round_), mask, PRUNABLE, "fc3.weight", "layerwise", 0.2, 0.1)
+        kept, total = masks.counts(mask)
+        assert total == 266_200
+        remaining[round_] = round(100 * kept / total, 1)
+    assert [remaining[r] for r in (3, 7, 15, 18)] == [51.3, 21.1, 3.6, 1.8]
+
+
+def test_each_round_prunes_the_rate_of_survivors_per_layer():
+    mask = masks.ones_like(LENET)
+    for round_ in range(3):
+        before = {n: int(m.sum()) for n, m in mask.items()}
+        new = pruning.prune(random_weights(round_), mask, PRUNABLE, "fc3.weight", "layerwise", 0.2, 0.1)
+        for name in LENET:
+            rate = 0.1 if name == "fc3.weight" else 0.2
+            assert before[name] - int(new[name].sum()) == math.ceil(round(rate * before[name], 9))
+            assert not np.any(new[name] & ~mask[name]), "a pruned weight came back"
+        mask = new
+
+
+def test_the_smallest_surviving_magnitudes_go_first():
+    w = {"a": np.array([[0.5, -0.1, 0.3, -0.9, 0.05]], dtype=np.float32)}
+    mask = {"a": np.array([[True, True, True, True, False]])}
+    new = pruning.layerwise(w, mask, {"a": 0.5})  # 4 survivors -> prune 2: -0.1 and 0.3
+    assert new["a"].tolist() == [[True, False, False, True, False]]
+
+
+def test_ties_are_broken_by_position():
+    w = {"a": np.array([0.2, 0.1, 0.1, 0.1, 0.3], dtype=np.float32)}
+    new = pruning.layerwise(w, {"a": np.ones(5, bool)}, {"a": 0.4})  # prune 2 of the three 0.1s
+    assert new["a"].tolist() == [True, False, False, True, True]
+
+
+def test_global_ranks_hidden_layers_together_and_output_alone():
+    w = {"h1": np.array([1.0, 2.0, 3.0, 4.0]), "h2": np.array([0.1, 0.2, 5.0, 6.0]),
+         "out": np.array([0.01, 9.0])}
+    mask = {k: np.ones(v.shape, bool) for k, v in w.items()}
+    new = pruning.prune(w, mask, ["h1", "h2", "out"], "out", "global", 0.25, 0.5)
+    assert new["h1"].tolist() == [True] * 4       # 2 of 8 hidden pruned: both from h2
+    assert new["h2"].tolist() == [False, False, True, True]
+    assert new["out"].tolist() == [False, True]
+
+
+def test_unknown_strategy_is_refused():
+    with pytest.raises(ValueError, match="unknown pruning strategy"):
+        pruning.prune(random_weights(0), masks.ones_like(LENET), PRUNABLE, "fc3.weight", "random", 0.2, 0.1)

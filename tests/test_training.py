@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+import torch
+
+from lth import models
+from lth.steps import Step
+from lth.training import Split, epoch_order, train
+
+SETTINGS = {"optimizer": "adam", "lr": 1.2e-3, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 20,
+            "iterations": "3ep", "eval_every": "1ep", "seed": 0}
+
+
+def splits(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    def split(n):
+        return Split(torch.randn(n, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
+    return {"train": split(200), "validation": split(50), "test": split(50)}
+
+
+def half_mask(model):
+    rng = np.random.default_rng(0)
+    return {n: rng.random(tuple(model.state_dict()[n].shape)) < 0.5 for n in model.prunable()}
+
+
+def test_step_parsing():
+    assert Step.parse("500it").iterations(100) == 500
+    assert Step.parse("2ep").iterations(916) == 1832
+    assert Step.parse(7).iterations(3) == 7
+    with pytest.raises(ValueError, match="500it or 2ep"):
+        Step.parse("2 epochs")
+
+
+@pytest.mark.parametrize("optimizer, wd", [("adam", 0.0), ("adam", 1e-4), ("sgd", 1e-4)])
+def test_pruned_weights_stay_zero_and_get_no_optimizer_state(optimizer, wd):
+    model = models.build("lenet_300_100", seed=0)
+    mask = half_mask(model)
+    settings = dict(SETTINGS, optimizer=optimizer, weight_decay=wd, lr=0.05 if optimizer == "sgd" else 1e-3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, mask, splits(), settings)
+    state = model.state_dict()
+    for name, keep in mask.items():
+        pruned = ~torch.from_numpy(keep)
+        assert torch.count_nonzero(state[name][pruned]) == 0
+        assert not torch.equal(state[name][~pruned], before[name][~pruned]), "survivors should train"
+
+
+def test_optimizer_state_of_pruned_weights_stays_zero():
+    from lth.training import apply_mask, make_optimizer
+    import torch.nn.functional as F
+    model = models.build("lenet_300_100", seed=0)
+    mask = half_mask(model)
+    pairs = apply_mask(model, mask)
+    opt = make_optimizer(model.parameters(), SETTINGS)
+    data = splits()["train"]
+    for _ in range(3):
+        loss = F.cross_entropy(model(data.x[:20]), data.y[:20])
+        opt.zero_grad()
+        loss.backward()
+        torch._foreach_mul_([p.grad for p, _ in pairs], [m for _, m in pairs])
+        opt.step()
+    for p, m in pairs:
+        state = opt.state[p]
+        assert torch.count_nonzero(state["exp_avg"][m == 0]) == 0
+        assert torch.count_nonzero(state["exp_avg_sq"][m == 0]) == 0
+
+
+def test_training_is_bit_identical_for_the_same_seeds():
+    results = []
+    for _ in range(2):
+        model = models.build("lenet_300_100", seed=3)
+        result = train(model, half_mask(model), splits(), SETTINGS)
+        results.append((model.state_dict(), result.metrics))
+    (a, ma), (b, mb) = results
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert ma == mb
+
+
+def test_data_order_is_a_seeded_permutation_per_epoch():
+    a, b = epoch_order(100, 0, 0), epoch_order(100, 0, 1)
+    assert sorted(a.tolist()) == list(range(100))
+    assert torch.equal(a, epoch_order(100, 0, 0)) and not torch.equal(a, b)
+    assert not torch.equal(a, epoch_order(100, 1, 0))
+
+
+def test_metrics_cover_evaluations_and_final_train_accuracy():
+    model = models.build("lenet_300_100", seed=0)
+    result = train(model, None, splits(), SETTINGS)  # 10 steps per epoch, 3 epochs
+    assert result.iterations == 30
+    iterations = sorted({r["iteration"] for r in result.metrics})
+    assert iterations == [0, 10, 20, 30]
+    final = {r["split"] for r in result.metrics if r["iteration"] == 30}
+    assert final == {"validation", "test", "train"}
+
+
+def test_glorot_init_is_seeded():
+    a, b, c = (models.build("lenet_300_100", seed=s).state_dict() for s in (0, 0, 1))
+    assert torch.equal(a["fc1.weight"], b["fc1.weight"]) and not torch.equal(a["fc1.weight"], c["fc1.weight"])
+    std = a["fc1.weight"].std().item()
+    assert abs(std - (2 / (784 + 300)) ** 0.5) < 0.002
+    assert torch.count_nonzero(a["fc1.bias"]) == 0
+    assert models.build("lenet_300_100").prunable() == ["fc1.weight", "fc2.weight", "fc3.weight"]

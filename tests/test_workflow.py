@@ -1,0 +1,161 @@
+"""Real Snakemake runs (the CLI, in a subprocess) on a tiny config: jobs are counted rule by
+rule from Snakemake's own "Finished jobid: N (Rule: R)" lines."""
+import collections
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT
+
+SNAKEFILE = ROOT / "Snakefile"
+
+
+def tiny_config(data_dir, **overrides):
+    cfg = {"data_dir": str(data_dir), "threads": 1, "levels": 3,
+           "data": {"dataset": "fashion_mnist", "validation_size": 200},
+           "train": {"iterations": "20it", "eval_every": "10it", "batch_size": 60}}
+    for key, value in overrides.items():
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    return cfg
+
+
+def snakemake(workdir: Path, *args, check=True):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--cores", "2", *args],
+                          cwd=workdir, capture_output=True, text=True, env=env)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+def jobs(proc) -> dict:
+    finished = re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", proc.stdout + proc.stderr)
+    counts = collections.Counter(finished)
+    counts.pop("all", None)
+    return dict(counts)
+
+
+def run(workdir: Path, cfg: dict, *args):
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return jobs(snakemake(workdir, *args))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, small_idx_dataset):
+    """One workflow directory shared by the cache tests, in order: its state carries over."""
+    directory = tmp_path_factory.mktemp("wf")
+    first = run(directory, tiny_config(small_idx_dataset))
+    assert first == {"init": 1, "train": 4, "prune": 3, "rewind": 3, "summary": 1}
+    return directory
+
+
+def test_a_rerun_with_no_change_does_nothing(workdir, small_idx_dataset):
+    assert run(workdir, tiny_config(small_idx_dataset)) == {}
+
+
+def test_every_job_wrote_a_log_with_a_progress_line(workdir):
+    logs = {p.parent.name: p.read_text() for p in (workdir / "logs").rglob("*.log")}
+    assert set(logs) == {"init", "train", "prune", "rewind", "summary"}
+    train_logs = [p.read_text() for p in (workdir / "logs" / "train").glob("*.log")]
+    assert len(train_logs) == 4 and all("it 20/20 (100%)" in text for text in train_logs)
+
+
+def test_pruning_rate_edit_on_the_command_line_keeps_init_and_dense_training(workdir, small_idx_dataset):
+    (workdir / "config.yaml").write_text(yaml.safe_dump(tiny_config(small_idx_dataset)))
+    counts = jobs(snakemake(workdir, "--config", 'prune={"rate": 0.3}'))
+    assert counts == {"train": 3, "prune": 3, "rewind": 3, "summary": 1}
+
+
+def test_more_levels_run_only_the_new_levels(workdir, small_idx_dataset):
+    counts = run(workdir, tiny_config(small_idx_dataset, levels=5))
+    assert counts == {"train": 2, "prune": 2, "rewind": 2, "summary": 1}
+
+
+def test_reverting_an_edit_reruns_nothing(workdir, small_idx_dataset):
+    assert run(workdir, tiny_config(small_idx_dataset)) == {}
+    assert run(workdir, tiny_config(small_idx_dataset, prune={"rate": 0.3})) == {}
+
+
+def test_training_edit_reruns_training_and_everything_after(workdir, small_idx_dataset):
+    counts = run(workdir, tiny_config(small_idx_dataset, train={"lr": 0.001}))
+    assert counts == {"train": 4, "prune": 3, "rewind": 3, "summary": 1}
+
+
+def test_summary_has_one_row_per_level_with_the_mask_arithmetic(workdir, small_idx_dataset):
+    import pandas as pd
+    from lth import config, plan
+    cfg = config.validate(tiny_config(small_idx_dataset))
+    summary = plan.build(cfg).summary
+    frame = pd.read_parquet(workdir / summary.output("table"))
+    assert frame.level.tolist() == [0, 1, 2, 3]
+    assert frame.weights_remaining_pct.round(1).tolist() == [100.0, 80.0, 64.1, 51.3]
+    assert (workdir / summary.output("csv")).read_text().startswith("level,train_id,")
+    assert (workdir / summary.output("plot")).read_bytes()[:4] == b"\x89PNG"
+    assert set(frame.train_id) == {lvl["train"].id for lvl in plan.build(cfg).levels}
+
+
+def test_stage_artifacts_are_consistent(workdir, small_idx_dataset):
+    import json
+    import torch
+    from lth import config, masks, plan
+    cfg = config.validate(tiny_config(small_idx_dataset))
+    p = plan.build(cfg)
+    for level in p.levels[1:]:
+        mask = masks.read(workdir / level["prune"].output("mask"))
+        start = torch.load(workdir / level["rewind"].output("start"), weights_only=True)
+        trained = torch.load(workdir / level["train"].output("weights"), weights_only=True)
+        for name, keep in mask.items():
+            pruned = ~torch.from_numpy(keep)
+            assert torch.count_nonzero(start[name][pruned]) == 0
+            assert torch.count_nonzero(trained[name][pruned]) == 0
+        spec = json.loads((workdir / level["train"].output("spec")).read_text())
+        assert spec == json.loads(json.dumps(level["train"].spec()))
+
+
+def test_same_config_gives_byte_identical_artifacts(tmp_path, small_idx_dataset, workdir):
+    cfg = tiny_config(small_idx_dataset, levels=2)
+    assert run(tmp_path, cfg)["train"] == 3
+    compared = 0
+    for path in (tmp_path / "results").rglob("*"):
+        if path.parent.parent.name == "summary":  # levels differ: a different summary stage
+            continue
+        if path.suffix in (".pt", ".parquet") or path.name == "spec.json":
+            twin = workdir / path.relative_to(tmp_path)
+            assert twin.read_bytes() == path.read_bytes(), path
+            compared += 1
+    assert compared >= 15
+
+
+@pytest.mark.parametrize("override, key", [
+    ('prune={"rate": 1.5}', "prune.rate"),
+    ('prune={"rat": 0.2}', "prune.rat"),
+    ("levels=-1", "levels"),
+    ('train={"lr": "fast"}', "train.lr"),
+])
+def test_bad_config_stops_before_any_job_with_one_line(tmp_path, small_idx_dataset, override, key):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config(small_idx_dataset)))
+    proc = snakemake(tmp_path, "--config", override, check=False)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("config:")]
+    assert len(errors) == 1 and key in errors[0]
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_dataset_fails_the_first_training_job_with_a_clear_message(tmp_path):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config(tmp_path / "nowhere", levels=0)))
+    proc = snakemake(tmp_path, check=False)
+    assert proc.returncode != 0
+    log = next((tmp_path / "logs" / "train").glob("*.log")).read_text()
+    assert "error: fashion_mnist: missing file" in log and "train-images-idx3-ubyte.gz" in log
+
+
+def test_lint_is_clean():
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--lint"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0 and "Lints for" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
