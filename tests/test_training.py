@@ -99,3 +99,40 @@ def test_glorot_init_is_seeded():
     assert abs(std - (2 / (784 + 300)) ** 0.5) < 0.002
     assert torch.count_nonzero(a["fc1.bias"]) == 0
     assert models.build("lenet_300_100").prunable() == ["fc1.weight", "fc2.weight", "fc3.weight"]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_fast_loop_equals_a_plain_reference_loop(optimizer):
+    """train() takes shortcuts (lth.training.fast_step, index_select, grads set to None by
+    hand); a plain torch.optim loop over the same batches must give the same bits."""
+    import torch.nn.functional as F
+    from lth.training import make_optimizer
+    settings = dict(SETTINGS, optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 1e-3, weight_decay=1e-4)
+    data = splits()
+    fast = models.build("lenet_300_100", seed=1)
+    mask = half_mask(fast)
+    train(fast, mask, data, settings)
+
+    ref = models.build("lenet_300_100", seed=1)
+    params = dict(ref.named_parameters())
+    masked = [(params[n], torch.from_numpy(k).float()) for n, k in mask.items()]
+    with torch.no_grad():
+        for p, m in masked:
+            p.mul_(m)
+    opt = make_optimizer(ref.parameters(), settings)
+    steps_per_epoch = len(data["train"]) // settings["batch_size"]
+    for epoch in range(3):
+        order = epoch_order(len(data["train"]), settings["seed"], epoch)
+        for b in range(steps_per_epoch):
+            index = order[b * 20:(b + 1) * 20]
+            loss = F.cross_entropy(ref(data["train"].x[index]), data["train"].y[index])
+            opt.zero_grad()
+            loss.backward()
+            for p, m in masked:
+                p.grad.mul_(m)
+            opt.step()
+            with torch.no_grad():
+                for p, m in masked:
+                    p.mul_(m)
+    for name, value in ref.state_dict().items():
+        assert torch.equal(value, fast.state_dict()[name]), name

@@ -80,7 +80,8 @@ def read_idx(path: Path) -> np.ndarray:
     expected = int(np.prod(shape)) if shape else 0
     if len(raw) - header != expected:
         raise ValueError(f"IDX size mismatch: header says {expected} values, file has {len(raw) - header}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    # bytearray: a writable buffer, so torch.from_numpy later needs no copy and warns not
+    return np.frombuffer(bytearray(raw), dtype=np.uint8, offset=header).reshape(shape)
 
 
 def _idx_file(source: Source, directory: Path, stem: str) -> np.ndarray:

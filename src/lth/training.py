@@ -86,6 +86,45 @@ def make_optimizer(params, settings: dict) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {name!r}; known: adam, sgd")
 
 
+def fast_step(optimizer: torch.optim.Optimizer):
+    """`optimizer.step` without its per-call Python bookkeeping (profiler hook, state checks,
+    device grouping, a foreach `step += 1` over per-tensor counters): measured 169 -> 120 us
+    for Adam, 81 -> 51 us for SGD on LeNet-300-100, 1 CPU thread. Call it after one regular
+    step has created the state; it runs the same fused kernel (torch._fused_adam_/_sgd_, as
+    torch 2.13's Adam/SGD(fused=True) do) on the same tensors, so results are bit-identical.
+    Needs every parameter to have a gradient at each step, as in train(). Falls back to
+    optimizer.step for anything but a single-group fused Adam/SGD on CPU."""
+    group, state = optimizer.param_groups[0], optimizer.state
+    params = group["params"]
+    if (len(optimizer.param_groups) != 1 or not group.get("fused") or isinstance(group["lr"], torch.Tensor)
+            or any(p.device.type != "cpu" for p in params)):
+        return optimizer.step
+    hyper = {k: group[k] for k in ("lr", "weight_decay", "maximize")}
+    has_state = all(p in state for p in params)
+    if type(optimizer) is torch.optim.Adam and has_state and not group["amsgrad"] \
+            and not group.get("decoupled_weight_decay"):
+        step = state[params[0]]["step"]
+        for p in params:  # all counters are equal: share one, so a step is one add_, not a foreach loop
+            state[p]["step"] = step
+        moments = [state[p]["exp_avg"] for p in params], [state[p]["exp_avg_sq"] for p in params]
+        beta1, beta2 = group["betas"]
+
+        def adam():
+            step.add_(1)
+            torch._fused_adam_(params, [p.grad for p in params], *moments, [], [step] * len(params),
+                               amsgrad=False, beta1=beta1, beta2=beta2, eps=group["eps"], **hyper)
+        return adam
+    if type(optimizer) is torch.optim.SGD and (has_state or not group["momentum"]):
+        buffers = [state[p]["momentum_buffer"] for p in params] if group["momentum"] else []
+        momentum, nesterov, dampening = group["momentum"], group["nesterov"], group["dampening"]
+
+        def sgd():
+            torch._fused_sgd_(params, [p.grad for p in params], buffers, momentum=momentum,
+                              dampening=dampening, nesterov=nesterov, is_first_step=False, **hyper)
+        return sgd
+    return optimizer.step
+
+
 @dataclass
 class Result:
     metrics: list = field(default_factory=list)   # rows: iteration, split, loss, accuracy
@@ -136,19 +175,24 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None) -> R
     record(0)
     log(f"it 0/{total} val_loss={result.metrics[-2]['loss']:.4f} test_acc={result.metrics[-1]['accuracy']:.4f}")
     model.train()
-    order, epoch = None, -1
+    x, y = train_split.x, train_split.y
+    step = optimizer.step  # becomes fast_step(optimizer) once the first step has made the state
     started = time.perf_counter()
     for it in range(total):
-        if it // steps_per_epoch != epoch:
-            epoch = it // steps_per_epoch
-            order = epoch_order(len(train_split), settings["seed"], epoch, device)
-        index = order[(it % steps_per_epoch) * batch:(it % steps_per_epoch + 1) * batch]
-        loss = F.cross_entropy(model(train_split.x[index]), train_split.y[index])
-        optimizer.zero_grad(set_to_none=True)
+        if it % steps_per_epoch == 0:  # rows of this epoch's permutation, one batch per row
+            order = epoch_order(len(train_split), settings["seed"], it // steps_per_epoch, device)
+            batches = order[:steps_per_epoch * batch].view(steps_per_epoch, -1)
+        index = batches[it % steps_per_epoch]
+        # index_select: same rows as x[index], ~2x faster (advanced indexing takes a generic path)
+        loss = F.cross_entropy(model(x.index_select(0, index)), y.index_select(0, index))
+        for p in params:  # = optimizer.zero_grad(set_to_none=True), without its profiler hook
+            p.grad = None
         loss.backward()
         if masked:
             torch._foreach_mul_([p.grad for p in masked_params], masks)
-        optimizer.step()
+        step()
+        if it == 0:
+            step = fast_step(optimizer)
         if masked:
             with torch.no_grad():
                 torch._foreach_mul_(masked_params, masks)

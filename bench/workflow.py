@@ -1,0 +1,82 @@
+"""Workflow-level figures, from one run of a config in a fresh folder (nothing cached):
+
+- wall time of `snakemake --cores N` against the summed time of its training jobs, measured
+  three ways: the optimisation loop (train_seconds), the loop plus evaluation, and each
+  training process's whole in-process time (job_seconds: data loading, training, saving);
+  overhead = wall / sum - 1;
+- bytes written per level (training + pruning + rewinding directories) and in all.
+
+    python bench/workflow.py [--config config.yaml] [--cores 2] [--keep DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from lth import config as config_mod, plan as plan_mod  # noqa: E402
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def run(config_path: Path, cores: int, workdir: Path) -> dict:
+    shutil.copy(config_path, workdir / "config.yaml")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", str(cores)],
+                   cwd=workdir, env=env, check=True, capture_output=True)
+    wall = time.perf_counter() - started
+    cfg = config_mod.load(workdir / "config.yaml")
+    plan = plan_mod.build(cfg)
+    levels = []
+    for level, stages in enumerate(plan.levels):
+        stats = json.loads((workdir / stages["train"].output("stats")).read_text())
+        levels.append({"level": level, "stats": stats,
+                       "bytes": sum(dir_bytes(workdir / s.dir) for s in stages.values())})
+    return {"wall": wall, "levels": levels, "jobs": len(plan.stages),
+            "bytes_total": dir_bytes(workdir / cfg["results"])}
+
+
+def report(figures: dict) -> None:
+    wall, levels = figures["wall"], figures["levels"]
+    loop = sum(lv["stats"]["train_seconds"] for lv in levels)
+    with_eval = loop + sum(lv["stats"]["eval_seconds"] for lv in levels)
+    jobs = sum(lv["stats"]["job_seconds"] for lv in levels)
+    print(f"workflow: {figures['jobs']} stages, wall {wall:.1f} s")
+    for name, total in (("training loop", loop), ("loop + evaluation", with_eval),
+                        ("training jobs in-process", jobs)):
+        print(f"  vs {name:26s} {total:7.1f} s  overhead {100 * (wall / total - 1):5.1f} %")
+    print("bytes per level (train + prune + rewind directories):")
+    for lv in levels:
+        kept, total = lv["stats"]["weights_kept"], lv["stats"]["weights_total"]
+        print(f"  level {lv['level']:2d}  {100 * kept / total:5.1f} % weights  {lv['bytes'] / 1e6:6.3f} MB")
+    print(f"  all results: {figures['bytes_total'] / 1e6:.2f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "config.yaml")
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--keep", type=Path, help="run in this folder and keep it")
+    args = parser.parse_args()
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        report(run(args.config.resolve(), args.cores, args.keep))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            report(run(args.config.resolve(), args.cores, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
