@@ -45,23 +45,27 @@ def test_pruned_weights_stay_zero_and_get_no_optimizer_state(optimizer, wd):
 
 
 def test_optimizer_state_of_pruned_weights_stays_zero():
-    from lth.training import apply_mask, make_optimizer
+    from lth import optim
+    from lth.training import apply_mask
     import torch.nn.functional as F
     model = models.build("lenet_300_100", seed=0)
     mask = half_mask(model)
     pairs = apply_mask(model, mask)
-    opt = make_optimizer(model.parameters(), SETTINGS)
+    params = list(model.parameters())
+    opt = optim.make(params, SETTINGS)
     data = splits()["train"]
     for _ in range(3):
         loss = F.cross_entropy(model(data.x[:20]), data.y[:20])
-        opt.zero_grad()
+        for p in params:
+            p.grad = None
         loss.backward()
         torch._foreach_mul_([p.grad for p, _ in pairs], [m for _, m in pairs])
         opt.step()
+    state = opt.state()
     for p, m in pairs:
-        state = opt.state[p]
-        assert torch.count_nonzero(state["exp_avg"][m == 0]) == 0
-        assert torch.count_nonzero(state["exp_avg_sq"][m == 0]) == 0
+        i = next(i for i, q in enumerate(params) if q is p)
+        assert torch.count_nonzero(state["exp_avg"][i][m == 0]) == 0
+        assert torch.count_nonzero(state["exp_avg_sq"][i][m == 0]) == 0
 
 
 def test_training_is_bit_identical_for_the_same_seeds():
@@ -103,10 +107,10 @@ def test_glorot_init_is_seeded():
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_fast_loop_equals_a_plain_reference_loop(optimizer):
-    """train() takes shortcuts (lth.training.fast_step, index_select, grads set to None by
-    hand); a plain torch.optim loop over the same batches must give the same bits."""
+    """train() takes shortcuts (lth.optim calls the fused kernels directly, index_select,
+    grads set to None by hand); a plain torch.optim loop over the same batches must give
+    the same bits."""
     import torch.nn.functional as F
-    from lth.training import make_optimizer
     settings = dict(SETTINGS, optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 1e-3, weight_decay=1e-4)
     data = splits()
     fast = models.build("lenet_300_100", seed=1)
@@ -119,7 +123,10 @@ def test_fast_loop_equals_a_plain_reference_loop(optimizer):
     with torch.no_grad():
         for p, m in masked:
             p.mul_(m)
-    opt = make_optimizer(ref.parameters(), settings)
+    opt = (torch.optim.Adam(ref.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"], fused=True)
+           if optimizer == "adam" else
+           torch.optim.SGD(ref.parameters(), lr=settings["lr"], momentum=settings["momentum"],
+                           weight_decay=settings["weight_decay"], fused=True))
     steps_per_epoch = len(data["train"]) // settings["batch_size"]
     for epoch in range(3):
         order = epoch_order(len(data["train"]), settings["seed"], epoch)

@@ -1,6 +1,10 @@
 """Model registry. A model is an nn.Module that also says which tensors are prunable
 (weights of conv and linear layers; never biases or BatchNorm) and which is the output layer.
-Adding a model: one class here (or a module) and one REGISTRY entry."""
+Adding a model: one class here (or a module) and one REGISTRY entry.
+
+Every model takes `width` (a multiplier on its hidden widths, for the small-dense baseline
+of the sanity checks), `num_classes` and `dropout` (on the fully connected hidden layers).
+"""
 from __future__ import annotations
 
 import math
@@ -15,40 +19,158 @@ class PrunableModel(nn.Module):
 
     def prunable(self) -> list[str]:
         """Names of the prunable tensors, in parameter order."""
-        return [name for name, module in self.named_modules()
-                if isinstance(module, (nn.Linear, nn.Conv2d))
-                for name in [f"{name}.weight"]]
+        return [f"{name}.weight" for name, module in self.named_modules()
+                if isinstance(module, (nn.Linear, nn.Conv2d))]
 
     def init_weights(self, generator: torch.Generator) -> None:
-        """Gaussian Glorot (Xavier normal) weights, zero biases, drawn from `generator`."""
+        """Gaussian Glorot (Xavier normal) weights, zero biases, BatchNorm at (1, 0), drawn
+        from `generator` in module order."""
         with torch.no_grad():
             for module in self.modules():
                 if isinstance(module, (nn.Linear, nn.Conv2d)):
-                    fan_out, fan_in = module.weight.shape[0], module.weight[0].numel()
-                    receptive = module.weight[0, 0].numel()
-                    std = math.sqrt(2.0 / (fan_in + fan_out * receptive))
+                    fan_in = module.weight[0].numel()
+                    fan_out = module.weight.shape[0] * module.weight[0, 0].numel()
+                    std = math.sqrt(2.0 / (fan_in + fan_out))
                     module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
                     if module.bias is not None:
                         module.bias.zero_()
+                elif isinstance(module, nn.BatchNorm2d):
+                    module.reset_parameters()
+
+
+def _w(channels: int, width: float) -> int:
+    return max(1, int(round(channels * width)))
 
 
 class LeNet300100(PrunableModel):
     """LeNet-300-100: 784-300-100-10 fully connected, ReLU (Frankle & Carbin 2019)."""
     output_layer = "fc3.weight"
+    input_shape = (1, 28, 28)
 
-    def __init__(self, num_classes: int = 10, input_size: int = 784):
+    def __init__(self, num_classes: int = 10, width: float = 1.0, dropout: float = 0.0, in_features: int = 784):
         super().__init__()
-        self.fc1 = nn.Linear(input_size, 300)
-        self.fc2 = nn.Linear(300, 100)
-        self.fc3 = nn.Linear(100, num_classes)
+        self.fc1 = nn.Linear(in_features, _w(300, width))
+        self.fc2 = nn.Linear(_w(300, width), _w(100, width))
+        self.fc3 = nn.Linear(_w(100, width), num_classes)
+        self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(1)
-        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+        x = F.relu(self.fc1(x.flatten(1)))
+        x = F.relu(self.fc2(F.dropout(x, self.dropout, self.training)))
+        return self.fc3(F.dropout(x, self.dropout, self.training))
 
+
+class ConvNet(PrunableModel):
+    """Conv-2/4/6 of Frankle & Carbin 2019: pairs of 3x3 same-padded convs, each pair
+    followed by 2x2 max pooling, then fully connected 256-256-classes, ReLU."""
+    output_layer = "fc3.weight"
+    input_shape = (3, 32, 32)
+
+    def __init__(self, plan: list[int], num_classes: int = 10, width: float = 1.0, dropout: float = 0.0):
+        super().__init__()
+        layers, channels = [], 3
+        for i, out in enumerate(plan):
+            layers.append(nn.Conv2d(channels, _w(out, width), 3, padding=1))
+            channels = _w(out, width)
+        self.convs = nn.ModuleList(layers)
+        side = 32 // 2 ** (len(plan) // 2)
+        self.fc1 = nn.Linear(channels * side * side, _w(256, width))
+        self.fc2 = nn.Linear(_w(256, width), _w(256, width))
+        self.fc3 = nn.Linear(_w(256, width), num_classes)
+        self.dropout = dropout
+
+    def forward(self, x):
+        for i, conv in enumerate(self.convs):
+            x = F.relu(conv(x))
+            if i % 2 == 1:
+                x = F.max_pool2d(x, 2)
+        x = F.relu(self.fc1(F.dropout(x.flatten(1), self.dropout, self.training)))
+        x = F.relu(self.fc2(F.dropout(x, self.dropout, self.training)))
+        return self.fc3(F.dropout(x, self.dropout, self.training))
+
+
+class VGG(PrunableModel):
+    """CIFAR VGG with BatchNorm (as in Frankle et al. 2019/2020): 3x3 conv-BN-ReLU blocks,
+    'M' = 2x2 max pooling, then 2x2 average pooling and one linear output layer."""
+    output_layer = "fc.weight"
+    input_shape = (3, 32, 32)
+
+    def __init__(self, plan: list, num_classes: int = 10, width: float = 1.0, dropout: float = 0.0):
+        super().__init__()
+        layers, channels = [], 3
+        for item in plan:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [nn.Conv2d(channels, _w(item, width), 3, padding=1, bias=False),
+                           nn.BatchNorm2d(_w(item, width)), nn.ReLU()]
+                channels = _w(item, width)
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(channels, num_classes)
+        self.dropout = dropout
+
+    def forward(self, x):
+        x = F.avg_pool2d(self.features(x), 2).flatten(1)
+        return self.fc(F.dropout(x, self.dropout, self.training))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:  # projection shortcut: 1x1 conv + BN
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet(PrunableModel):
+    """CIFAR ResNets: a 3x3 stem (no max pooling), stages of basic blocks, global average
+    pooling, one linear output layer. ResNet-20: 3 stages x 3 blocks, 16-32-64 channels;
+    ResNet-18: 4 stages x 2 blocks, 64-128-256-512."""
+    output_layer = "fc.weight"
+    input_shape = (3, 32, 32)
+
+    def __init__(self, stages: list[tuple[int, int]], num_classes: int = 10, width: float = 1.0,
+                 dropout: float = 0.0):
+        super().__init__()
+        channels = _w(stages[0][0], width)
+        self.conv = nn.Conv2d(3, channels, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        blocks = []
+        for i, (out, count) in enumerate(stages):
+            for j in range(count):
+                stride = 2 if i > 0 and j == 0 else 1
+                blocks.append(BasicBlock(channels, _w(out, width), stride))
+                channels = _w(out, width)
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(channels, num_classes)
+        self.dropout = dropout
+
+    def forward(self, x):
+        x = self.blocks(F.relu(self.bn(self.conv(x))))
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return self.fc(F.dropout(x, self.dropout, self.training))
+
+
+_VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+_VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512]
 
 REGISTRY = {
     "lenet_300_100": LeNet300100,
+    "conv2": lambda **kw: ConvNet([64, 64], **kw),
+    "conv4": lambda **kw: ConvNet([64, 64, 128, 128], **kw),
+    "conv6": lambda **kw: ConvNet([64, 64, 128, 128, 256, 256], **kw),
+    "vgg16": lambda **kw: VGG(_VGG16, **kw),
+    "vgg19": lambda **kw: VGG(_VGG19, **kw),
+    "resnet20": lambda **kw: ResNet([(16, 3), (32, 3), (64, 3)], **kw),
+    "resnet18": lambda **kw: ResNet([(64, 2), (128, 2), (256, 2), (512, 2)], **kw),
 }
 
 
@@ -59,11 +181,29 @@ def describe(name: str, model: PrunableModel) -> dict:
             "prunable": model.prunable(), "output_layer": model.output_layer}
 
 
-def build(name: str, seed: int | None = None) -> PrunableModel:
+def build(name: str, seed: int | None = None, **options) -> PrunableModel:
     """A registered model; with a seed, freshly initialised from it (no global RNG)."""
     if name not in REGISTRY:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(REGISTRY)}")
-    model = REGISTRY[name]()
+    model = REGISTRY[name](**options)
     if seed is not None:
         model.init_weights(torch.Generator().manual_seed(seed))
     return model
+
+
+def prunable_count(model: PrunableModel) -> int:
+    return sum(model.get_parameter(n).numel() for n in model.prunable())
+
+
+def small_dense_width(name: str, target: int) -> float:
+    """The width multiplier whose dense model has about `target` prunable weights: the
+    sanity checks' small dense baseline at a ticket's parameter count (bisection; the count
+    grows monotonically with width)."""
+    low, high = 1e-3, 1.0
+    for _ in range(40):
+        mid = (low + high) / 2
+        if prunable_count(build(name, width=mid)) < target:
+            low = mid
+        else:
+            high = mid
+    return high

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from . import optim
 from .data import Dataset, split_validation
 from .steps import Step
 
@@ -73,58 +74,6 @@ def evaluate(model, split: Split, batch: int = EVAL_BATCH) -> tuple[float, float
     return loss.item() / len(split), correct.item() / len(split)
 
 
-def make_optimizer(params, settings: dict) -> torch.optim.Optimizer:
-    # fused=True: one kernel for all tensors; on CPU it is also the fastest path and
-    # deterministic. Falls back where a device has no fused kernel.
-    name, lr, wd = settings["optimizer"], settings["lr"], settings["weight_decay"]
-    params = list(params)
-    fused = all(p.device.type in ("cpu", "cuda") for p in params)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd, fused=fused)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=settings["momentum"], weight_decay=wd, fused=fused)
-    raise ValueError(f"unknown optimizer {name!r}; known: adam, sgd")
-
-
-def fast_step(optimizer: torch.optim.Optimizer):
-    """`optimizer.step` without its per-call Python bookkeeping (profiler hook, state checks,
-    device grouping, a foreach `step += 1` over per-tensor counters): measured 169 -> 120 us
-    for Adam, 81 -> 51 us for SGD on LeNet-300-100, 1 CPU thread. Call it after one regular
-    step has created the state; it runs the same fused kernel (torch._fused_adam_/_sgd_, as
-    torch 2.13's Adam/SGD(fused=True) do) on the same tensors, so results are bit-identical.
-    Needs every parameter to have a gradient at each step, as in train(). Falls back to
-    optimizer.step for anything but a single-group fused Adam/SGD on CPU."""
-    group, state = optimizer.param_groups[0], optimizer.state
-    params = group["params"]
-    if (len(optimizer.param_groups) != 1 or not group.get("fused") or isinstance(group["lr"], torch.Tensor)
-            or any(p.device.type != "cpu" for p in params)):
-        return optimizer.step
-    hyper = {k: group[k] for k in ("lr", "weight_decay", "maximize")}
-    has_state = all(p in state for p in params)
-    if type(optimizer) is torch.optim.Adam and has_state and not group["amsgrad"] \
-            and not group.get("decoupled_weight_decay"):
-        step = state[params[0]]["step"]
-        for p in params:  # all counters are equal: share one, so a step is one add_, not a foreach loop
-            state[p]["step"] = step
-        moments = [state[p]["exp_avg"] for p in params], [state[p]["exp_avg_sq"] for p in params]
-        beta1, beta2 = group["betas"]
-
-        def adam():
-            step.add_(1)
-            torch._fused_adam_(params, [p.grad for p in params], *moments, [], [step] * len(params),
-                               amsgrad=False, beta1=beta1, beta2=beta2, eps=group["eps"], **hyper)
-        return adam
-    if type(optimizer) is torch.optim.SGD and (has_state or not group["momentum"]):
-        buffers = [state[p]["momentum_buffer"] for p in params] if group["momentum"] else []
-        momentum, nesterov, dampening = group["momentum"], group["nesterov"], group["dampening"]
-
-        def sgd():
-            torch._fused_sgd_(params, [p.grad for p in params], buffers, momentum=momentum,
-                              dampening=dampening, nesterov=nesterov, is_first_step=False, **hyper)
-        return sgd
-    return optimizer.step
-
-
 @dataclass
 class Result:
     metrics: list = field(default_factory=list)   # rows: iteration, split, loss, accuracy
@@ -162,7 +111,7 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None) -> R
     masked_params = [p for p, _ in masked]
     masks = [m for _, m in masked]
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, settings)
+    optimizer = optim.make(params, settings)
     result = Result(iterations=total)
 
     def record(iteration, names=("validation", "test")):
@@ -176,7 +125,6 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None) -> R
     log(f"it 0/{total} val_loss={result.metrics[-2]['loss']:.4f} test_acc={result.metrics[-1]['accuracy']:.4f}")
     model.train()
     x, y = train_split.x, train_split.y
-    step = optimizer.step  # becomes fast_step(optimizer) once the first step has made the state
     started = time.perf_counter()
     for it in range(total):
         if it % steps_per_epoch == 0:  # rows of this epoch's permutation, one batch per row
@@ -185,14 +133,12 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None) -> R
         index = batches[it % steps_per_epoch]
         # index_select: same rows as x[index], ~2x faster (advanced indexing takes a generic path)
         loss = F.cross_entropy(model(x.index_select(0, index)), y.index_select(0, index))
-        for p in params:  # = optimizer.zero_grad(set_to_none=True), without its profiler hook
+        for p in params:  # backward then stores fresh gradients instead of accumulating
             p.grad = None
         loss.backward()
         if masked:
             torch._foreach_mul_([p.grad for p in masked_params], masks)
-        step()
-        if it == 0:
-            step = fast_step(optimizer)
+        optimizer.step()
         if masked:
             with torch.no_grad():
                 torch._foreach_mul_(masked_params, masks)
