@@ -55,3 +55,15 @@ def test_overrides_merge_key_by_key(tmp_path):
     path.write_text(yaml.safe_dump({"prune": {"rate": 0.2, "output_rate": 0.05}}))
     cfg = config.load(path, {"prune": {"rate": 0.3}})
     assert cfg["prune"]["rate"] == 0.3 and cfg["prune"]["output_rate"] == 0.05
+
+
+def test_model_and_dataset_must_take_the_same_images():
+    with pytest.raises(config.ConfigError, match="model.name conv2 takes 3x32x32 images but data.dataset fashion_mnist"):
+        config.validate({"model": {"name": "conv2"}})
+    assert config.validate({"model": {"name": "conv2"}, "data": {"dataset": "cifar10"}})["model"]["name"] == "conv2"
+
+
+def test_input_table_agrees_with_the_models():
+    from lth import models
+    for name in models.REGISTRY:
+        assert tuple(type(models.build(name, width=0.1)).input_shape) == config.model_input(name), name

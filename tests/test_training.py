@@ -143,3 +143,38 @@ def test_fast_loop_equals_a_plain_reference_loop(optimizer):
                     p.mul_(m)
     for name, value in ref.state_dict().items():
         assert torch.equal(value, fast.state_dict()[name]), name
+
+
+def test_learning_rate_warmup_and_milestones():
+    from lth.training import learning_rate
+    s = {"lr": 0.1, "warmup": "4it", "milestones": ["10it", 20], "gamma": 0.1}
+    assert [learning_rate(s, i, 100) for i in (0, 1, 3)] == pytest.approx([0.025, 0.05, 0.1])
+    assert learning_rate(s, 9, 100) == 0.1
+    assert learning_rate(s, 10, 100) == pytest.approx(0.01)
+    assert learning_rate(s, 25, 100) == pytest.approx(0.001)
+    assert learning_rate({"lr": 0.1, "warmup": "1ep", "milestones": [], "gamma": 0.1}, 4, 10) == pytest.approx(0.05)
+
+
+def test_augment_crops_and_flips_each_image():
+    from lth.training import augment
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8) + 1
+    out = augment(x, torch.Generator().manual_seed(0), pad=2)
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(2):
+        candidates = [padded[i, :, r:r + 8, c:c + 8] for r in range(5) for c in range(5)]
+        candidates += [t.flip(2) for t in candidates]
+        assert any(torch.equal(out[i], t) for t in candidates)
+    again = augment(x, torch.Generator().manual_seed(0), pad=2)
+    assert torch.equal(out, again)
+    assert augment(x[:, 0], torch.Generator().manual_seed(0), pad=2).shape == (2, 8, 8)
+
+
+def test_dropout_and_augmentation_training_is_deterministic():
+    settings = dict(SETTINGS, dropout=0.3, augment=True, warmup="5it", milestones=["20it"], gamma=0.5)
+    states = []
+    for _ in range(2):
+        model = models.build("lenet_300_100", seed=0, dropout=0.3)
+        train(model, None, splits(), settings)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

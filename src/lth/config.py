@@ -96,7 +96,27 @@ def validate(cfg: dict, schema: dict | None = None) -> dict:
                     key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         raise ConfigError(_one_line(errors[0]))
+    check_combination(filled)
     return filled
+
+
+# Image shape (channels, height, width) each model takes and each dataset gives; models'
+# input_shape attributes must agree (tests/test_models.py checks).
+MODEL_INPUTS = {"lenet_300_100": (1, 28, 28)}
+DATASET_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
+def model_input(name: str) -> tuple:
+    return MODEL_INPUTS.get(name, (3, 32, 32))
+
+
+def check_combination(cfg: dict) -> None:
+    """Cross-key checks the schema cannot express."""
+    model, dataset = cfg["model"]["name"], cfg["data"]["dataset"]
+    if model_input(model) != DATASET_SHAPES[dataset]:
+        shape = "x".join(map(str, model_input(model)))
+        raise ConfigError(f"config: model.name {model} takes {shape} images but data.dataset {dataset} has "
+                          f"{'x'.join(map(str, DATASET_SHAPES[dataset]))}; pick a matching model or dataset")
 
 
 def load(path: Path | str, overrides: dict | None = None) -> dict:

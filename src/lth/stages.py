@@ -80,7 +80,7 @@ def run_train(spec: dict, model_info: Path, start: Path, mask_path: Path | None,
         check_masked(start, state, mask, mask_path)
     dataset = data.load(settings["data"]["dataset"], data_dir)
     splits = prepare(dataset, settings["data"]["validation_size"], settings["data"]["split_seed"], device)
-    model = models.build(info["name"])
+    model = models.build(info["name"], dropout=settings["train"].get("dropout", 0.0))
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     model.to(device)
     kept, total = masks.counts(mask) if mask else \

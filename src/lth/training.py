@@ -47,15 +47,48 @@ def prepare(dataset: Dataset, validation_size: int, split_seed: int, device: str
             "validation": tensor(val), "test": tensor(dataset.test)}
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Independent, reproducible seed per (data-order seed, epoch): resuming at any epoch
-    needs no RNG state."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+def derived_seed(seed: int, *keys: int) -> int:
+    """Independent, reproducible seed per (seed, keys...): e.g. one per epoch, so resuming at
+    any epoch needs no RNG state."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+AUGMENT_STREAM, DROPOUT_STREAM = 1, 2  # second keys: streams apart from the data order's
 
 
 def epoch_order(n: int, seed: int, epoch: int, device="cpu") -> torch.Tensor:
-    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    generator = torch.Generator().manual_seed(derived_seed(seed, epoch))
     return torch.randperm(n, generator=generator).to(device)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop after zero padding by `pad`, and a random horizontal flip, for a whole
+    batch of images (N, C, H, W) or (N, H, W) at once on its device; offsets drawn from
+    `generator`."""
+    if x.ndim == 3:
+        return augment(x[:, None], generator, pad)[:, 0]
+    n, _, h, w = x.shape
+    draws = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(x.device)
+    flips = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    rows = (draws[0, :, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (draws[1, :, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    cropped = padded[torch.arange(n, device=x.device)[:, None, None, None],
+                     torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
+    return torch.where(flips[:, None, None, None], cropped.flip(3), cropped)
+
+
+def learning_rate(settings: dict, iteration: int, steps_per_epoch: int) -> float:
+    """The rate for step `iteration` (0-based): linear warmup over the first `warmup` steps,
+    then multiplied by gamma at each milestone passed."""
+    lr = settings["lr"]
+    warmup = Step.parse(settings.get("warmup", 0)).iterations(steps_per_epoch)
+    if iteration < warmup:
+        lr = lr * (iteration + 1) / warmup
+    for milestone in settings.get("milestones", []):
+        if iteration >= Step.parse(milestone).iterations(steps_per_epoch):
+            lr = lr * settings["gamma"]
+    return lr
 
 
 @torch.inference_mode()
@@ -112,6 +145,9 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None) -> R
     masks = [m for _, m in masked]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = optim.make(params, settings)
+    scheduled = bool(Step.parse(settings.get("warmup", 0)).count or settings.get("milestones"))
+    if settings.get("dropout"):
+        torch.manual_seed(derived_seed(settings["seed"], 0, DROPOUT_STREAM))  # dropout draws from the global RNG
     result = Result(iterations=total)
 
     def record(iteration, names=("validation", "test")):
@@ -130,9 +166,17 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None) -> R
         if it % steps_per_epoch == 0:  # rows of this epoch's permutation, one batch per row
             order = epoch_order(len(train_split), settings["seed"], it // steps_per_epoch, device)
             batches = order[:steps_per_epoch * batch].view(steps_per_epoch, -1)
+            if settings.get("augment"):
+                crops = torch.Generator().manual_seed(derived_seed(settings["seed"], it // steps_per_epoch,
+                                                                   AUGMENT_STREAM))
         index = batches[it % steps_per_epoch]
         # index_select: same rows as x[index], ~2x faster (advanced indexing takes a generic path)
-        loss = F.cross_entropy(model(x.index_select(0, index)), y.index_select(0, index))
+        inputs = x.index_select(0, index)
+        if settings.get("augment"):
+            inputs = augment(inputs, crops)
+        if scheduled:
+            optimizer.lr = learning_rate(settings, it, steps_per_epoch)
+        loss = F.cross_entropy(model(inputs), y.index_select(0, index))
         for p in params:  # backward then stores fresh gradients instead of accumulating
             p.grad = None
         loss.backward()
