@@ -28,6 +28,7 @@ PLAN = lth_plan.build(config)
 include: "workflow/rules/common.smk"
 include: "workflow/rules/init.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/snapshot.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/rewind.smk"
 include: "workflow/rules/summary.smk"

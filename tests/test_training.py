@@ -178,3 +178,23 @@ def test_dropout_and_augmentation_training_is_deterministic():
         train(model, None, splits(), settings)
         states.append(model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_a_short_run_reaches_the_weights_a_long_run_has_at_that_iteration():
+    """Late resetting takes theta_k from a k-iteration run (the snapshot stage): it must be
+    the dense run's own weights at k, bit for bit."""
+    long_model = models.build("lenet_300_100", seed=0)
+    result = train(long_model, None, splits(), dict(SETTINGS, augment=True, warmup="5it"), capture=(13,))
+    short_model = models.build("lenet_300_100", seed=0)
+    train(short_model, None, splits(), dict(SETTINGS, augment=True, warmup="5it", iterations="13it"))
+    theta_k = result.snapshots[13]
+    assert all(torch.equal(theta_k[k], v) for k, v in short_model.state_dict().items())
+
+
+def test_resuming_at_k_continues_the_schedule_and_data_order():
+    whole = models.build("lenet_300_100", seed=0)
+    result = train(whole, None, splits(), SETTINGS, capture=(17,))
+    resumed = models.build("lenet_300_100", seed=0)
+    resumed.load_state_dict(result.snapshots[17])
+    metrics = train(resumed, None, splits(), dict(SETTINGS, optimizer="sgd", lr=0.01), start=17).metrics
+    assert min(r["iteration"] for r in metrics) == 17 and max(r["iteration"] for r in metrics) == 30

@@ -1,6 +1,7 @@
 """Real Snakemake runs (the CLI, in a subprocess) on a tiny config: jobs are counted rule by
 rule from Snakemake's own "Finished jobid: N (Rule: R)" lines."""
 import collections
+import json
 import os
 import re
 import subprocess
@@ -159,3 +160,40 @@ def test_lint_is_clean():
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--lint"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and "Lints for" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_two_rewind_points_and_two_rates_train_the_dense_network_once(tmp_path, small_idx_dataset):
+    import torch
+    from lth import config, data, masks, models, plan, training
+    raw = tiny_config(small_idx_dataset, levels=1, rewind={"to": ["reset", "7it"]}, prune={"rate": [0.2, 0.3]})
+    counts = run(tmp_path, raw)
+    # dense training once; one snapshot (theta_k); a mask per rate; a start and a training per lottery
+    assert counts == {"init": 1, "train": 5, "snapshot": 1, "prune": 2, "rewind": 4, "summary": 1}
+
+    # Rewinding to k starts level 1 from the dense run's step-k weights times the mask:
+    # recompute the dense run in-process, capturing its weights at k = 7.
+    cfg = config.validate(raw)
+    p = plan.build(cfg)
+    dataset = data.load("fashion_mnist", str(small_idx_dataset))
+    splits = training.prepare(dataset, 200, 0)
+    dense = models.build("lenet_300_100", seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg["threads"])  # the jobs' thread count: matmul bits depend on it
+    try:
+        theta_k = training.train(dense, None, splits, cfg["train"], capture=(7,)).snapshots[7]
+    finally:
+        torch.set_num_threads(threads)
+    late = [r for r in p.runs if r.choices["rewind.to"] == "7it"]
+    assert len(late) == 2
+    for run_ in late:
+        level = run_.levels[1]
+        start = torch.load(tmp_path / level["rewind"].output("start"), weights_only=True)
+        mask = masks.read(tmp_path / level["prune"].output("mask"))
+        for name, value in theta_k.items():
+            expected = value * torch.from_numpy(mask[name]) if name in mask else value
+            assert torch.equal(start[name], expected), name
+        stats = json.loads((tmp_path / level["train"].output("stats")).read_text())
+        assert stats["start_iteration"] == 7
+    import pandas as pd
+    frame = pd.read_parquet(tmp_path / p.summary.output("table"))
+    assert sorted(frame.run.unique()) == sorted(r.label for r in p.runs) and len(frame) == 8

@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--threads", type=int)
     p.add_argument("--device", default="cpu")
+    p = stage("snapshot", "the dense run's weights at the rewind point k")
+    p.add_argument("--model", type=Path, required=True, help="the init stage's model.json")
+    p.add_argument("--start", type=Path, required=True)
+    p.add_argument("--data-dir")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--device", default="cpu")
     p = stage("prune", "next level's mask from trained weights")
     p.add_argument("--model", type=Path, required=True, help="the init stage's model.json")
     p.add_argument("--weights", type=Path, required=True)
@@ -63,12 +69,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args) -> int:
     from . import config as config_mod, plan as plan_mod
-    if args.command in ("init", "train", "prune", "rewind"):
+    if args.command in ("init", "train", "snapshot", "prune", "rewind"):
         from . import stages
         if args.command == "init":
             stages.run_init(args.spec, args.out)
-        elif args.command == "train":
-            stages.run_train(args.spec, args.model, args.start, args.mask, args.out,
+        elif args.command in ("train", "snapshot"):
+            stages.run_train(args.spec, args.model, args.start, getattr(args, "mask", None), args.out,
                              args.data_dir, args.threads, args.device)
         elif args.command == "prune":
             stages.run_prune(args.spec, args.model, args.weights, args.mask, args.out)
@@ -78,8 +84,9 @@ def _run(args) -> int:
     if args.command == "summarize":
         from . import summary
         from .artifacts import write_json
-        levels = [tuple(item.split(":", 2)) for item in args.levels]
-        frame = summary.table([(tid, Path(m), Path(s)) for tid, m, s in levels])
+        paths = {tid: (Path(m), Path(s)) for tid, m, s in (item.split(":", 2) for item in args.levels)}
+        frame = summary.table([(run["label"], [(tid, *paths[tid]) for tid in run["trains"]])
+                               for run in args.spec["upstream"]["runs"]])
         summary.write(frame, args.out)
         write_json(args.out / "spec.json", args.spec)
         print(summary.format_table(frame))
@@ -90,9 +97,10 @@ def _run(args) -> int:
         return 0
     plan = plan_mod.build(cfg)
     if args.command == "plan":
-        print(f"init   {plan.levels[0]['train'].upstream['start']}")
-        for level, stages_ in enumerate(plan.levels):
-            print(f"level {level}: " + "  ".join(f"{k} {s.id}" for k, s in stages_.items()))
+        for run in plan.runs:
+            print(f"{run.label}: init {run.levels[0]['train'].upstream['start']}")
+            for level, stages_ in enumerate(run.levels):
+                print(f"  level {level}: " + "  ".join(f"{k} {s.id}" for k, s in stages_.items()))
         print(f"summary {plan.summary.id} -> {plan.summary.dir}")
         return 0
     if args.command == "summary":

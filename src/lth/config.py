@@ -71,8 +71,14 @@ def coerce_strings(cfg, schema: dict):
     into the number/boolean/null its key's schema asks for when it parses as one."""
     if isinstance(cfg, dict) and "properties" in schema:
         return {k: coerce_strings(v, schema["properties"].get(k, {})) for k, v in cfg.items()}
-    types = schema.get("type", [])
-    types = [types] if isinstance(types, str) else types
+    branches = schema.get("anyOf", [schema])
+    if isinstance(cfg, list):
+        items = next((b["items"] for b in branches if b.get("type") == "array"), {})
+        return [coerce_strings(v, items) for v in cfg]
+    types = []
+    for branch in branches:
+        t = branch.get("type", [])
+        types += [t] if isinstance(t, str) else t
     if isinstance(cfg, str):
         for name in ("integer", "number", "boolean", "null"):
             if name in types:

@@ -9,7 +9,9 @@ the old behaviour keeps every old ID.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 from . import config as config_mod
@@ -23,7 +25,13 @@ CONSUMES = {
     "train": ("data", "train"),
     "prune": ("prune",),
     "rewind": ("rewind",),
+    "snapshot": ("data", "train"),
 }
+
+# Keys that may hold a list: the plan runs one lottery per combination of their values.
+# The stages that do not consume a key are shared: two rewind points and two rates still
+# train the dense network once.
+EXPANDABLE = (("prune", "rate"), ("rewind", "to"))
 
 # Each stage kind's files, by the name rules and code use for them.
 OUTPUTS = {
@@ -32,6 +40,7 @@ OUTPUTS = {
               "spec": "spec.json"},
     "prune": {"mask": "mask.parquet", "spec": "spec.json"},
     "rewind": {"start": "start.pt", "spec": "spec.json"},
+    "snapshot": {"weights": "weights.pt", "spec": "spec.json"},
     "summary": {"table": "summary.parquet", "csv": "summary.csv", "plot": "accuracy.png",
                 "spec": "spec.json"},
 }
@@ -92,11 +101,24 @@ class Stage:
 
 
 @dataclass
+class Run:
+    """One lottery: a chain of levels for one combination of the expandable keys."""
+    label: str                   # e.g. "rewind.to=500it prune.rate=0.3", or "imp"
+    choices: dict                # "section.key" -> value, for the list-valued keys only
+    levels: list = field(default_factory=list)  # level -> {"train": Stage, "prune": ..., "rewind": ...}
+
+
+@dataclass
 class Plan:
     config: dict
     stages: dict = field(default_factory=dict)      # id -> Stage
-    levels: list = field(default_factory=list)      # level -> {"train": Stage, "prune": ..., "rewind": ...}
+    runs: list = field(default_factory=list)
     summary: Stage | None = None
+
+    @property
+    def levels(self) -> list:
+        """The first lottery's levels (the only one unless a key holds a list)."""
+        return self.runs[0].levels
 
     def add(self, stage: Stage) -> Stage:
         known = self.stages.get(stage.id)
@@ -115,37 +137,70 @@ class Plan:
         return list(self.summary.outputs.values())
 
 
+def variants(cfg: dict) -> list[tuple[dict, dict]]:
+    """(choices, scalar config) for each combination of the list-valued expandable keys."""
+    listed = [(sec, key, cfg[sec][key]) for sec, key in EXPANDABLE if isinstance(cfg[sec][key], list)]
+    out = []
+    for combo in itertools.product(*(values for _, _, values in listed)):
+        scalar = copy.deepcopy(cfg)
+        choices = {}
+        for (sec, key, _), value in zip(listed, combo):
+            scalar[sec][key] = value
+            choices[f"{sec}.{key}"] = value
+        out.append((choices, scalar))
+    return out
+
+
 def build(cfg: dict, schema: dict | None = None) -> Plan:
     """All stages of the experiment described by a validated config."""
     defaults = config_mod.defaults(schema)
     root = cfg["results"]
     plan = Plan(config=cfg)
 
-    def make(kind, level, upstream, inputs):
-        settings = {k: cfg[k] for k in CONSUMES[kind]}
+    def make(kind, level, upstream, inputs, settings):
         sid = stage_id(kind, settings, upstream, defaults)
         return plan.add(Stage(kind, sid, level, settings, upstream, inputs, root))
 
-    init = make("init", None, {}, {})
+    for choices, scalar in variants(cfg):
+        run = Run(" ".join(f"{k}={v}" for k, v in choices.items()) or "imp", choices)
+        run.levels = _chain(scalar, make)
+        plan.runs.append(run)
+
+    trains = sorted({lvl["train"].id: lvl["train"] for run in plan.runs for lvl in run.levels}.values(),
+                    key=lambda s: s.id)
+    upstream = {"runs": [{"label": run.label, "trains": [lvl["train"].id for lvl in run.levels]}
+                         for run in plan.runs]}
+    inputs = {f"{t.id}_{name}": t.output(name) for t in trains for name in ("metrics", "stats")}
+    plan.summary = make("summary", None, upstream, inputs, {})
+    return plan
+
+
+def _chain(cfg: dict, make) -> list:
+    """Levels 0..N of one lottery: init, dense training, then prune -> rewind -> train."""
+    def consumed(kind, **extra):
+        return {**{k: cfg[k] for k in CONSUMES[kind]}, **extra}
+
+    init = make("init", None, {}, {}, consumed("init"))
     model = {"model": init.output("model")}  # tensor names and shapes, for every later stage
-    train = make("train", 0, {"start": init.id}, {**model, "start": init.output("weights")})
-    plan.levels.append({"train": train})
+    train = make("train", 0, {"start": init.id}, {**model, "start": init.output("weights")}, consumed("train"))
+    levels = [{"train": train}]
+    point = cfg["rewind"]["to"]
+    source = init
+    if point != "reset":  # late resetting: the dense run's weights at iteration k
+        source = make("snapshot", 0, {"start": init.id}, {**model, "start": init.output("weights")},
+                      consumed("snapshot", at=point))
     for level in range(1, cfg["levels"] + 1):
         inputs = {**model, "weights": train.output("weights")}
-        previous_prune = plan.levels[-1].get("prune")
-        if previous_prune is not None:
-            inputs["mask"] = previous_prune.output("mask")
-        prune = make("prune", level, {"trained": train.id}, inputs)
-        rewind = make("rewind", level, {"mask": prune.id, "init": init.id},
-                      {**model, "init": init.output("weights"), "mask": prune.output("mask")})
+        if "prune" in levels[-1]:
+            inputs["mask"] = levels[-1]["prune"].output("mask")
+        prune = make("prune", level, {"trained": train.id}, inputs, consumed("prune"))
+        rewind = make("rewind", level, {"mask": prune.id, "init": source.id},
+                      {**model, "init": source.output("weights"), "mask": prune.output("mask")},
+                      consumed("rewind"))
+        # The rewind point is consumed by training too (it resumes at k); at its default
+        # (reset) it drops out of the hash, so reset lotteries keep their IDs.
         train = make("train", level, {"start": rewind.id},
-                     {**model, "start": rewind.output("start"), "mask": prune.output("mask")})
-        plan.levels.append({"prune": prune, "rewind": rewind, "train": train})
-
-    trains = [lvl["train"] for lvl in plan.levels]
-    upstream = {"trains": [t.id for t in trains]}
-    sid = stage_id("summary", {}, upstream, defaults)
-    inputs = {f"level{i}_{name}": t.output(name) for i, t in enumerate(trains)
-              for name in ("metrics", "stats")}
-    plan.summary = plan.add(Stage("summary", sid, None, {}, upstream, inputs, root))
-    return plan
+                     {**model, "start": rewind.output("start"), "mask": prune.output("mask")},
+                     consumed("train", rewind=cfg["rewind"]))
+        levels.append({"prune": prune, "rewind": rewind, "train": train})
+    return levels

@@ -62,16 +62,26 @@ def run_init(spec: dict, out: Path) -> None:
     _log(f"init {spec['id']}: {settings['model']['name']} seed {settings['init']['seed']}")
 
 
+def start_iteration(spec: dict, steps_per_epoch: int) -> int:
+    """Rewound levels resume at the rewind point k; level 0 and reset levels start at 0."""
+    from .steps import Step
+    point = spec["settings"].get("rewind", {}).get("to", "reset")
+    return 0 if point == "reset" else Step.parse(point).iterations(steps_per_epoch)
+
+
 def run_train(spec: dict, model_info: Path, start: Path, mask_path: Path | None, out: Path,
               data_dir: str | None = None, threads: int | None = None, device: str = "cpu") -> None:
-    import torch  # noqa: F401  (the only stage that trains)
+    import torch  # noqa: F401  (training stages are the ones that import torch)
 
     from . import data, models
-    from .training import prepare, train
+    from .training import epoch_steps, prepare, train
     if threads:
         torch.set_num_threads(threads)
     began = time.perf_counter()
     settings = spec["settings"]
+    if spec["kind"] == "snapshot":  # the dense run's first k iterations: theta_k
+        settings = {**settings, "train": {**settings["train"], "iterations": settings["at"],
+                                          "eval_every": settings["at"]}}
     info = read_model_info(model_info)
     state = load_weights(start, info)
     mask = None
@@ -87,19 +97,22 @@ def run_train(spec: dict, model_info: Path, start: Path, mask_path: Path | None,
         (sum(int(np.prod(info["tensors"][n])) for n in info["prunable"]),) * 2
     _log(f"train {spec['id']} level {spec['level']}: {kept}/{total} weights "
          f"({100 * kept / total:.1f}%), {settings['train']['iterations']} on {device}")
-    result = train(model, mask, splits, settings["train"],
-                   log=lambda line: _log(f"train {spec['id']}: {line}"))
+    first = start_iteration(spec, epoch_steps(len(splits["train"]), settings["train"]["batch_size"]))
+    result = train(model, mask, splits, settings["train"], start=first,
+                   log=lambda line: _log(f"{spec['kind']} {spec['id']}: {line}"))
 
-    write_metrics(out / "metrics.parquet", result.metrics)
     ptfile.save(out / "weights.pt", {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
+    write_json(out / "spec.json", spec)
+    if spec["kind"] == "snapshot":
+        return
+    write_metrics(out / "metrics.parquet", result.metrics)
     write_json(out / "stats.json", {
         "level": spec["level"], "weights_kept": kept, "weights_total": total,
         "iterations": result.iterations, "train_seconds": round(result.train_seconds, 3),
         "eval_seconds": round(result.eval_seconds, 3),
         "job_seconds": round(time.perf_counter() - began, 3),
-        "threads": torch.get_num_threads(), "device": device,
+        "threads": torch.get_num_threads(), "device": device, "start_iteration": first,
     })
-    write_json(out / "spec.json", spec)
 
 
 def write_metrics(path, rows: list) -> None:

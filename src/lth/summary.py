@@ -7,7 +7,7 @@ import pandas as pd
 
 from .artifacts import atomic_path, corrupt, read_json
 
-COLUMNS = ["level", "train_id", "weights_kept", "weights_total", "weights_remaining_pct",
+COLUMNS = ["run", "level", "train_id", "weights_kept", "weights_total", "weights_remaining_pct",
            "early_stop_iteration", "early_stop_val_loss", "early_stop_test_accuracy",
            "final_iteration", "final_test_accuracy", "final_val_accuracy", "final_train_accuracy",
            "generalization_gap"]
@@ -26,7 +26,7 @@ def read_metrics(path) -> pd.DataFrame:
     return table
 
 
-def level_row(level: int, train_id: str, metrics: pd.DataFrame, stats: dict) -> dict:
+def level_row(run: str, level: int, train_id: str, metrics: pd.DataFrame, stats: dict) -> dict:
     """Early stopping = the iteration of minimum validation loss (earliest on ties); the
     test accuracy is read there, never used to choose it."""
     val = metrics[metrics.split == "validation"].sort_values("iteration", kind="stable")
@@ -37,7 +37,7 @@ def level_row(level: int, train_id: str, metrics: pd.DataFrame, stats: dict) -> 
     train_acc = float(at_end.accuracy.get("train", float("nan")))
     test_final = float(test.accuracy.loc[final])
     return {
-        "level": level, "train_id": train_id,
+        "run": run, "level": level, "train_id": train_id,
         "weights_kept": stats["weights_kept"], "weights_total": stats["weights_total"],
         "weights_remaining_pct": 100.0 * stats["weights_kept"] / stats["weights_total"],
         "early_stop_iteration": int(best.iteration), "early_stop_val_loss": float(best.loss),
@@ -48,9 +48,10 @@ def level_row(level: int, train_id: str, metrics: pd.DataFrame, stats: dict) -> 
     }
 
 
-def table(levels: list[tuple[str, Path, Path]]) -> pd.DataFrame:
-    """levels: (train_id, metrics.parquet, stats.json) for level 0, 1, ..."""
-    rows = [level_row(i, tid, read_metrics(m), read_json(s)) for i, (tid, m, s) in enumerate(levels)]
+def table(runs: list[tuple[str, list]]) -> pd.DataFrame:
+    """runs: (label, [(train_id, metrics.parquet, stats.json) for level 0, 1, ...])."""
+    rows = [level_row(label, i, tid, read_metrics(m), read_json(s))
+            for label, levels in runs for i, (tid, m, s) in enumerate(levels)]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -60,8 +61,11 @@ def plot(frame: pd.DataFrame, path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(frame.weights_remaining_pct, 100 * frame.early_stop_test_accuracy, "o-", label="at early stop")
-    ax.plot(frame.weights_remaining_pct, 100 * frame.final_test_accuracy, "s--", label="at end of training")
+    for run, rows in frame.groupby("run", sort=False):
+        line, = ax.plot(rows.weights_remaining_pct, 100 * rows.early_stop_test_accuracy, "o-",
+                        label=f"{run}: at early stop")
+        ax.plot(rows.weights_remaining_pct, 100 * rows.final_test_accuracy, "s--", color=line.get_color(),
+                alpha=0.6, label=f"{run}: at end")
     ax.set_xscale("log")
     ax.invert_xaxis()  # pruning proceeds left to right
     ax.set_xlabel("weights remaining (%)")
@@ -84,6 +88,7 @@ def write(frame: pd.DataFrame, out: Path) -> None:
 
 def format_table(frame: pd.DataFrame) -> str:
     shown = pd.DataFrame({
+        "run": frame.run,
         "level": frame.level,
         "remaining %": frame.weights_remaining_pct.map("{:.1f}".format),
         "early-stop it": frame.early_stop_iteration,

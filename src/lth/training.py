@@ -107,12 +107,17 @@ def evaluate(model, split: Split, batch: int = EVAL_BATCH) -> tuple[float, float
     return loss.item() / len(split), correct.item() / len(split)
 
 
+def epoch_steps(examples: int, batch: int) -> int:
+    return max(1, examples // batch)  # the last partial batch is dropped
+
+
 @dataclass
 class Result:
     metrics: list = field(default_factory=list)   # rows: iteration, split, loss, accuracy
     iterations: int = 0
     train_seconds: float = 0.0                    # optimisation steps only
     eval_seconds: float = 0.0
+    snapshots: dict = field(default_factory=dict)  # iteration -> state dict copy
 
 
 def apply_mask(model, mask: dict | None) -> list:
@@ -130,12 +135,15 @@ def apply_mask(model, mask: dict | None) -> list:
     return pairs
 
 
-def train(model, mask: dict | None, splits: dict, settings: dict, log=None) -> Result:
-    """Train `model` in place for settings["iterations"] with the masked weights held at zero."""
+def train(model, mask: dict | None, splits: dict, settings: dict, log=None, start: int = 0,
+          capture: tuple = ()) -> Result:
+    """Train `model` in place up to settings["iterations"] with the masked weights held at
+    zero. `start` > 0 resumes the schedule and data order at that iteration (late
+    resetting); `capture` lists iterations whose weights are copied into Result.snapshots."""
     log = log or (lambda line: None)
     train_split = splits["train"]
     batch = settings["batch_size"]
-    steps_per_epoch = max(1, len(train_split) // batch)  # the last partial batch is dropped
+    steps_per_epoch = epoch_steps(len(train_split), batch)
     total = Step.parse(settings["iterations"]).iterations(steps_per_epoch)
     every = max(1, Step.parse(settings["eval_every"]).iterations(steps_per_epoch))
     device = train_split.x.device
@@ -157,23 +165,26 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None) -> R
             result.metrics.append({"iteration": iteration, "split": name, "loss": loss, "accuracy": acc})
         result.eval_seconds += time.perf_counter() - start
 
-    record(0)
-    log(f"it 0/{total} val_loss={result.metrics[-2]['loss']:.4f} test_acc={result.metrics[-1]['accuracy']:.4f}")
+    def snapshot(iteration):
+        if iteration in capture:
+            result.snapshots[iteration] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    snapshot(start)
+    record(start)
+    log(f"it {start}/{total} val_loss={result.metrics[-2]['loss']:.4f} test_acc={result.metrics[-1]['accuracy']:.4f}")
     model.train()
     x, y = train_split.x, train_split.y
     started = time.perf_counter()
-    for it in range(total):
-        if it % steps_per_epoch == 0:  # rows of this epoch's permutation, one batch per row
+    for it in range(start, total):
+        if it == start or it % steps_per_epoch == 0:  # this epoch's permutation, one batch per row
             order = epoch_order(len(train_split), settings["seed"], it // steps_per_epoch, device)
             batches = order[:steps_per_epoch * batch].view(steps_per_epoch, -1)
-            if settings.get("augment"):
-                crops = torch.Generator().manual_seed(derived_seed(settings["seed"], it // steps_per_epoch,
-                                                                   AUGMENT_STREAM))
         index = batches[it % steps_per_epoch]
         # index_select: same rows as x[index], ~2x faster (advanced indexing takes a generic path)
         inputs = x.index_select(0, index)
-        if settings.get("augment"):
-            inputs = augment(inputs, crops)
+        if settings.get("augment"):  # one seed per step: any iteration can be resumed
+            inputs = augment(inputs, torch.Generator().manual_seed(
+                derived_seed(settings["seed"], it, AUGMENT_STREAM)))
         if scheduled:
             optimizer.lr = learning_rate(settings, it, steps_per_epoch)
         loss = F.cross_entropy(model(inputs), y.index_select(0, index))
@@ -187,14 +198,15 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None) -> R
             with torch.no_grad():
                 torch._foreach_mul_(masked_params, masks)
         done = it + 1
+        snapshot(done)
         if done % every == 0 or done == total:
             result.train_seconds += time.perf_counter() - started
             record(done, ("validation", "test", "train") if done == total else ("validation", "test"))
             val, test = (r for r in result.metrics[-3 if done == total else -2:][:2])
-            rate = done / result.train_seconds if result.train_seconds else 0.0
+            rate = (done - start) / result.train_seconds if result.train_seconds else 0.0
             log(f"it {done}/{total} ({100 * done // total}%) val_loss={val['loss']:.4f} "
                 f"val_acc={val['accuracy']:.4f} test_acc={test['accuracy']:.4f} {rate:.0f} it/s")
             started = time.perf_counter()
-    if total == 0:
-        record(0, ("train",))
+    if total <= start:
+        record(start, ("train",))
     return result

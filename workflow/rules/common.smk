@@ -32,6 +32,7 @@ def data_dir_arg(wildcards):
 
 
 def summary_levels(wildcards, input):
+    """ID:METRICS:STATS of every training stage the summary reads (shared ones once)."""
     stage = PLAN.get("summary", wildcards.id)
-    return " ".join(f"{tid}:{input[f'level{i}_metrics']}:{input[f'level{i}_stats']}"
-                    for i, tid in enumerate(stage.upstream["trains"]))
+    ids = sorted({tid for run in stage.upstream["runs"] for tid in run["trains"]})
+    return " ".join(f"{tid}:{input[tid + '_metrics']}:{input[tid + '_stats']}" for tid in ids)
