@@ -31,6 +31,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/snapshot.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/rewind.smk"
+include: "workflow/rules/controls.smk"
 include: "workflow/rules/summary.smk"
 
 

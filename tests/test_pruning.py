@@ -65,3 +65,14 @@ def test_global_ranks_hidden_layers_together_and_output_alone():
 def test_unknown_strategy_is_refused():
     with pytest.raises(ValueError, match="unknown pruning strategy"):
         pruning.prune(random_weights(0), masks.ones_like(LENET), PRUNABLE, "fc3.weight", "random", 0.2, 0.1)
+
+
+def test_random_mask_keeps_each_layers_count_and_follows_its_seed():
+    from lth.stages import random_mask_like
+    rng = np.random.default_rng(5)
+    mask = {n: rng.random(s) < 0.3 for n, s in LENET.items()}
+    a, b, c = random_mask_like(mask, 1), random_mask_like(mask, 1), random_mask_like(mask, 2)
+    for name in LENET:
+        assert a[name].sum() == mask[name].sum() and a[name].shape == mask[name].shape
+        assert np.array_equal(a[name], b[name]) and not np.array_equal(a[name], c[name])
+        assert not np.array_equal(a[name], mask[name])

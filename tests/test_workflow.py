@@ -197,3 +197,35 @@ def test_two_rewind_points_and_two_rates_train_the_dense_network_once(tmp_path, 
     import pandas as pd
     frame = pd.read_parquet(tmp_path / p.summary.output("table"))
     assert sorted(frame.run.unique()) == sorted(r.label for r in p.runs) and len(frame) == 8
+
+
+def test_controls_train_beside_the_ticket_at_each_level(tmp_path, small_idx_dataset):
+    import pandas as pd
+    import torch
+    from lth import config, masks, models, plan
+    raw = tiny_config(small_idx_dataset, levels=2, controls={"random_reinit": True, "random_prune": True})
+    counts = run(tmp_path, raw)
+    assert counts == {"init": 1, "train": 7, "prune": 2, "rewind": 4, "reinit": 2, "randmask": 2, "summary": 1}
+    cfg = config.validate(raw)
+    p = plan.build(cfg)
+    theta0 = torch.load(tmp_path / p.stages[p.levels[0]["train"].upstream["start"]].output("weights"),
+                        weights_only=True)
+    for level in (1, 2):
+        stages = p.levels[level]
+        reinit = p.get("reinit", stages["random_reinit"].upstream["start"])
+        seed = json.loads((tmp_path / reinit.output("spec")).read_text())["settings"]["seed"]
+        assert seed != cfg["init"]["seed"]
+        mask = masks.read(tmp_path / stages["prune"].output("mask"))
+        start = torch.load(tmp_path / reinit.output("start"), weights_only=True)
+        fresh = models.build("lenet_300_100", seed).state_dict()
+        for name, keep in mask.items():
+            keep = torch.from_numpy(keep)
+            assert torch.equal(start[name], fresh[name] * keep)
+            assert not torch.equal(start[name][keep], theta0[name][keep])
+        random_mask = masks.read(tmp_path / stages["random_prune"].inputs["mask"])
+        assert {n: m.sum() for n, m in random_mask.items()} == {n: m.sum() for n, m in mask.items()}
+    frame = pd.read_parquet(tmp_path / p.summary.output("table"))
+    by_level = frame.groupby("level").variant.apply(sorted).to_dict()
+    assert by_level == {0: ["ticket"], 1: ["random_prune", "random_reinit", "ticket"],
+                        2: ["random_prune", "random_reinit", "ticket"]}
+    assert frame.groupby("level").weights_kept.nunique().eq(1).all()  # same sparsity per level

@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="the init stage's model.json")
     p.add_argument("--init", type=Path, required=True)
     p.add_argument("--mask", type=Path, required=True)
+    p = stage("reinit", "random-reinit control: the mask on a fresh init")
+    p.add_argument("--model", type=Path, required=True, help="the init stage's model.json")
+    p.add_argument("--mask", type=Path, required=True)
+    p = stage("randmask", "random-pruning control: a random mask like the level's")
+    p.add_argument("--model", type=Path, required=True, help="the init stage's model.json")
+    p.add_argument("--like", type=Path, required=True)
     p = stage("summarize", "the per-level summary table and plot")
     p.add_argument("--levels", nargs="+", required=True, metavar="ID:METRICS:STATS")
 
@@ -69,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args) -> int:
     from . import config as config_mod, plan as plan_mod
-    if args.command in ("init", "train", "snapshot", "prune", "rewind"):
+    if args.command in ("init", "train", "snapshot", "prune", "rewind", "reinit", "randmask"):
         from . import stages
         if args.command == "init":
             stages.run_init(args.spec, args.out)
@@ -78,15 +84,18 @@ def _run(args) -> int:
                              args.data_dir, args.threads, args.device)
         elif args.command == "prune":
             stages.run_prune(args.spec, args.model, args.weights, args.mask, args.out)
-        else:
+        elif args.command == "rewind":
             stages.run_rewind(args.spec, args.model, args.init, args.mask, args.out)
+        elif args.command == "reinit":
+            stages.run_reinit(args.spec, args.model, args.mask, args.out)
+        else:
+            stages.run_randmask(args.spec, args.model, args.like, args.out)
         return 0
     if args.command == "summarize":
         from . import summary
         from .artifacts import write_json
         paths = {tid: (Path(m), Path(s)) for tid, m, s in (item.split(":", 2) for item in args.levels)}
-        frame = summary.table([(run["label"], [(tid, *paths[tid]) for tid in run["trains"]])
-                               for run in args.spec["upstream"]["runs"]])
+        frame = summary.table(args.spec["upstream"]["runs"], paths)
         summary.write(frame, args.out)
         write_json(args.out / "spec.json", args.spec)
         print(summary.format_table(frame))

@@ -26,6 +26,8 @@ CONSUMES = {
     "prune": ("prune",),
     "rewind": ("rewind",),
     "snapshot": ("data", "train"),
+    "reinit": ("model",),
+    "randmask": (),
 }
 
 # Keys that may hold a list: the plan runs one lottery per combination of their values.
@@ -41,6 +43,8 @@ OUTPUTS = {
     "prune": {"mask": "mask.parquet", "spec": "spec.json"},
     "rewind": {"start": "start.pt", "spec": "spec.json"},
     "snapshot": {"weights": "weights.pt", "spec": "spec.json"},
+    "reinit": {"start": "start.pt", "spec": "spec.json"},
+    "randmask": {"mask": "mask.parquet", "spec": "spec.json"},
     "summary": {"table": "summary.parquet", "csv": "summary.csv", "plot": "accuracy.png",
                 "spec": "spec.json"},
 }
@@ -49,6 +53,16 @@ OUTPUTS = {
 def output_patterns(root: str, kind: str, wildcard: str = "{id}") -> dict:
     """Output paths of a stage kind with the ID left as a Snakemake wildcard."""
     return {name: f"{root}/{kind}/{wildcard}/{f}" for name, f in OUTPUTS[kind].items()}
+
+
+CONTROLS = ("random_reinit", "random_prune")
+
+
+def control_seed(kind: str, cfg: dict, level: int) -> int:
+    """The recorded seed of a control stage: a pure function of the controls seed, the
+    init seed and the level, so it never equals theta_0's own seed stream by accident."""
+    text = f"{kind}:{cfg['controls']['seed']}:{cfg['init']['seed']}:{level}"
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
 
 
 def canonical_json(obj) -> str:
@@ -166,9 +180,11 @@ def build(cfg: dict, schema: dict | None = None) -> Plan:
         run.levels = _chain(scalar, make)
         plan.runs.append(run)
 
-    trains = sorted({lvl["train"].id: lvl["train"] for run in plan.runs for lvl in run.levels}.values(),
-                    key=lambda s: s.id)
-    upstream = {"runs": [{"label": run.label, "trains": [lvl["train"].id for lvl in run.levels]}
+    trains = sorted({lvl[k].id: lvl[k] for run in plan.runs for lvl in run.levels
+                     for k in ("train", *CONTROLS) if k in lvl}.values(), key=lambda s: s.id)
+    upstream = {"runs": [{"label": run.label, "trains": [lvl["train"].id for lvl in run.levels],
+                          **{c: [lvl[c].id if c in lvl else None for lvl in run.levels]
+                             for c in CONTROLS if cfg["controls"][c]}}
                          for run in plan.runs]}
     inputs = {f"{t.id}_{name}": t.output(name) for t in trains for name in ("metrics", "stats")}
     plan.summary = make("summary", None, upstream, inputs, {})
@@ -202,5 +218,23 @@ def _chain(cfg: dict, make) -> list:
         train = make("train", level, {"start": rewind.id},
                      {**model, "start": rewind.output("start"), "mask": prune.output("mask")},
                      consumed("train", rewind=cfg["rewind"]))
-        levels.append({"prune": prune, "rewind": rewind, "train": train})
+        stages = {"prune": prune, "rewind": rewind, "train": train}
+        trained_with = {**model, "mask": prune.output("mask")}
+        if cfg["controls"]["random_reinit"]:
+            # the level's mask on a fresh init, trained from iteration 0 with the same recipe
+            reinit = make("reinit", level, {"mask": prune.id}, {**model, "mask": prune.output("mask")},
+                          consumed("reinit", seed=control_seed("reinit", cfg, level)))
+            stages["random_reinit"] = make("train", level, {"start": reinit.id},
+                                           {**trained_with, "start": reinit.output("start")}, consumed("train"))
+        if cfg["controls"]["random_prune"]:
+            # a random mask with the level's per-layer counts, rewound like the ticket
+            randmask = make("randmask", level, {"like": prune.id}, {**model, "like": prune.output("mask")},
+                            consumed("randmask", seed=control_seed("randmask", cfg, level)))
+            start = make("rewind", level, {"mask": randmask.id, "init": source.id},
+                         {**model, "init": source.output("weights"), "mask": randmask.output("mask")},
+                         consumed("rewind"))
+            stages["random_prune"] = make("train", level, {"start": start.id},
+                                          {**model, "start": start.output("start"), "mask": randmask.output("mask")},
+                                          consumed("train", rewind=cfg["rewind"]))
+        levels.append(stages)
     return levels

@@ -155,3 +155,39 @@ def run_rewind(spec: dict, model_info: Path, init_path: Path, mask_path: Path, o
     ptfile.save(out / "start.pt", state)
     write_json(out / "spec.json", spec)
     _log(f"rewind {spec['id']} level {spec['level']}: theta_0 masked by {mask_path}")
+
+
+def run_reinit(spec: dict, model_info: Path, mask_path: Path, out: Path) -> None:
+    """Random-reinitialisation control: the level's mask on a fresh init drawn from the
+    stage's recorded seed (Frankle & Carbin 2019)."""
+    from . import models  # torch
+    info = read_model_info(model_info)
+    mask = load_mask(mask_path, info)
+    seed = spec["settings"]["seed"]
+    state = {k: v.numpy() for k, v in models.build(info["name"], seed).state_dict().items()}
+    for name, keep in mask.items():
+        state[name] = np.where(keep, state[name], 0).astype(state[name].dtype)
+    ptfile.save(out / "start.pt", state)
+    write_json(out / "spec.json", spec)
+    _log(f"reinit {spec['id']} level {spec['level']}: fresh init seed {seed} masked by {mask_path}")
+
+
+def random_mask_like(mask: dict, seed: int) -> dict:
+    """A random mask with exactly the same number of survivors per tensor as `mask`."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, keep in mask.items():
+        flat = np.zeros(keep.size, dtype=bool)
+        flat[rng.permutation(keep.size)[:int(keep.sum())]] = True
+        out[name] = flat.reshape(keep.shape)
+    return out
+
+
+def run_randmask(spec: dict, model_info: Path, like_path: Path, out: Path) -> None:
+    """Random-pruning control: a random mask with the level's per-layer sparsity."""
+    info = read_model_info(model_info)
+    mask = random_mask_like(load_mask(like_path, info), spec["settings"]["seed"])
+    masks.write(out / "mask.parquet", mask)
+    write_json(out / "spec.json", spec)
+    kept, total = masks.counts(mask)
+    _log(f"randmask {spec['id']} level {spec['level']}: {kept}/{total} weights kept at random")

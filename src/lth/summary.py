@@ -7,7 +7,7 @@ import pandas as pd
 
 from .artifacts import atomic_path, corrupt, read_json
 
-COLUMNS = ["run", "level", "train_id", "weights_kept", "weights_total", "weights_remaining_pct",
+COLUMNS = ["run", "variant", "level", "train_id", "weights_kept", "weights_total", "weights_remaining_pct",
            "early_stop_iteration", "early_stop_val_loss", "early_stop_test_accuracy",
            "final_iteration", "final_test_accuracy", "final_val_accuracy", "final_train_accuracy",
            "generalization_gap"]
@@ -26,7 +26,7 @@ def read_metrics(path) -> pd.DataFrame:
     return table
 
 
-def level_row(run: str, level: int, train_id: str, metrics: pd.DataFrame, stats: dict) -> dict:
+def level_row(run: str, variant: str, level: int, train_id: str, metrics: pd.DataFrame, stats: dict) -> dict:
     """Early stopping = the iteration of minimum validation loss (earliest on ties); the
     test accuracy is read there, never used to choose it."""
     val = metrics[metrics.split == "validation"].sort_values("iteration", kind="stable")
@@ -37,7 +37,7 @@ def level_row(run: str, level: int, train_id: str, metrics: pd.DataFrame, stats:
     train_acc = float(at_end.accuracy.get("train", float("nan")))
     test_final = float(test.accuracy.loc[final])
     return {
-        "run": run, "level": level, "train_id": train_id,
+        "run": run, "variant": variant, "level": level, "train_id": train_id,
         "weights_kept": stats["weights_kept"], "weights_total": stats["weights_total"],
         "weights_remaining_pct": 100.0 * stats["weights_kept"] / stats["weights_total"],
         "early_stop_iteration": int(best.iteration), "early_stop_val_loss": float(best.loss),
@@ -48,10 +48,15 @@ def level_row(run: str, level: int, train_id: str, metrics: pd.DataFrame, stats:
     }
 
 
-def table(runs: list[tuple[str, list]]) -> pd.DataFrame:
-    """runs: (label, [(train_id, metrics.parquet, stats.json) for level 0, 1, ...])."""
-    rows = [level_row(label, i, tid, read_metrics(m), read_json(s))
-            for label, levels in runs for i, (tid, m, s) in enumerate(levels)]
+VARIANTS = {"trains": "ticket", "random_reinit": "random_reinit", "random_prune": "random_prune"}
+
+
+def table(runs: list[dict], paths: dict) -> pd.DataFrame:
+    """runs: the summary spec's {"label", "trains": [ID per level], and per control its
+    [ID or None per level]}; paths: train ID -> (metrics.parquet, stats.json)."""
+    rows = [level_row(run["label"], variant, level, tid, read_metrics(paths[tid][0]), read_json(paths[tid][1]))
+            for run in runs for key, variant in VARIANTS.items()
+            for level, tid in enumerate(run.get(key, [])) if tid is not None]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -61,11 +66,11 @@ def plot(frame: pd.DataFrame, path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for run, rows in frame.groupby("run", sort=False):
-        line, = ax.plot(rows.weights_remaining_pct, 100 * rows.early_stop_test_accuracy, "o-",
-                        label=f"{run}: at early stop")
-        ax.plot(rows.weights_remaining_pct, 100 * rows.final_test_accuracy, "s--", color=line.get_color(),
-                alpha=0.6, label=f"{run}: at end")
+    styles = {"ticket": "o-", "random_reinit": "^:", "random_prune": "v:"}
+    for (run, variant), rows in frame.groupby(["run", "variant"], sort=False):
+        label = variant if frame.run.nunique() == 1 else f"{run} {variant}"
+        ax.plot(rows.weights_remaining_pct, 100 * rows.early_stop_test_accuracy, styles[variant],
+                label=f"{label} (early stop)")
     ax.set_xscale("log")
     ax.invert_xaxis()  # pruning proceeds left to right
     ax.set_xlabel("weights remaining (%)")
@@ -89,6 +94,7 @@ def write(frame: pd.DataFrame, out: Path) -> None:
 def format_table(frame: pd.DataFrame) -> str:
     shown = pd.DataFrame({
         "run": frame.run,
+        "variant": frame.variant,
         "level": frame.level,
         "remaining %": frame.weights_remaining_pct.map("{:.1f}".format),
         "early-stop it": frame.early_stop_iteration,
