@@ -96,7 +96,7 @@ def test_summary_has_one_row_per_level_with_the_mask_arithmetic(workdir, small_i
     frame = pd.read_parquet(workdir / summary.output("table"))
     assert frame.level.tolist() == [0, 1, 2, 3]
     assert frame.weights_remaining_pct.round(1).tolist() == [100.0, 80.0, 64.1, 51.3]
-    assert (workdir / summary.output("csv")).read_text().startswith("level,train_id,")
+    assert (workdir / summary.output("csv")).read_text().startswith("run,lottery,variant,level,train_id,")
     assert (workdir / summary.output("plot")).read_bytes()[:4] == b"\x89PNG"
     assert set(frame.train_id) == {lvl["train"].id for lvl in plan.build(cfg).levels}
 
@@ -229,3 +229,17 @@ def test_controls_train_beside_the_ticket_at_each_level(tmp_path, small_idx_data
     assert by_level == {0: ["ticket"], 1: ["random_prune", "random_reinit", "ticket"],
                         2: ["random_prune", "random_reinit", "ticket"]}
     assert frame.groupby("level").weights_kept.nunique().eq(1).all()  # same sparsity per level
+
+
+def test_replicates_expand_over_seeds_and_are_averaged(tmp_path, small_idx_dataset):
+    import pandas as pd
+    from lth import config, plan
+    raw = tiny_config(small_idx_dataset, levels=1, init={"seed": [0, 1]}, train={"seed": [0, 3]})
+    assert run(tmp_path, raw) == {"init": 2, "train": 8, "prune": 4, "rewind": 4, "summary": 1}
+    p = plan.build(config.validate(raw))
+    frame = pd.read_parquet(tmp_path / p.summary.output("table"))
+    stats = pd.read_csv(tmp_path / p.summary.output("replicates"))
+    assert stats.replicates.tolist() == [4, 4] and stats.lottery.unique().tolist() == ["imp"]
+    level1 = frame[frame.level == 1].final_test_accuracy
+    assert stats.final_test_accuracy_mean[1] == pytest.approx(level1.mean(), rel=1e-5)  # csv: 6 digits
+    assert stats.final_test_accuracy_std[1] == pytest.approx(level1.std(ddof=1), rel=1e-5)

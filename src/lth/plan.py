@@ -33,7 +33,8 @@ CONSUMES = {
 # Keys that may hold a list: the plan runs one lottery per combination of their values.
 # The stages that do not consume a key are shared: two rewind points and two rates still
 # train the dense network once.
-EXPANDABLE = (("prune", "rate"), ("rewind", "to"))
+EXPANDABLE = (("prune", "rate"), ("rewind", "to"), ("init", "seed"), ("train", "seed"))
+REPLICATE_KEYS = ("init.seed", "train.seed")  # replicates of one lottery, averaged in summaries
 
 # Each stage kind's files, by the name rules and code use for them.
 OUTPUTS = {
@@ -45,8 +46,8 @@ OUTPUTS = {
     "snapshot": {"weights": "weights.pt", "spec": "spec.json"},
     "reinit": {"start": "start.pt", "spec": "spec.json"},
     "randmask": {"mask": "mask.parquet", "spec": "spec.json"},
-    "summary": {"table": "summary.parquet", "csv": "summary.csv", "plot": "accuracy.png",
-                "spec": "spec.json"},
+    "summary": {"table": "summary.parquet", "csv": "summary.csv", "replicates": "replicates.csv",
+                "plot": "accuracy.png", "spec": "spec.json"},
 }
 
 
@@ -117,9 +118,14 @@ class Stage:
 @dataclass
 class Run:
     """One lottery: a chain of levels for one combination of the expandable keys."""
-    label: str                   # e.g. "rewind.to=500it prune.rate=0.3", or "imp"
+    label: str                   # e.g. "rewind.to=500it prune.rate=0.3 init.seed=1", or "imp"
     choices: dict                # "section.key" -> value, for the list-valued keys only
     levels: list = field(default_factory=list)  # level -> {"train": Stage, "prune": ..., "rewind": ...}
+
+    @property
+    def lottery(self) -> str:
+        """The label without the replicate seeds: runs that differ only in seeds share it."""
+        return " ".join(f"{k}={v}" for k, v in self.choices.items() if k not in REPLICATE_KEYS) or "imp"
 
 
 @dataclass
@@ -182,7 +188,8 @@ def build(cfg: dict, schema: dict | None = None) -> Plan:
 
     trains = sorted({lvl[k].id: lvl[k] for run in plan.runs for lvl in run.levels
                      for k in ("train", *CONTROLS) if k in lvl}.values(), key=lambda s: s.id)
-    upstream = {"runs": [{"label": run.label, "trains": [lvl["train"].id for lvl in run.levels],
+    upstream = {"runs": [{"label": run.label, "lottery": run.lottery,
+                          "trains": [lvl["train"].id for lvl in run.levels],
                           **{c: [lvl[c].id if c in lvl else None for lvl in run.levels]
                              for c in CONTROLS if cfg["controls"][c]}}
                          for run in plan.runs]}

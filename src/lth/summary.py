@@ -7,7 +7,7 @@ import pandas as pd
 
 from .artifacts import atomic_path, corrupt, read_json
 
-COLUMNS = ["run", "variant", "level", "train_id", "weights_kept", "weights_total", "weights_remaining_pct",
+COLUMNS = ["run", "lottery", "variant", "level", "train_id", "weights_kept", "weights_total", "weights_remaining_pct",
            "early_stop_iteration", "early_stop_val_loss", "early_stop_test_accuracy",
            "final_iteration", "final_test_accuracy", "final_val_accuracy", "final_train_accuracy",
            "generalization_gap"]
@@ -26,7 +26,7 @@ def read_metrics(path) -> pd.DataFrame:
     return table
 
 
-def level_row(run: str, variant: str, level: int, train_id: str, metrics: pd.DataFrame, stats: dict) -> dict:
+def level_row(run: dict, variant: str, level: int, train_id: str, metrics: pd.DataFrame, stats: dict) -> dict:
     """Early stopping = the iteration of minimum validation loss (earliest on ties); the
     test accuracy is read there, never used to choose it."""
     val = metrics[metrics.split == "validation"].sort_values("iteration", kind="stable")
@@ -37,7 +37,8 @@ def level_row(run: str, variant: str, level: int, train_id: str, metrics: pd.Dat
     train_acc = float(at_end.accuracy.get("train", float("nan")))
     test_final = float(test.accuracy.loc[final])
     return {
-        "run": run, "variant": variant, "level": level, "train_id": train_id,
+        "run": run["label"], "lottery": run.get("lottery", run["label"]), "variant": variant, "level": level,
+        "train_id": train_id,
         "weights_kept": stats["weights_kept"], "weights_total": stats["weights_total"],
         "weights_remaining_pct": 100.0 * stats["weights_kept"] / stats["weights_total"],
         "early_stop_iteration": int(best.iteration), "early_stop_val_loss": float(best.loss),
@@ -54,10 +55,23 @@ VARIANTS = {"trains": "ticket", "random_reinit": "random_reinit", "random_prune"
 def table(runs: list[dict], paths: dict) -> pd.DataFrame:
     """runs: the summary spec's {"label", "trains": [ID per level], and per control its
     [ID or None per level]}; paths: train ID -> (metrics.parquet, stats.json)."""
-    rows = [level_row(run["label"], variant, level, tid, read_metrics(paths[tid][0]), read_json(paths[tid][1]))
+    rows = [level_row(run, variant, level, tid, read_metrics(paths[tid][0]), read_json(paths[tid][1]))
             for run in runs for key, variant in VARIANTS.items()
             for level, tid in enumerate(run.get(key, [])) if tid is not None]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+AVERAGED = ["weights_remaining_pct", "early_stop_iteration", "early_stop_test_accuracy",
+            "final_test_accuracy", "final_train_accuracy", "generalization_gap"]
+
+
+def replicates(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over the replicates (init and data-order seeds) of each
+    lottery, variant and level; `replicates` counts them (std is NaN for one)."""
+    grouped = frame.groupby(["lottery", "variant", "level"], sort=False)[AVERAGED]
+    out = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).add_suffix("_std"))
+    out["replicates"] = grouped.size()
+    return out.reset_index()
 
 
 def plot(frame: pd.DataFrame, path) -> None:
@@ -67,10 +81,14 @@ def plot(frame: pd.DataFrame, path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     styles = {"ticket": "o-", "random_reinit": "^:", "random_prune": "v:"}
-    for (run, variant), rows in frame.groupby(["run", "variant"], sort=False):
-        label = variant if frame.run.nunique() == 1 else f"{run} {variant}"
-        ax.plot(rows.weights_remaining_pct, 100 * rows.early_stop_test_accuracy, styles[variant],
-                label=f"{label} (early stop)")
+    stats = replicates(frame)
+    for (lottery, variant), rows in stats.groupby(["lottery", "variant"], sort=False):
+        label = variant if stats.lottery.nunique() == 1 else f"{lottery} {variant}"
+        x, y = rows.weights_remaining_pct_mean, 100 * rows.early_stop_test_accuracy_mean
+        line, = ax.plot(x, y, styles[variant], label=f"{label} (early stop)")
+        if rows.replicates.max() > 1:  # the band: +- one standard deviation over replicates
+            spread = 100 * rows.early_stop_test_accuracy_std.fillna(0)
+            ax.fill_between(x, y - spread, y + spread, color=line.get_color(), alpha=0.2)
     ax.set_xscale("log")
     ax.invert_xaxis()  # pruning proceeds left to right
     ax.set_xlabel("weights remaining (%)")
@@ -88,6 +106,8 @@ def write(frame: pd.DataFrame, out: Path) -> None:
         frame.to_parquet(tmp, index=False)
     with atomic_path(out / "summary.csv") as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6g")
+    with atomic_path(out / "replicates.csv") as tmp:
+        replicates(frame).to_csv(tmp, index=False, float_format="%.6g")
     plot(frame, out / "accuracy.png")
 
 

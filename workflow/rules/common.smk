@@ -35,5 +35,5 @@ def summary_levels(wildcards, input):
     """ID:METRICS:STATS of every training stage the summary reads (shared ones once)."""
     stage = PLAN.get("summary", wildcards.id)
     ids = sorted({tid for run in stage.upstream["runs"] for key, values in run.items()
-                  if key != "label" for tid in values if tid is not None})
+                  if key not in ("label", "lottery") for tid in values if tid is not None})
     return " ".join(f"{tid}:{input[tid + '_metrics']}:{input[tid + '_stats']}" for tid in ids)

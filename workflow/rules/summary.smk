@@ -5,6 +5,7 @@ rule summary:
     output:
         table=lth_plan.output_patterns(ROOT, "summary")["table"],
         csv=lth_plan.output_patterns(ROOT, "summary")["csv"],
+        replicates=lth_plan.output_patterns(ROOT, "summary")["replicates"],
         plot=report(lth_plan.output_patterns(ROOT, "summary")["plot"],
                     caption="../report/accuracy.rst", category="Accuracy"),
         spec=lth_plan.output_patterns(ROOT, "summary")["spec"],
