@@ -9,7 +9,8 @@ def test_default_config_file_is_valid_and_complete():
     cfg = config.load(ROOT / "config.yaml")
     assert cfg["model"]["name"] == "lenet_300_100"
     assert cfg["levels"] >= 6
-    assert cfg["prune"] == {"strategy": "layerwise", "rate": 0.2, "output_rate": 0.1}
+    assert {k: cfg["prune"][k] for k in ("strategy", "rate", "output_rate", "schedule")} == \
+        {"strategy": "layerwise", "rate": 0.2, "output_rate": 0.1, "schedule": "iterative"}
 
 
 def test_empty_config_gets_every_default():
@@ -67,3 +68,8 @@ def test_input_table_agrees_with_the_models():
     from lth import models
     for name in models.REGISTRY:
         assert tuple(type(models.build(name, width=0.1)).input_shape) == config.model_input(name), name
+
+
+def test_conv_rate_needs_layerwise_ranking():
+    with pytest.raises(config.ConfigError, match="prune.conv_rate needs prune.strategy: layerwise"):
+        config.validate({"prune": {"conv_rate": 0.1, "strategy": "global"}})

@@ -89,3 +89,29 @@ def test_stage_inputs_chain_levels():
 def test_unknown_stage_lookup_names_the_kind():
     with pytest.raises(KeyError, match="no train stage"):
         build().get("train", "0" * 12)
+
+
+def test_one_shot_prunes_the_dense_weights_at_every_level():
+    p = build(prune={"schedule": "oneshot"})
+    dense = p.levels[0]["train"]
+    for level in (1, 2, 3):
+        prune = p.levels[level]["prune"]
+        assert prune.upstream == {"trained": dense.id} and prune.settings["rounds"] == level
+        assert "mask" not in prune.inputs
+
+
+def test_continued_training_starts_from_the_previous_levels_weights():
+    p = build(rewind={"to": "continue"})
+    for level in (1, 2, 3):
+        rewind = p.levels[level]["rewind"]
+        assert rewind.inputs["init"] == p.levels[level - 1]["train"].output("weights")
+
+
+def test_late_resetting_shares_the_dense_run_and_one_snapshot():
+    p = build(rewind={"to": ["reset", "500it"]}, prune={"rate": [0.2, 0.3]})
+    assert len(p.runs) == 4
+    assert len({run.levels[0]["train"].id for run in p.runs}) == 1
+    assert len([s for s in p.stages.values() if s.kind == "snapshot"]) == 1
+    late = [run for run in p.runs if run.choices["rewind.to"] == "500it"]
+    snapshot = next(s for s in p.stages.values() if s.kind == "snapshot")
+    assert all(run.levels[1]["rewind"].upstream["init"] == snapshot.id for run in late)

@@ -76,3 +76,28 @@ def test_random_mask_keeps_each_layers_count_and_follows_its_seed():
         assert a[name].sum() == mask[name].sum() and a[name].shape == mask[name].shape
         assert np.array_equal(a[name], b[name]) and not np.array_equal(a[name], c[name])
         assert not np.array_equal(a[name], mask[name])
+
+
+def test_one_shot_reaches_each_levels_iterative_sparsity_per_layer():
+    weights = random_weights(42)
+    iterative = masks.ones_like(LENET)
+    for level in range(1, 8):
+        iterative = pruning.prune(random_weights(level), iterative, PRUNABLE, "fc3.weight", "layerwise", 0.2, 0.1)
+        oneshot = pruning.prune(weights, masks.ones_like(LENET), PRUNABLE, "fc3.weight", "layerwise", 0.2, 0.1,
+                                rounds=level)
+        for name in LENET:
+            assert abs(int(oneshot[name].sum()) - int(iterative[name].sum())) <= 1
+        # and it is the magnitude cut of the dense weights: every survivor outweighs every pruned one
+        for name in LENET:
+            w = np.abs(weights[name])
+            assert w[oneshot[name]].min() >= w[~oneshot[name]].max()
+
+
+def test_conv_layers_take_the_conv_rate():
+    rates = pruning.layer_rates(["c1", "c2", "fc", "out"], "out", 0.2, 0.1, 0.15, {"c1", "c2"})
+    assert rates == {"c1": 0.15, "c2": 0.15, "fc": 0.2, "out": 0.1}
+    w = {"c": np.arange(1, 2 * 3 * 3 * 3 + 1, dtype=np.float32).reshape(2, 3, 3, 3),
+         "fc": np.arange(1, 21, dtype=np.float32).reshape(4, 5), "out": np.ones((2, 4), np.float32)}
+    mask = {k: np.ones(v.shape, bool) for k, v in w.items()}
+    new = pruning.prune(w, mask, ["c", "fc", "out"], "out", "layerwise", 0.2, 0.5, conv_rate=0.1)
+    assert [int((~new[k]).sum()) for k in ("c", "fc", "out")] == [math.ceil(5.4), 4, 4]

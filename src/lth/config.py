@@ -118,6 +118,9 @@ def model_input(name: str) -> tuple:
 
 def check_combination(cfg: dict) -> None:
     """Cross-key checks the schema cannot express."""
+    if cfg["prune"]["conv_rate"] is not None and cfg["prune"]["strategy"] != "layerwise":
+        raise ConfigError("config: prune.conv_rate needs prune.strategy: layerwise (global ranking uses one "
+                          "rate for all hidden layers); remove conv_rate or use layerwise")
     model, dataset = cfg["model"]["name"], cfg["data"]["dataset"]
     if model_input(model) != DATASET_SHAPES[dataset]:
         shape = "x".join(map(str, model_input(model)))

@@ -212,11 +212,19 @@ def _chain(cfg: dict, make) -> list:
     if point != "reset":  # late resetting: the dense run's weights at iteration k
         source = make("snapshot", 0, {"start": init.id}, {**model, "start": init.output("weights")},
                       consumed("snapshot", at=point))
+    dense = train
+    oneshot = cfg["prune"]["schedule"] == "oneshot"
     for level in range(1, cfg["levels"] + 1):
-        inputs = {**model, "weights": train.output("weights")}
-        if "prune" in levels[-1]:
-            inputs["mask"] = levels[-1]["prune"].output("mask")
-        prune = make("prune", level, {"trained": train.id}, inputs, consumed("prune"))
+        if oneshot:  # the dense run's weights, cut to level L's sparsity in one go
+            prune = make("prune", level, {"trained": dense.id}, {**model, "weights": dense.output("weights")},
+                         consumed("prune", rounds=level))
+        else:
+            inputs = {**model, "weights": train.output("weights")}
+            if "prune" in levels[-1]:
+                inputs["mask"] = levels[-1]["prune"].output("mask")
+            prune = make("prune", level, {"trained": train.id}, inputs, consumed("prune"))
+        if point == "continue":  # prune and fine-tune: the previous level's trained weights
+            source = train
         rewind = make("rewind", level, {"mask": prune.id, "init": source.id},
                       {**model, "init": source.output("weights"), "mask": prune.output("mask")},
                       consumed("rewind"))

@@ -15,8 +15,12 @@ import numpy as np
 from .masks import Mask
 
 
-def layer_rates(prunable: list[str], output_layer: str, rate: float, output_rate: float) -> dict:
-    return {name: (output_rate if name == output_layer else rate) for name in prunable}
+def layer_rates(prunable: list[str], output_layer: str, rate: float, output_rate: float,
+                conv_rate: float | None = None, conv_layers=()) -> dict:
+    """Per-tensor rates: the output layer's, the conv layers' (if set), else `rate`."""
+    return {name: (output_rate if name == output_layer else
+                   conv_rate if conv_rate is not None and name in conv_layers else rate)
+            for name in prunable}
 
 
 def _prune_ranked(magnitudes: np.ndarray, surviving: np.ndarray, count: int) -> np.ndarray:
@@ -70,9 +74,21 @@ STRATEGIES = {"layerwise", "global"}
 
 
 def prune(weights: dict, mask: Mask, prunable: list[str], output_layer: str,
-          strategy: str, rate: float, output_rate: float) -> Mask:
-    """The next mask from trained weights (numpy arrays by tensor name) and the current mask."""
-    rates = layer_rates(prunable, output_layer, rate, output_rate)
+          strategy: str, rate: float, output_rate: float, conv_rate: float | None = None,
+          rounds: int = 1) -> Mask:
+    """The next mask from trained weights (numpy arrays by tensor name) and the current mask.
+
+    rounds > 1 is one-shot pruning to the sparsity of `rounds` iterative rounds: the same
+    rule applied repeatedly to the same weights removes the smallest survivors each time,
+    which is the one-shot magnitude cut with exactly the iterative per-layer counts."""
+    conv_layers = {n for n in prunable if weights[n].ndim == 4}
+    rates = layer_rates(prunable, output_layer, rate, output_rate, conv_rate, conv_layers)
+    for _ in range(rounds):
+        mask = _one_round(weights, mask, rates, output_layer, strategy)
+    return mask
+
+
+def _one_round(weights: dict, mask: Mask, rates: dict, output_layer: str, strategy: str) -> Mask:
     if strategy == "layerwise":
         return layerwise(weights, mask, rates)
     if strategy == "global":

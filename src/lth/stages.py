@@ -66,7 +66,7 @@ def start_iteration(spec: dict, steps_per_epoch: int) -> int:
     """Rewound levels resume at the rewind point k; level 0 and reset levels start at 0."""
     from .steps import Step
     point = spec["settings"].get("rewind", {}).get("to", "reset")
-    return 0 if point == "reset" else Step.parse(point).iterations(steps_per_epoch)
+    return 0 if point in ("reset", "continue") else Step.parse(point).iterations(steps_per_epoch)
 
 
 def run_train(spec: dict, model_info: Path, start: Path, mask_path: Path | None, out: Path,
@@ -136,8 +136,9 @@ def run_prune(spec: dict, model_info: Path, weights_path: Path, mask_path: Path 
     prunable = info["prunable"]
     current = load_mask(mask_path, info) if mask_path else masks.ones_like({n: state[n].shape for n in prunable})
     p = spec["settings"]["prune"]
+    rounds = spec["settings"].get("rounds", 1)  # one-shot: all of level L's rounds at once
     new = pruning.prune({n: state[n] for n in prunable}, current, prunable, info["output_layer"],
-                        p["strategy"], p["rate"], p["output_rate"])
+                        p["strategy"], p["rate"], p["output_rate"], p.get("conv_rate"), rounds)
     masks.write(out / "mask.parquet", new)
     write_json(out / "spec.json", spec)
     kept, total = masks.counts(new)
