@@ -203,9 +203,11 @@ def test_controls_train_beside_the_ticket_at_each_level(tmp_path, small_idx_data
     import pandas as pd
     import torch
     from lth import config, masks, models, plan
-    raw = tiny_config(small_idx_dataset, levels=2, controls={"random_reinit": True, "random_prune": True})
+    raw = tiny_config(small_idx_dataset, levels=2,
+                      controls={"random_reinit": True, "random_prune": True, "small_dense": True})
     counts = run(tmp_path, raw)
-    assert counts == {"init": 1, "train": 7, "prune": 2, "rewind": 4, "reinit": 2, "randmask": 2, "summary": 1}
+    assert counts == {"init": 1, "train": 9, "prune": 2, "rewind": 4, "reinit": 2, "randmask": 2,
+                      "smalldense": 2, "summary": 1}
     cfg = config.validate(raw)
     p = plan.build(cfg)
     theta0 = torch.load(tmp_path / p.stages[p.levels[0]["train"].upstream["start"]].output("weights"),
@@ -226,9 +228,14 @@ def test_controls_train_beside_the_ticket_at_each_level(tmp_path, small_idx_data
         assert {n: m.sum() for n, m in random_mask.items()} == {n: m.sum() for n, m in mask.items()}
     frame = pd.read_parquet(tmp_path / p.summary.output("table"))
     by_level = frame.groupby("level").variant.apply(sorted).to_dict()
-    assert by_level == {0: ["ticket"], 1: ["random_prune", "random_reinit", "ticket"],
-                        2: ["random_prune", "random_reinit", "ticket"]}
-    assert frame.groupby("level").weights_kept.nunique().eq(1).all()  # same sparsity per level
+    controls = ["random_prune", "random_reinit", "small_dense", "ticket"]
+    assert by_level == {0: ["ticket"], 1: controls, 2: controls}
+    same = frame[frame.variant != "small_dense"]
+    assert same.groupby("level").weights_kept.nunique().eq(1).all()  # same sparsity per level
+    for level in (1, 2):
+        rows = frame[frame.level == level].set_index("variant")
+        small, ticket = rows.weights_kept["small_dense"], rows.weights_kept["ticket"]
+        assert abs(small - ticket) / ticket < 0.02 and rows.weights_total["small_dense"] == 266_200
 
 
 def test_replicates_expand_over_seeds_and_are_averaged(tmp_path, small_idx_dataset):

@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     p = stage("randmask", "random-pruning control: a random mask like the level's")
     p.add_argument("--model", type=Path, required=True, help="the init stage's model.json")
     p.add_argument("--like", type=Path, required=True)
+    p = stage("smalldense", "small-dense baseline: a narrower dense model of the mask's size")
+    p.add_argument("--model", type=Path, required=True, help="the init stage's model.json")
+    p.add_argument("--like", type=Path, required=True)
     p = stage("summarize", "the per-level summary table and plot")
     p.add_argument("--levels", nargs="+", required=True, metavar="ID:METRICS:STATS")
 
@@ -75,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args) -> int:
     from . import config as config_mod, plan as plan_mod
-    if args.command in ("init", "train", "snapshot", "prune", "rewind", "reinit", "randmask"):
+    if args.command in ("init", "train", "snapshot", "prune", "rewind", "reinit", "randmask", "smalldense"):
         from . import stages
         if args.command == "init":
             stages.run_init(args.spec, args.out)
@@ -88,8 +91,10 @@ def _run(args) -> int:
             stages.run_rewind(args.spec, args.model, args.init, args.mask, args.out)
         elif args.command == "reinit":
             stages.run_reinit(args.spec, args.model, args.mask, args.out)
-        else:
+        elif args.command == "randmask":
             stages.run_randmask(args.spec, args.model, args.like, args.out)
+        else:
+            stages.run_smalldense(args.spec, args.model, args.like, args.out)
         return 0
     if args.command == "summarize":
         from . import summary

@@ -174,11 +174,11 @@ REGISTRY = {
 }
 
 
-def describe(name: str, model: PrunableModel) -> dict:
+def describe(name: str, model: PrunableModel, **extra) -> dict:
     """What torch-free stages need to know about a model (written as the init's model.json)."""
     return {"name": name,
             "tensors": {k: list(v.shape) for k, v in model.state_dict().items()},
-            "prunable": model.prunable(), "output_layer": model.output_layer}
+            "prunable": model.prunable(), "output_layer": model.output_layer, **extra}
 
 
 def build(name: str, seed: int | None = None, **options) -> PrunableModel:

@@ -28,6 +28,7 @@ CONSUMES = {
     "snapshot": ("data", "train"),
     "reinit": ("model",),
     "randmask": (),
+    "smalldense": ("model",),
 }
 
 # Keys that may hold a list: the plan runs one lottery per combination of their values.
@@ -46,6 +47,7 @@ OUTPUTS = {
     "snapshot": {"weights": "weights.pt", "spec": "spec.json"},
     "reinit": {"start": "start.pt", "spec": "spec.json"},
     "randmask": {"mask": "mask.parquet", "spec": "spec.json"},
+    "smalldense": {"weights": "weights.pt", "model": "model.json", "spec": "spec.json"},
     "summary": {"table": "summary.parquet", "csv": "summary.csv", "replicates": "replicates.csv",
                 "plot": "accuracy.png", "spec": "spec.json"},
 }
@@ -56,7 +58,7 @@ def output_patterns(root: str, kind: str, wildcard: str = "{id}") -> dict:
     return {name: f"{root}/{kind}/{wildcard}/{f}" for name, f in OUTPUTS[kind].items()}
 
 
-CONTROLS = ("random_reinit", "random_prune")
+CONTROLS = ("random_reinit", "random_prune", "small_dense")
 
 
 def control_seed(kind: str, cfg: dict, level: int) -> int:
@@ -251,5 +253,12 @@ def _chain(cfg: dict, make) -> list:
             stages["random_prune"] = make("train", level, {"start": start.id},
                                           {**model, "start": start.output("start"), "mask": randmask.output("mask")},
                                           consumed("train", rewind=cfg["rewind"]))
+        if cfg["controls"]["small_dense"]:
+            # a narrower dense model with about as many weights as the level's mask keeps
+            small = make("smalldense", level, {"like": prune.id}, {**model, "like": prune.output("mask")},
+                         consumed("smalldense", seed=control_seed("smalldense", cfg, level)))
+            stages["small_dense"] = make("train", level, {"start": small.id},
+                                         {"model": small.output("model"), "start": small.output("weights")},
+                                         consumed("train"))
         levels.append(stages)
     return levels

@@ -90,11 +90,12 @@ def run_train(spec: dict, model_info: Path, start: Path, mask_path: Path | None,
         check_masked(start, state, mask, mask_path)
     dataset = data.load(settings["data"]["dataset"], data_dir)
     splits = prepare(dataset, settings["data"]["validation_size"], settings["data"]["split_seed"], device)
-    model = models.build(info["name"], dropout=settings["train"].get("dropout", 0.0))
+    model = models.build(info["name"], dropout=settings["train"].get("dropout", 0.0), width=info.get("width", 1.0))
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     model.to(device)
     kept, total = masks.counts(mask) if mask else \
         (sum(int(np.prod(info["tensors"][n])) for n in info["prunable"]),) * 2
+    total = info.get("reference_weights", total)  # a small dense baseline counts against the full model
     _log(f"train {spec['id']} level {spec['level']}: {kept}/{total} weights "
          f"({100 * kept / total:.1f}%), {settings['train']['iterations']} on {device}")
     first = start_iteration(spec, epoch_steps(len(splits["train"]), settings["train"]["batch_size"]))
@@ -192,3 +193,18 @@ def run_randmask(spec: dict, model_info: Path, like_path: Path, out: Path) -> No
     write_json(out / "spec.json", spec)
     kept, total = masks.counts(mask)
     _log(f"randmask {spec['id']} level {spec['level']}: {kept}/{total} weights kept at random")
+
+
+def run_smalldense(spec: dict, model_info: Path, like_path: Path, out: Path) -> None:
+    """Small-dense baseline (Ma et al. 2021): the model family narrowed until its dense
+    weight count matches the level's surviving weights, freshly initialised."""
+    from . import models  # torch
+    info = read_model_info(model_info)
+    kept, total = masks.counts(load_mask(like_path, info))
+    width = models.small_dense_width(info["name"], kept)
+    model = models.build(info["name"], spec["settings"]["seed"], width=width)
+    ptfile.save(out / "weights.pt", {k: v.numpy() for k, v in model.state_dict().items()})
+    write_json(out / "model.json", models.describe(info["name"], model, width=width, reference_weights=total))
+    write_json(out / "spec.json", spec)
+    _log(f"smalldense {spec['id']} level {spec['level']}: width {width:.4f}, "
+         f"{models.prunable_count(model)} weights for a mask of {kept}")

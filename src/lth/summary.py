@@ -49,7 +49,8 @@ def level_row(run: dict, variant: str, level: int, train_id: str, metrics: pd.Da
     }
 
 
-VARIANTS = {"trains": "ticket", "random_reinit": "random_reinit", "random_prune": "random_prune"}
+VARIANTS = {"trains": "ticket", "random_reinit": "random_reinit", "random_prune": "random_prune",
+            "small_dense": "small_dense"}
 
 
 def table(runs: list[dict], paths: dict) -> pd.DataFrame:
@@ -80,7 +81,7 @@ def plot(frame: pd.DataFrame, path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    styles = {"ticket": "o-", "random_reinit": "^:", "random_prune": "v:"}
+    styles = {"ticket": "o-", "random_reinit": "^:", "random_prune": "v:", "small_dense": "d-."}
     stats = replicates(frame)
     for (lottery, variant), rows in stats.groupby(["lottery", "variant"], sort=False):
         label = variant if stats.lottery.nunique() == 1 else f"{lottery} {variant}"

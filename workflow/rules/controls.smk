@@ -32,3 +32,21 @@ rule randmask:
     shell:
         "python -m lth randmask --spec {params.spec:q} --model {input.model} --like {input.like} "
         "--out {params.out} > {log} 2>&1"
+
+
+rule smalldense:
+    """Small-dense baseline: the model family narrowed to the level's number of weights."""
+    input:
+        unpack(stage_inputs("smalldense")),
+    output:
+        **lth_plan.output_patterns(ROOT, "smalldense"),
+    params:
+        spec=stage_spec("smalldense"),
+        out=stage_dir,
+    conda:
+        "../envs/lth.yaml"
+    log:
+        "logs/smalldense/{id}.log",
+    shell:
+        "python -m lth smalldense --spec {params.spec:q} --model {input.model} --like {input.like} "
+        "--out {params.out} > {log} 2>&1"
