@@ -31,19 +31,17 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     stage("init", "write theta_0")
-    p = stage("train", "train one level")
-    p.add_argument("--model", type=Path, required=True, help="the init stage's model.json")
-    p.add_argument("--start", type=Path, required=True)
-    p.add_argument("--mask", type=Path)
-    p.add_argument("--data-dir")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--device", default="cpu")
-    p = stage("snapshot", "the dense run's weights at the rewind point k")
-    p.add_argument("--model", type=Path, required=True, help="the init stage's model.json")
-    p.add_argument("--start", type=Path, required=True)
-    p.add_argument("--data-dir")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--device", default="cpu")
+    for name, help_text in (("train", "train one level"), ("snapshot", "the dense run's weights at the rewind point k")):
+        p = stage(name, help_text)
+        p.add_argument("--model", type=Path, required=True, help="the init stage's model.json")
+        p.add_argument("--start", type=Path, required=True)
+        if name == "train":
+            p.add_argument("--mask", type=Path)
+        p.add_argument("--data-dir")
+        p.add_argument("--threads", type=int)
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--checkpoint", type=Path, help="resumable checkpoint file (outside the outputs)")
+        p.add_argument("--checkpoint-every", default="2000it")
     p = stage("prune", "next level's mask from trained weights")
     p.add_argument("--model", type=Path, required=True, help="the init stage's model.json")
     p.add_argument("--weights", type=Path, required=True)
@@ -84,7 +82,7 @@ def _run(args) -> int:
             stages.run_init(args.spec, args.out)
         elif args.command in ("train", "snapshot"):
             stages.run_train(args.spec, args.model, args.start, getattr(args, "mask", None), args.out,
-                             args.data_dir, args.threads, args.device)
+                             args.data_dir, args.threads, args.device, args.checkpoint, args.checkpoint_every)
         elif args.command == "prune":
             stages.run_prune(args.spec, args.model, args.weights, args.mask, args.out)
         elif args.command == "rewind":

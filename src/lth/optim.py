@@ -33,6 +33,12 @@ class FusedAdam:
         """Per-parameter state, as tensors (for tests and checkpoints)."""
         return {"step": self.step_count, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
 
+    def load(self, state: dict) -> None:
+        with torch.no_grad():
+            self.step_count.copy_(state["step"])
+            for mine, saved in zip(self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"]):
+                mine.copy_(saved)
+
 
 class FusedSGD:
     def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
@@ -51,6 +57,10 @@ class FusedSGD:
 
     def state(self) -> dict:
         return {"momentum_buffer": self.buffers or []}
+
+    def load(self, state: dict) -> None:
+        saved = state["momentum_buffer"]
+        self.buffers = [b.to(p.device).clone() for b, p in zip(saved, self.params)] if saved else None
 
 
 def make(params, settings: dict):

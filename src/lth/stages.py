@@ -70,10 +70,12 @@ def start_iteration(spec: dict, steps_per_epoch: int) -> int:
 
 
 def run_train(spec: dict, model_info: Path, start: Path, mask_path: Path | None, out: Path,
-              data_dir: str | None = None, threads: int | None = None, device: str = "cpu") -> None:
+              data_dir: str | None = None, threads: int | None = None, device: str = "cpu",
+              checkpoint_path: Path | None = None, checkpoint_every: str = "2000it") -> None:
     import torch  # noqa: F401  (training stages are the ones that import torch)
 
-    from . import data, models
+    from . import checkpoint, data, models
+    from .steps import Step
     from .training import epoch_steps, prepare, train
     if threads:
         torch.set_num_threads(threads)
@@ -98,22 +100,26 @@ def run_train(spec: dict, model_info: Path, start: Path, mask_path: Path | None,
     total = info.get("reference_weights", total)  # a small dense baseline counts against the full model
     _log(f"train {spec['id']} level {spec['level']}: {kept}/{total} weights "
          f"({100 * kept / total:.1f}%), {settings['train']['iterations']} on {device}")
-    first = start_iteration(spec, epoch_steps(len(splits["train"]), settings["train"]["batch_size"]))
-    result = train(model, mask, splits, settings["train"], start=first,
+    per_epoch = epoch_steps(len(splits["train"]), settings["train"]["batch_size"])
+    first = start_iteration(spec, per_epoch)
+    ckpt = checkpoint.Checkpointing(Path(checkpoint_path), Step.parse(checkpoint_every).iterations(per_epoch),
+                                    spec["id"]) if checkpoint_path else None
+    result = train(model, mask, splits, settings["train"], start=first, checkpointing=ckpt,
                    log=lambda line: _log(f"{spec['kind']} {spec['id']}: {line}"))
 
     ptfile.save(out / "weights.pt", {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
     write_json(out / "spec.json", spec)
-    if spec["kind"] == "snapshot":
-        return
-    write_metrics(out / "metrics.parquet", result.metrics)
-    write_json(out / "stats.json", {
-        "level": spec["level"], "weights_kept": kept, "weights_total": total,
-        "iterations": result.iterations, "train_seconds": round(result.train_seconds, 3),
-        "eval_seconds": round(result.eval_seconds, 3),
-        "job_seconds": round(time.perf_counter() - began, 3),
-        "threads": torch.get_num_threads(), "device": device, "start_iteration": first,
-    })
+    if spec["kind"] != "snapshot":
+        write_metrics(out / "metrics.parquet", result.metrics)
+        write_json(out / "stats.json", {
+            "level": spec["level"], "weights_kept": kept, "weights_total": total,
+            "iterations": result.iterations, "train_seconds": round(result.train_seconds, 3),
+            "eval_seconds": round(result.eval_seconds, 3),
+            "job_seconds": round(time.perf_counter() - began, 3),
+            "threads": torch.get_num_threads(), "device": device, "start_iteration": first,
+        })
+    if ckpt:
+        checkpoint.remove(ckpt)  # only now: every output is in place
 
 
 def write_metrics(path, rows: list) -> None:

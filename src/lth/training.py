@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from . import optim
+from . import checkpoint, optim
 from .data import Dataset, split_validation
 from .steps import Step
 
@@ -136,10 +136,12 @@ def apply_mask(model, mask: dict | None) -> list:
 
 
 def train(model, mask: dict | None, splits: dict, settings: dict, log=None, start: int = 0,
-          capture: tuple = ()) -> Result:
+          capture: tuple = (), checkpointing: checkpoint.Checkpointing | None = None) -> Result:
     """Train `model` in place up to settings["iterations"] with the masked weights held at
     zero. `start` > 0 resumes the schedule and data order at that iteration (late
-    resetting); `capture` lists iterations whose weights are copied into Result.snapshots."""
+    resetting); `capture` lists iterations whose weights are copied into Result.snapshots.
+    With `checkpointing`, a checkpoint is written every so many iterations and a valid one
+    found at the start is resumed from (the results are the same bits as without)."""
     log = log or (lambda line: None)
     train_split = splits["train"]
     batch = settings["batch_size"]
@@ -159,24 +161,37 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
     result = Result(iterations=total)
 
     def record(iteration, names=("validation", "test")):
-        start = time.perf_counter()
+        began = time.perf_counter()
         for name in names:
             loss, acc = evaluate(model, splits[name])
             result.metrics.append({"iteration": iteration, "split": name, "loss": loss, "accuracy": acc})
-        result.eval_seconds += time.perf_counter() - start
+        result.eval_seconds += time.perf_counter() - began
 
     def snapshot(iteration):
         if iteration in capture:
             result.snapshots[iteration] = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    snapshot(start)
-    record(start)
-    log(f"it {start}/{total} val_loss={result.metrics[-2]['loss']:.4f} test_acc={result.metrics[-1]['accuracy']:.4f}")
+    saved = checkpoint.load(checkpointing, log) if checkpointing else None
+    first = start
+    if saved is not None:
+        with torch.no_grad():
+            model.load_state_dict(saved["model"])
+        optimizer.load(saved["optimizer"])
+        torch.set_rng_state(saved["rng"])
+        result.metrics = saved["metrics"]
+        result.train_seconds, result.eval_seconds = saved["train_seconds"], saved["eval_seconds"]
+        first = saved["iteration"]
+        log(f"resuming from checkpoint at iteration {first}")
+    else:
+        snapshot(start)
+        record(start)
+        log(f"it {start}/{total} val_loss={result.metrics[-2]['loss']:.4f} "
+            f"test_acc={result.metrics[-1]['accuracy']:.4f}")
     model.train()
     x, y = train_split.x, train_split.y
     started = time.perf_counter()
-    for it in range(start, total):
-        if it == start or it % steps_per_epoch == 0:  # this epoch's permutation, one batch per row
+    for it in range(first, total):
+        if it == first or it % steps_per_epoch == 0:  # this epoch's permutation, one batch per row
             order = epoch_order(len(train_split), settings["seed"], it // steps_per_epoch, device)
             batches = order[:steps_per_epoch * batch].view(steps_per_epoch, -1)
         index = batches[it % steps_per_epoch]
@@ -206,6 +221,13 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
             rate = (done - start) / result.train_seconds if result.train_seconds else 0.0
             log(f"it {done}/{total} ({100 * done // total}%) val_loss={val['loss']:.4f} "
                 f"val_acc={val['accuracy']:.4f} test_acc={test['accuracy']:.4f} {rate:.0f} it/s")
+            started = time.perf_counter()
+        if checkpointing and done % checkpointing.every == 0 and done < total:
+            result.train_seconds += time.perf_counter() - started
+            checkpoint.save(checkpointing, {
+                "iteration": done, "model": model.state_dict(), "optimizer": optimizer.state(),
+                "metrics": result.metrics, "rng": torch.get_rng_state(),
+                "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds})
             started = time.perf_counter()
     if total <= start:
         record(start, ("train",))

@@ -27,6 +27,12 @@ def optional_mask(wildcards, input):
     return f"--mask {input.mask}" if "mask" in input.keys() else ""
 
 
+def checkpoint_args(wildcards):
+    """Resumable checkpoints live outside the declared outputs (Snakemake deletes those
+    before a rerun), one file per stage ID."""
+    return f"--checkpoint {ROOT}/checkpoints/{wildcards.id}.pt --checkpoint-every {config['checkpoint_every']}"
+
+
 def data_dir_arg(wildcards):
     return f"--data-dir {config['data_dir']}" if config["data_dir"] else ""
 

@@ -9,6 +9,7 @@ rule snapshot:
         spec=stage_spec("snapshot"),
         out=stage_dir,
         data_dir=data_dir_arg,
+        checkpoint=checkpoint_args,
     threads: config["threads"]
     conda:
         "../envs/lth.yaml"
@@ -16,5 +17,5 @@ rule snapshot:
         "logs/snapshot/{id}.log",
     shell:
         "python -m lth snapshot --spec {params.spec:q} --model {input.model} "
-        "--start {input.start} {params.data_dir} --threads {threads} "
+        "--start {input.start} {params.data_dir} --threads {threads} {params.checkpoint} "
         "--out {params.out} > {log} 2>&1"

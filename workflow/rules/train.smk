@@ -9,6 +9,7 @@ rule train:
         out=stage_dir,
         mask=optional_mask,
         data_dir=data_dir_arg,
+        checkpoint=checkpoint_args,
     threads: config["threads"]
     conda:
         "../envs/lth.yaml"
@@ -16,5 +17,5 @@ rule train:
         "logs/train/{id}.log",
     shell:
         "python -m lth train --spec {params.spec:q} --model {input.model} "
-        "--start {input.start} {params.mask} {params.data_dir} --threads {threads} "
+        "--start {input.start} {params.mask} {params.data_dir} --threads {threads} {params.checkpoint} "
         "--out {params.out} > {log} 2>&1"
