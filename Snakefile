@@ -9,7 +9,7 @@ from pathlib import Path
 # `python -m lth` with the python first on PATH: the project venv (activate it, or use make).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from lth import config as lth_config, plan as lth_plan
+from lth import config as lth_config, devices as lth_devices, plan as lth_plan
 
 
 configfile: "config.yaml"

@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--mask", type=Path)
         p.add_argument("--data-dir")
         p.add_argument("--threads", type=int)
-        p.add_argument("--device", default="cpu")
+        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         p.add_argument("--checkpoint", type=Path, help="resumable checkpoint file (outside the outputs)")
         p.add_argument("--checkpoint-every", default="2000it")
     p = stage("prune", "next level's mask from trained weights")

@@ -70,16 +70,18 @@ def start_iteration(spec: dict, steps_per_epoch: int) -> int:
 
 
 def run_train(spec: dict, model_info: Path, start: Path, mask_path: Path | None, out: Path,
-              data_dir: str | None = None, threads: int | None = None, device: str = "cpu",
+              data_dir: str | None = None, threads: int | None = None, device: str = "auto",
               checkpoint_path: Path | None = None, checkpoint_every: str = "2000it") -> None:
     import torch  # noqa: F401  (training stages are the ones that import torch)
 
-    from . import checkpoint, data, models
+    from . import checkpoint, data, devices, models
     from .steps import Step
     from .training import epoch_steps, prepare, train
     if threads:
         torch.set_num_threads(threads)
     began = time.perf_counter()
+    device, lease = devices.resolve(device)  # the lease lives as long as this process
+    _log(f"{spec['kind']} {spec['id']}: {devices.describe(device, lease)}")
     settings = spec["settings"]
     if spec["kind"] == "snapshot":  # the dense run's first k iterations: theta_k
         settings = {**settings, "train": {**settings["train"], "iterations": settings["at"],

@@ -5,6 +5,12 @@ ROOT = config["results"]
 ID = "[0-9a-f]{%d}" % lth_plan.ID_LENGTH
 
 
+# Training jobs on a GPU declare gpu=1, so `--resources gpu=N` caps them (and the SLURM
+# executor turns it into --gpus=1); CPU runs declare no gpu resource at all.
+USES_GPU = config["device"] == "cuda" or (config["device"] == "auto" and lth_devices.gpu_expected())
+TRAIN_RESOURCES = {"gpu": 1} if USES_GPU else {}
+
+
 wildcard_constraints:
     id=ID,
 
@@ -31,6 +37,10 @@ def checkpoint_args(wildcards):
     """Resumable checkpoints live outside the declared outputs (Snakemake deletes those
     before a rerun), one file per stage ID."""
     return f"--checkpoint {ROOT}/checkpoints/{wildcards.id}.pt --checkpoint-every {config['checkpoint_every']}"
+
+
+def device_arg(wildcards):
+    return f"--device {config['device']}"
 
 
 def data_dir_arg(wildcards):

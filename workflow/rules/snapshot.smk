@@ -10,12 +10,15 @@ rule snapshot:
         out=stage_dir,
         data_dir=data_dir_arg,
         checkpoint=checkpoint_args,
+        device=device_arg,
     threads: config["threads"]
+    resources:
+        **TRAIN_RESOURCES,
     conda:
         "../envs/lth.yaml"
     log:
         "logs/snapshot/{id}.log",
     shell:
         "python -m lth snapshot --spec {params.spec:q} --model {input.model} "
-        "--start {input.start} {params.data_dir} --threads {threads} {params.checkpoint} "
+        "--start {input.start} {params.data_dir} --threads {threads} {params.checkpoint} {params.device} "
         "--out {params.out} > {log} 2>&1"
