@@ -33,6 +33,7 @@ include: "workflow/rules/prune.smk"
 include: "workflow/rules/rewind.smk"
 include: "workflow/rules/controls.smk"
 include: "workflow/rules/summary.smk"
+include: "workflow/rules/analysis.smk"
 
 
 rule all:
@@ -43,3 +44,4 @@ rule all:
 
 onsuccess:
     print(f"summary: {PLAN.summary.dir}  (print it with: python -m lth summary)")
+    print(f"weight correlation: {PLAN.correlation.dir}")

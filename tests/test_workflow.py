@@ -52,7 +52,7 @@ def workdir(tmp_path_factory, small_idx_dataset):
     """One workflow directory shared by the cache tests, in order: its state carries over."""
     directory = tmp_path_factory.mktemp("wf")
     first = run(directory, tiny_config(small_idx_dataset))
-    assert first == {"init": 1, "train": 4, "prune": 3, "rewind": 3, "summary": 1}
+    assert first == {"init": 1, "train": 4, "prune": 3, "rewind": 3, "summary": 1, "correlation": 1}
     return directory
 
 
@@ -62,7 +62,7 @@ def test_a_rerun_with_no_change_does_nothing(workdir, small_idx_dataset):
 
 def test_every_job_wrote_a_log_with_a_progress_line(workdir):
     logs = {p.parent.name: p.read_text() for p in (workdir / "logs").rglob("*.log")}
-    assert set(logs) == {"init", "train", "prune", "rewind", "summary"}
+    assert set(logs) == {"init", "train", "prune", "rewind", "summary", "correlation"}
     train_logs = [p.read_text() for p in (workdir / "logs" / "train").glob("*.log")]
     assert len(train_logs) == 4 and all("it 20/20 (100%)" in text for text in train_logs)
 
@@ -70,12 +70,12 @@ def test_every_job_wrote_a_log_with_a_progress_line(workdir):
 def test_pruning_rate_edit_on_the_command_line_keeps_init_and_dense_training(workdir, small_idx_dataset):
     (workdir / "config.yaml").write_text(yaml.safe_dump(tiny_config(small_idx_dataset)))
     counts = jobs(snakemake(workdir, "--config", 'prune={"rate": 0.3}'))
-    assert counts == {"train": 3, "prune": 3, "rewind": 3, "summary": 1}
+    assert counts == {"train": 3, "prune": 3, "rewind": 3, "summary": 1, "correlation": 1}
 
 
 def test_more_levels_run_only_the_new_levels(workdir, small_idx_dataset):
     counts = run(workdir, tiny_config(small_idx_dataset, levels=5))
-    assert counts == {"train": 2, "prune": 2, "rewind": 2, "summary": 1}
+    assert counts == {"train": 2, "prune": 2, "rewind": 2, "summary": 1, "correlation": 1}
 
 
 def test_reverting_an_edit_reruns_nothing(workdir, small_idx_dataset):
@@ -85,7 +85,7 @@ def test_reverting_an_edit_reruns_nothing(workdir, small_idx_dataset):
 
 def test_training_edit_reruns_training_and_everything_after(workdir, small_idx_dataset):
     counts = run(workdir, tiny_config(small_idx_dataset, train={"lr": 0.001}))
-    assert counts == {"train": 4, "prune": 3, "rewind": 3, "summary": 1}
+    assert counts == {"train": 4, "prune": 3, "rewind": 3, "summary": 1, "correlation": 1}
 
 
 def test_summary_has_one_row_per_level_with_the_mask_arithmetic(workdir, small_idx_dataset):
@@ -124,7 +124,7 @@ def test_same_config_gives_byte_identical_artifacts(tmp_path, small_idx_dataset,
     assert run(tmp_path, cfg)["train"] == 3
     compared = 0
     for path in (tmp_path / "results").rglob("*"):
-        if path.parent.parent.name == "summary":  # levels differ: a different summary stage
+        if path.parent.parent.name in ("summary", "correlation"):  # levels differ: other stages
             continue
         if path.suffix in (".pt", ".parquet") or path.name == "spec.json":
             twin = workdir / path.relative_to(tmp_path)
@@ -168,7 +168,7 @@ def test_two_rewind_points_and_two_rates_train_the_dense_network_once(tmp_path, 
     raw = tiny_config(small_idx_dataset, levels=1, rewind={"to": ["reset", "7it"]}, prune={"rate": [0.2, 0.3]})
     counts = run(tmp_path, raw)
     # dense training once; one snapshot (theta_k); a mask per rate; a start and a training per lottery
-    assert counts == {"init": 1, "train": 5, "snapshot": 1, "prune": 2, "rewind": 4, "summary": 1}
+    assert counts == {"init": 1, "train": 5, "snapshot": 1, "prune": 2, "rewind": 4, "summary": 1, "correlation": 1}
 
     # Rewinding to k starts level 1 from the dense run's step-k weights times the mask:
     # recompute the dense run in-process, capturing its weights at k = 7.
@@ -207,7 +207,7 @@ def test_controls_train_beside_the_ticket_at_each_level(tmp_path, small_idx_data
                       controls={"random_reinit": True, "random_prune": True, "small_dense": True})
     counts = run(tmp_path, raw)
     assert counts == {"init": 1, "train": 9, "prune": 2, "rewind": 4, "reinit": 2, "randmask": 2,
-                      "smalldense": 2, "summary": 1}
+                      "smalldense": 2, "summary": 1, "correlation": 1}
     cfg = config.validate(raw)
     p = plan.build(cfg)
     theta0 = torch.load(tmp_path / p.stages[p.levels[0]["train"].upstream["start"]].output("weights"),
@@ -242,7 +242,7 @@ def test_replicates_expand_over_seeds_and_are_averaged(tmp_path, small_idx_datas
     import pandas as pd
     from lth import config, plan
     raw = tiny_config(small_idx_dataset, levels=1, init={"seed": [0, 1]}, train={"seed": [0, 3]})
-    assert run(tmp_path, raw) == {"init": 2, "train": 8, "prune": 4, "rewind": 4, "summary": 1}
+    assert run(tmp_path, raw) == {"init": 2, "train": 8, "prune": 4, "rewind": 4, "summary": 1, "correlation": 1}
     p = plan.build(config.validate(raw))
     frame = pd.read_parquet(tmp_path / p.summary.output("table"))
     stats = pd.read_csv(tmp_path / p.summary.output("replicates"))
@@ -250,3 +250,22 @@ def test_replicates_expand_over_seeds_and_are_averaged(tmp_path, small_idx_datas
     level1 = frame[frame.level == 1].final_test_accuracy
     assert stats.final_test_accuracy_mean[1] == pytest.approx(level1.mean(), rel=1e-5)  # csv: 6 digits
     assert stats.final_test_accuracy_std[1] == pytest.approx(level1.std(ddof=1), rel=1e-5)
+
+
+def test_weight_correlation_of_every_level(workdir, small_idx_dataset):
+    import pandas as pd
+    from lth import config, plan
+    p = plan.build(config.validate(tiny_config(small_idx_dataset)))
+    frame = pd.read_parquet(workdir / p.correlation.output("table"))
+    overall = frame[frame.layer == "all"]
+    assert sorted(overall.level.unique()) == [0, 1, 2, 3]
+    assert sorted(overall.p.unique()) == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert overall.r_p.between(0, 1).all()
+    assert set(frame.layer) == {"all", "fc1.weight", "fc2.weight", "fc3.weight"}
+    for name in ("by_p", "by_remaining"):
+        assert (workdir / p.correlation.output(name)).read_bytes()[:4] == b"\x89PNG"
+    # the CLI computes it for any two weight files: a file against itself is 1
+    level = p.levels[1]["train"]
+    proc = subprocess.run([sys.executable, "-m", "lth", "rp", level.output("weights"), level.output("weights"),
+                           "--p", "0.2", "--model", level.inputs["model"]], cwd=workdir, capture_output=True, text=True)
+    assert proc.returncode == 0 and "R_p=1.0000" in proc.stdout, proc.stdout + proc.stderr

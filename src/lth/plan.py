@@ -29,6 +29,7 @@ CONSUMES = {
     "reinit": ("model",),
     "randmask": (),
     "smalldense": ("model",),
+    "correlation": ("analysis",),
 }
 
 # Keys that may hold a list: the plan runs one lottery per combination of their values.
@@ -48,6 +49,8 @@ OUTPUTS = {
     "reinit": {"start": "start.pt", "spec": "spec.json"},
     "randmask": {"mask": "mask.parquet", "spec": "spec.json"},
     "smalldense": {"weights": "weights.pt", "model": "model.json", "spec": "spec.json"},
+    "correlation": {"table": "correlation.parquet", "by_p": "rp_vs_p.png",
+                    "by_remaining": "rp_vs_remaining.png", "spec": "spec.json"},
     "summary": {"table": "summary.parquet", "csv": "summary.csv", "replicates": "replicates.csv",
                 "plot": "accuracy.png", "spec": "spec.json"},
 }
@@ -136,6 +139,7 @@ class Plan:
     stages: dict = field(default_factory=dict)      # id -> Stage
     runs: list = field(default_factory=list)
     summary: Stage | None = None
+    correlation: Stage | None = None
 
     @property
     def levels(self) -> list:
@@ -156,7 +160,7 @@ class Plan:
         return stage
 
     def targets(self) -> list[str]:
-        return list(self.summary.outputs.values())
+        return [path for stage in (self.summary, self.correlation) for path in stage.outputs.values()]
 
 
 def variants(cfg: dict) -> list[tuple[dict, dict]]:
@@ -197,6 +201,15 @@ def build(cfg: dict, schema: dict | None = None) -> Plan:
                          for run in plan.runs]}
     inputs = {f"{t.id}_{name}": t.output(name) for t in trains for name in ("metrics", "stats")}
     plan.summary = make("summary", None, upstream, inputs, {})
+
+    # R_p(theta_0, theta_T) of every ticket training: its start weights against its result
+    tickets = sorted({lvl["train"].id: lvl["train"] for run in plan.runs for lvl in run.levels}.values(),
+                     key=lambda s: s.id)
+    inputs = {f"{t.id}_{name}": path for t in tickets
+              for name, path in (("start", t.inputs["start"]), ("trained", t.output("weights")),
+                                 ("model", t.inputs["model"]), ("stats", t.output("stats")))}
+    runs = {"runs": [{"label": r["label"], "trains": r["trains"]} for r in upstream["runs"]]}
+    plan.correlation = make("correlation", None, runs, inputs, {"analysis": cfg["analysis"]})
     return plan
 
 

@@ -216,3 +216,35 @@ def run_smalldense(spec: dict, model_info: Path, like_path: Path, out: Path) -> 
     write_json(out / "spec.json", spec)
     _log(f"smalldense {spec['id']} level {spec['level']}: width {width:.4f}, "
          f"{models.prunable_count(model)} weights for a mask of {kept}")
+
+
+def run_correlation(spec: dict, trainings: dict, out: Path) -> None:
+    """R_p(theta_0, theta_T) (lth.correlation) for every ticket training of every lottery:
+    its start weights (theta_0, masked; theta_k when rewound) against its trained weights,
+    at each p of analysis.rp_fractions, over the prunable layers and per layer.
+    trainings: train ID -> {"start", "trained", "model", "stats"} paths."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from . import correlation, plots
+    from .artifacts import atomic_path
+    rows = []
+    for run in spec["upstream"]["runs"]:
+        for level, tid in enumerate(run["trains"]):
+            paths = trainings[tid]
+            info = read_model_info(paths["model"])
+            stats = read_json(paths["stats"])
+            start, trained = load_weights(paths["start"], info), load_weights(paths["trained"], info)
+            for row in correlation.table(start, trained, spec["settings"]["analysis"]["rp_fractions"],
+                                         info["prunable"]):
+                rows.append({"run": run["label"], "level": level, "train_id": tid,
+                             "weights_remaining_pct": 100 * stats["weights_kept"] / stats["weights_total"], **row})
+    frame = pa.Table.from_pylist(rows).to_pandas()
+    with atomic_path(out / "correlation.parquet") as tmp:
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
+    plots.rp_vs_p(frame, out / "rp_vs_p.png")
+    plots.rp_vs_remaining(frame, out / "rp_vs_remaining.png")
+    write_json(out / "spec.json", spec)
+    dense = frame[(frame.level == 0) & (frame.layer == "all")]
+    _log("R_p(theta_0, theta_T) of the dense run: " +
+         ", ".join(f"p={r.p:g}: {r.r_p:.3f}" for r in dense.drop_duplicates("p").itertuples()))

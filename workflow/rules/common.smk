@@ -53,3 +53,11 @@ def summary_levels(wildcards, input):
     ids = sorted({tid for run in stage.upstream["runs"] for key, values in run.items()
                   if key not in ("label", "lottery") for tid in values if tid is not None})
     return " ".join(f"{tid}:{input[tid + '_metrics']}:{input[tid + '_stats']}" for tid in ids)
+
+
+def correlation_trainings(wildcards, input):
+    """ID:START:TRAINED:MODEL:STATS of every ticket training the correlation stage reads."""
+    stage = PLAN.get("correlation", wildcards.id)
+    ids = sorted({tid for run in stage.upstream["runs"] for tid in run["trains"]})
+    return " ".join(":".join([tid] + [input[f"{tid}_{name}"] for name in ("start", "trained", "model", "stats")])
+                    for tid in ids)
