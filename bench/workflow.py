@@ -36,7 +36,11 @@ def run(config_path: Path, cores: int, workdir: Path) -> dict:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", str(cores)],
                    cwd=workdir, env=env, check=True, capture_output=True)
-    wall = time.perf_counter() - started
+    return figures(workdir, time.perf_counter() - started)
+
+
+def figures(workdir: Path, wall: float) -> dict:
+    """The figures of a finished run of workdir/config.yaml that took `wall` seconds."""
     cfg = config_mod.load(workdir / "config.yaml")
     plan = plan_mod.build(cfg)
     levels = []
@@ -69,8 +73,12 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "config.yaml")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it")
+    parser.add_argument("--existing", type=Path, help="do not run: report on this finished run folder ...")
+    parser.add_argument("--wall", type=float, help="... which took this many seconds (e.g. from `time make run`)")
     args = parser.parse_args()
-    if args.keep:
+    if args.existing:
+        report(figures(args.existing, args.wall))
+    elif args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
         report(run(args.config.resolve(), args.cores, args.keep))
     else:
