@@ -44,3 +44,14 @@ def test_table_has_an_all_row_per_p_and_rejects_bad_p():
     assert [(r["p"], r["layer"]) for r in rows] == [(0.1, "all"), (0.1, "x"), (0.5, "all"), (0.5, "x")]
     with pytest.raises(ValueError, match="p must be"):
         r_p(w, w, 0)
+
+
+def test_a_mask_restricts_the_ranking_to_survivors():
+    rng = np.random.default_rng(2)
+    keep = {"x": rng.random((200, 50)) < 0.1}
+    a = {"x": np.where(keep["x"], rng.standard_normal((200, 50)), 0.0)}
+    b = {"x": np.where(keep["x"], rng.standard_normal((200, 50)), 0.0)}
+    # over whole layers the shared zeros fake a correlation once p exceeds the density ...
+    assert r_p(a, b, 0.3)[0] > 0.9
+    # ... over the survivors, independent weights give about p
+    assert abs(r_p(a, b, 0.3, mask=keep)[0] - 0.3) < 0.06

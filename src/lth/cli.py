@@ -60,12 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="the init stage's model.json")
     p.add_argument("--like", type=Path, required=True)
     p = stage("correlate", "R_p(theta_0, theta_T) of every ticket training, and its plots")
-    p.add_argument("--trainings", nargs="+", required=True, metavar="ID:START:TRAINED:MODEL:STATS")
+    p.add_argument("--trainings", nargs="+", required=True, metavar="ID:START:TRAINED:MODEL:STATS[:MASK]")
     p = sub.add_parser("rp", help="weight correlation R_p between any two weight files")
     p.add_argument("a", type=Path)
     p.add_argument("b", type=Path)
     p.add_argument("--p", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.5])
     p.add_argument("--model", type=Path, help="model.json naming the prunable layers (default: tensors of rank >= 2)")
+    p.add_argument("--mask", type=Path, help="a mask.parquet: rank each layer's surviving weights only")
     p.add_argument("--per-layer", action="store_true")
     p = stage("summarize", "the per-level summary table and plot")
     p.add_argument("--levels", nargs="+", required=True, metavar="ID:METRICS:STATS")
@@ -104,16 +105,17 @@ def _run(args) -> int:
         return 0
     if args.command == "correlate":
         from . import stages
-        fields = ("start", "trained", "model", "stats")
+        fields = ("start", "trained", "model", "stats", "mask")
         trainings = {tid: dict(zip(fields, map(Path, rest)))
                      for tid, *rest in (item.split(":") for item in args.trainings)}
         stages.run_correlation(args.spec, trainings, args.out)
         return 0
     if args.command == "rp":
-        from . import correlation, ptfile
+        from . import correlation, masks, ptfile
         from .stages import read_model_info
         layers = read_model_info(args.model)["prunable"] if args.model else None
-        rows = correlation.table(ptfile.load(args.a), ptfile.load(args.b), args.p, layers)
+        mask = masks.read(args.mask) if args.mask else None
+        rows = correlation.table(ptfile.load(args.a), ptfile.load(args.b), args.p, layers, mask)
         for row in rows:
             if args.per_layer or row["layer"] == "all":
                 print(f"p={row['p']:<5g} {row['layer']:<24s} R_p={row['r_p']:.4f}")

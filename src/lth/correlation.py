@@ -12,6 +12,9 @@ Conventions (documented because they decide edge cases):
   R_p(theta, theta) = 1 exactly.
 - Ties in magnitude are broken by position: of equal magnitudes, the lower row-major index
   ranks higher (a stable sort of -|w|). Deterministic, and the same for both arguments.
+- For a pruned network, pass its mask: each layer then counts only its surviving weights
+  (N_l = survivors). Over whole layers the pruned zeros sit at the same places in both
+  arguments and, once p exceeds the density, would make R_p approach 1 for any weights.
 Numpy only.
 """
 from __future__ import annotations
@@ -29,8 +32,10 @@ def top_p(weights: np.ndarray, p: float) -> np.ndarray:
     return np.argsort(-flat, kind="stable")[:top_count(p, flat.size)]
 
 
-def r_p(a: dict, b: dict, p: float, layers: list[str] | None = None) -> tuple[float, dict]:
-    """(R_p over all layers, {layer: R_p of that layer}) for two state dicts (numpy)."""
+def r_p(a: dict, b: dict, p: float, layers: list[str] | None = None,
+        mask: dict | None = None) -> tuple[float, dict]:
+    """(R_p over all layers, {layer: R_p of that layer}) for two state dicts (numpy); with a
+    mask, over each layer's surviving weights only."""
     if not 0 < p <= 1:
         raise ValueError(f"p must be in (0, 1], got {p}")
     layers = layers or [n for n in a if np.ndim(a[n]) >= 2]
@@ -38,19 +43,23 @@ def r_p(a: dict, b: dict, p: float, layers: list[str] | None = None) -> tuple[fl
     for name in layers:
         if np.shape(a[name]) != np.shape(b[name]):
             raise ValueError(f"{name}: shapes differ ({np.shape(a[name])} vs {np.shape(b[name])})")
-        k = top_count(p, np.size(a[name]))
-        overlap = np.intersect1d(top_p(a[name], p), top_p(b[name], p), assume_unique=True).size
+        x, y = np.asarray(a[name]).ravel(), np.asarray(b[name]).ravel()
+        if mask is not None and name in mask:
+            keep = np.asarray(mask[name]).ravel()
+            x, y = x[keep], y[keep]
+        k = top_count(p, x.size)
+        overlap = np.intersect1d(top_p(x, p), top_p(y, p), assume_unique=True).size
         per_layer[name] = overlap / k
         shared += overlap
         counted += k
     return shared / counted, per_layer
 
 
-def table(a: dict, b: dict, ps, layers: list[str] | None = None) -> list[dict]:
+def table(a: dict, b: dict, ps, layers: list[str] | None = None, mask: dict | None = None) -> list[dict]:
     """Rows (p, layer, r_p) for every p, with layer "all" for the whole network."""
     rows = []
     for p in ps:
-        total, per_layer = r_p(a, b, p, layers)
+        total, per_layer = r_p(a, b, p, layers, mask)
         rows.append({"p": p, "layer": "all", "r_p": total})
         rows += [{"p": p, "layer": name, "r_p": value} for name, value in per_layer.items()]
     return rows

@@ -207,9 +207,12 @@ def build(cfg: dict, schema: dict | None = None) -> Plan:
                      key=lambda s: s.id)
     inputs = {f"{t.id}_{name}": path for t in tickets
               for name, path in (("start", t.inputs["start"]), ("trained", t.output("weights")),
-                                 ("model", t.inputs["model"]), ("stats", t.output("stats")))}
+                                 ("model", t.inputs["model"]), ("stats", t.output("stats")),
+                                 ("mask", t.inputs.get("mask")))
+              if path is not None}
     runs = {"runs": [{"label": r["label"], "trains": r["trains"]} for r in upstream["runs"]]}
-    plan.correlation = make("correlation", None, runs, inputs, {"analysis": cfg["analysis"]})
+    # "ranking": what R_p ranks in a pruned level (its survivors), so the ID changes with it
+    plan.correlation = make("correlation", None, runs, inputs, {"analysis": cfg["analysis"], "ranking": "survivors"})
     return plan
 
 

@@ -221,8 +221,9 @@ def run_smalldense(spec: dict, model_info: Path, like_path: Path, out: Path) -> 
 def run_correlation(spec: dict, trainings: dict, out: Path) -> None:
     """R_p(theta_0, theta_T) (lth.correlation) for every ticket training of every lottery:
     its start weights (theta_0, masked; theta_k when rewound) against its trained weights,
-    at each p of analysis.rp_fractions, over the prunable layers and per layer.
-    trainings: train ID -> {"start", "trained", "model", "stats"} paths."""
+    at each p of analysis.rp_fractions, over the prunable layers and per layer, ranking
+    only the surviving weights of a pruned level.
+    trainings: train ID -> {"start", "trained", "model", "stats", "mask" (not at level 0)} paths."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -235,8 +236,9 @@ def run_correlation(spec: dict, trainings: dict, out: Path) -> None:
             info = read_model_info(paths["model"])
             stats = read_json(paths["stats"])
             start, trained = load_weights(paths["start"], info), load_weights(paths["trained"], info)
+            mask = load_mask(paths["mask"], info) if "mask" in paths else None
             for row in correlation.table(start, trained, spec["settings"]["analysis"]["rp_fractions"],
-                                         info["prunable"]):
+                                         info["prunable"], mask):
                 rows.append({"run": run["label"], "level": level, "train_id": tid,
                              "weights_remaining_pct": 100 * stats["weights_kept"] / stats["weights_total"], **row})
     frame = pa.Table.from_pylist(rows).to_pandas()

@@ -56,8 +56,10 @@ def summary_levels(wildcards, input):
 
 
 def correlation_trainings(wildcards, input):
-    """ID:START:TRAINED:MODEL:STATS of every ticket training the correlation stage reads."""
+    """ID:START:TRAINED:MODEL:STATS[:MASK] of every ticket training the correlation stage
+    reads (the dense level has no mask)."""
     stage = PLAN.get("correlation", wildcards.id)
     ids = sorted({tid for run in stage.upstream["runs"] for tid in run["trains"]})
-    return " ".join(":".join([tid] + [input[f"{tid}_{name}"] for name in ("start", "trained", "model", "stats")])
+    names = ("start", "trained", "model", "stats", "mask")
+    return " ".join(":".join([tid] + [input[f"{tid}_{n}"] for n in names if f"{tid}_{n}" in input.keys()])
                     for tid in ids)
