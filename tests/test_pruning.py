@@ -68,10 +68,9 @@ def test_unknown_strategy_is_refused():
 
 
 def test_random_mask_keeps_each_layers_count_and_follows_its_seed():
-    from lth.stages import random_mask_like
     rng = np.random.default_rng(5)
     mask = {n: rng.random(s) < 0.3 for n, s in LENET.items()}
-    a, b, c = random_mask_like(mask, 1), random_mask_like(mask, 1), random_mask_like(mask, 2)
+    a, b, c = pruning.random_like(mask, 1), pruning.random_like(mask, 1), pruning.random_like(mask, 2)
     for name in LENET:
         assert a[name].sum() == mask[name].sum() and a[name].shape == mask[name].shape
         assert np.array_equal(a[name], b[name]) and not np.array_equal(a[name], c[name])

@@ -70,6 +70,18 @@ def global_magnitude(weights: dict, mask: Mask, rates: dict, output_layer: str) 
     return {n: out[n] for n in rates}
 
 
+def random_like(mask: Mask, seed: int) -> Mask:
+    """A random mask with exactly the same number of survivors per tensor as `mask` (the
+    random-pruning control)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, keep in mask.items():
+        flat = np.zeros(keep.size, dtype=bool)
+        flat[rng.permutation(keep.size)[:int(keep.sum())]] = True
+        out[name] = flat.reshape(keep.shape)
+    return out
+
+
 STRATEGIES = {"layerwise", "global"}
 
 

@@ -51,6 +51,12 @@ def check_masked(weights_path, state: dict, mask: dict, mask_path) -> None:
             raise corrupt(weights_path, f"{name} has nonzero weights where {mask_path} prunes them")
 
 
+def masked(state: dict, mask: dict) -> dict:
+    """The state with pruned weights set to +0.0 (a multiplication would leave -0.0)."""
+    return {name: np.where(mask[name], value, 0).astype(value.dtype) if name in mask else value
+            for name, value in state.items()}
+
+
 def run_init(spec: dict, out: Path) -> None:
     from . import models  # torch
     settings = spec["settings"]
@@ -158,10 +164,7 @@ def run_rewind(spec: dict, model_info: Path, init_path: Path, mask_path: Path, o
     """Start weights of the next level: theta_0 masked (reset). Rewinding to a saved
     iteration k changes only which weights file is `init_path`."""
     info = read_model_info(model_info)
-    state = load_weights(init_path, info)
-    mask = load_mask(mask_path, info)
-    for name, keep in mask.items():
-        state[name] = np.where(keep, state[name], 0).astype(state[name].dtype)  # +0.0, not -0.0
+    state = masked(load_weights(init_path, info), load_mask(mask_path, info))
     ptfile.save(out / "start.pt", state)
     write_json(out / "spec.json", spec)
     _log(f"rewind {spec['id']} level {spec['level']}: theta_0 masked by {mask_path}")
@@ -172,31 +175,17 @@ def run_reinit(spec: dict, model_info: Path, mask_path: Path, out: Path) -> None
     stage's recorded seed (Frankle & Carbin 2019)."""
     from . import models  # torch
     info = read_model_info(model_info)
-    mask = load_mask(mask_path, info)
     seed = spec["settings"]["seed"]
-    state = {k: v.numpy() for k, v in models.build(info["name"], seed).state_dict().items()}
-    for name, keep in mask.items():
-        state[name] = np.where(keep, state[name], 0).astype(state[name].dtype)
-    ptfile.save(out / "start.pt", state)
+    fresh = {k: v.numpy() for k, v in models.build(info["name"], seed).state_dict().items()}
+    ptfile.save(out / "start.pt", masked(fresh, load_mask(mask_path, info)))
     write_json(out / "spec.json", spec)
     _log(f"reinit {spec['id']} level {spec['level']}: fresh init seed {seed} masked by {mask_path}")
-
-
-def random_mask_like(mask: dict, seed: int) -> dict:
-    """A random mask with exactly the same number of survivors per tensor as `mask`."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, keep in mask.items():
-        flat = np.zeros(keep.size, dtype=bool)
-        flat[rng.permutation(keep.size)[:int(keep.sum())]] = True
-        out[name] = flat.reshape(keep.shape)
-    return out
 
 
 def run_randmask(spec: dict, model_info: Path, like_path: Path, out: Path) -> None:
     """Random-pruning control: a random mask with the level's per-layer sparsity."""
     info = read_model_info(model_info)
-    mask = random_mask_like(load_mask(like_path, info), spec["settings"]["seed"])
+    mask = pruning.random_like(load_mask(like_path, info), spec["settings"]["seed"])
     masks.write(out / "mask.parquet", mask)
     write_json(out / "spec.json", spec)
     kept, total = masks.counts(mask)
@@ -229,21 +218,27 @@ def run_correlation(spec: dict, trainings: dict, out: Path) -> None:
 
     from . import correlation, plots
     from .artifacts import atomic_path
-    rows = []
+    def compute(tid):
+        paths = trainings[tid]
+        info = read_model_info(paths["model"])
+        stats = read_json(paths["stats"])
+        start, trained = load_weights(paths["start"], info), load_weights(paths["trained"], info)
+        mask = load_mask(paths["mask"], info) if "mask" in paths else None
+        remaining = 100 * stats["weights_kept"] / stats["weights_total"]
+        return [{"weights_remaining_pct": remaining, **row} for row in
+                correlation.table(start, trained, spec["settings"]["analysis"]["rp_fractions"],
+                                  info["prunable"], mask)]
+
+    by_training, rows = {}, []  # lotteries share trainings (the dense run at least): compute each once
     for run in spec["upstream"]["runs"]:
         for level, tid in enumerate(run["trains"]):
-            paths = trainings[tid]
-            info = read_model_info(paths["model"])
-            stats = read_json(paths["stats"])
-            start, trained = load_weights(paths["start"], info), load_weights(paths["trained"], info)
-            mask = load_mask(paths["mask"], info) if "mask" in paths else None
-            for row in correlation.table(start, trained, spec["settings"]["analysis"]["rp_fractions"],
-                                         info["prunable"], mask):
-                rows.append({"run": run["label"], "level": level, "train_id": tid,
-                             "weights_remaining_pct": 100 * stats["weights_kept"] / stats["weights_total"], **row})
-    frame = pa.Table.from_pylist(rows).to_pandas()
+            if tid not in by_training:
+                by_training[tid] = compute(tid)
+            rows += [{"run": run["label"], "level": level, "train_id": tid, **row} for row in by_training[tid]]
+    table = pa.Table.from_pylist(rows)
     with atomic_path(out / "correlation.parquet") as tmp:
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd")
+    frame = table.to_pandas()
     plots.rp_vs_p(frame, out / "rp_vs_p.png")
     plots.rp_vs_remaining(frame, out / "rp_vs_remaining.png")
     write_json(out / "spec.json", spec)
