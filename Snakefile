@@ -15,6 +15,9 @@ from lth import config as lth_config, devices as lth_devices, plan as lth_plan
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 try:
     _validated = lth_config.validate(config)
 except lth_config.ConfigError as _error:
@@ -32,6 +35,8 @@ include: "workflow/rules/snapshot.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/rewind.smk"
 include: "workflow/rules/controls.smk"
+include: "workflow/rules/perturb.smk"
+include: "workflow/rules/instability.smk"
 include: "workflow/rules/summary.smk"
 include: "workflow/rules/analysis.smk"
 
@@ -45,3 +50,10 @@ rule all:
 onsuccess:
     print(f"summary: {PLAN.summary.dir}  (print it with: python -m lth summary)")
     print(f"weight correlation: {PLAN.correlation.dir}")
+    for run, stage in zip(PLAN.runs, PLAN.anatomy):
+        print(f"ticket anatomy ({run.label}): {stage.dir}")
+    if PLAN.instability:
+        print(f"instability: {PLAN.instability.dir}")
+    if PLAN.classes:
+        print(f"ticket classes: {PLAN.classes.dir}")
+    print("HTML report: snakemake --report report.html")

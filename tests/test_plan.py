@@ -115,3 +115,81 @@ def test_late_resetting_shares_the_dense_run_and_one_snapshot():
     late = [run for run in p.runs if run.choices["rewind.to"] == "500it"]
     snapshot = next(s for s in p.stages.values() if s.kind == "snapshot")
     assert all(run.levels[1]["rewind"].upstream["init"] == snapshot.id for run in late)
+
+
+def test_instability_copies_are_the_levels_training_with_other_data_orders():
+    p = build(instability={"levels": [0, 2], "pairs": 2})
+    pairs = p.runs[0].pairs
+    assert [(e["level"], e["k"], e["pair"]) for e in pairs] == [(0, "0it", 0), (0, "0it", 1), (2, "0it", 0), (2, "0it", 1)]
+    for e in pairs:
+        ticket = p.levels[e["level"]]["train"]
+        copies = [p.stages[e["path"].upstream[c]] for c in ("a", "b")]
+        seeds = {c.settings["train"]["seed"] for c in copies} | {ticket.settings["train"]["seed"]}
+        assert len(seeds) == 3  # two fresh data orders, neither the ticket's own
+        for c in copies:
+            assert c.kind == "train" and c.upstream == ticket.upstream and c.inputs == ticket.inputs
+            assert {**c.settings, "train": {**c.settings["train"], "seed": 0}} == ticket.settings
+        assert ("mask" in e["path"].inputs) == (e["level"] > 0)
+    # a new pair adds stages and keeps every existing one
+    fewer = build(instability={"levels": [0, 2], "pairs": 1})
+    assert set(fewer.stages) - {fewer.instability.id} <= set(p.stages)
+    assert fewer.instability.id != p.instability.id
+
+
+def test_instability_rewinding_sweep_of_the_dense_network_shares_snapshots():
+    p = build(rewind={"to": ["reset", "100it"]}, instability={"levels": [0, 1], "points": ["100it", "300it"]})
+    ks = {(run.label, e["level"], e["k"]) for run in p.runs for e in run.pairs}
+    assert ks == {("rewind.to=reset", 0, "0it"), ("rewind.to=reset", 0, "100it"), ("rewind.to=reset", 0, "300it"),
+                  ("rewind.to=reset", 1, "0it"), ("rewind.to=100it", 0, "100it"), ("rewind.to=100it", 0, "300it"),
+                  ("rewind.to=100it", 1, "100it")}
+    # the dense network's copies at k are one set of stages, shared by both lotteries
+    dense_paths = {e["path"].id for run in p.runs for e in run.pairs if e["level"] == 0}
+    assert len(dense_paths) == 3
+    snapshots = [s for s in p.stages.values() if s.kind == "snapshot"]
+    assert sorted(s.settings["at"] for s in snapshots) == ["100it", "300it"]
+    copy = p.stages[next(e for e in p.runs[0].pairs if e["k"] == "300it")["path"].upstream["a"]]
+    assert copy.settings["rewind"] == {"to": "300it"} and copy.inputs["start"].endswith("weights.pt")
+
+
+def test_no_analysis_options_keep_the_summary_and_add_no_stages():
+    plain = build()
+    assert plain.instability is None and plain.classes is None and len(plain.anatomy) == 1
+    assert {s.kind for s in plain.stages.values()} == {"init", "train", "prune", "rewind", "summary",
+                                                         "correlation", "anatomy"}
+
+
+def test_perturbations_are_trained_like_controls_and_skip_identities_at_reset():
+    reset = build(perturb={"kinds": ["signs_from_0", "noise", "permute_layer"], "noise": [0.5, 2], "levels": [2]})
+    assert set(reset.levels[2]) == {"prune", "rewind", "train", "noise_0.5", "noise_2", "permute_layer"}
+    assert set(reset.levels[1]) == {"prune", "rewind", "train"}
+    variants = reset.summary.upstream["runs"][0]
+    assert variants["noise_2"] == [None, None, reset.levels[2]["noise_2"].id, None]
+    late = build(rewind={"to": "100it"}, perturb={"kinds": ["signs_from_0", "magnitudes_from_0"]})
+    for level in (1, 2, 3):
+        trained = late.levels[level]["signs_from_0"]
+        perturbed = late.stages[trained.upstream["start"]]
+        assert perturbed.kind == "perturb" and perturbed.settings["perturbation"] == "signs_from_0"
+        assert trained.settings == late.levels[level]["train"].settings  # same recipe, resumes at k
+        assert trained.inputs["mask"] == late.levels[level]["train"].inputs["mask"]
+
+
+def test_classes_group_runs_by_everything_but_the_learning_rate():
+    p = build(train={"lr": [0.001, 0.01], "seed": [0, 1]}, controls={"random_reinit": True, "small_dense": True},
+              classes={"enabled": True})
+    runs = p.classes.upstream["runs"]
+    assert len(runs) == 4 and {r["group"] for r in runs} == {"imp"}
+    assert sorted({r["lr"] for r in runs}) == [0.001, 0.01]
+    assert p.classes.inputs == {"summary": p.summary.output("table")}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"classes": {"enabled": True}}, "classes.enabled needs controls.random_reinit: true"),
+    ({"instability": {"levels": [1], "variants": ["random_prune"]}},
+     "instability.variants has random_prune but controls.random_prune is false"),
+    ({"instability": {"levels": [4]}}, "instability.levels has level 4 but levels is 3"),
+    ({"perturb": {"kinds": ["noise"], "levels": [7]}}, "perturb.levels has level 7 but levels is 3"),
+    ({"perturb": {"kinds": ["flip"]}}, "perturb.kinds"),
+])
+def test_analysis_options_are_checked(overrides, message):
+    with pytest.raises(config.ConfigError, match=message.replace(".", r"\.")):
+        build(**overrides)

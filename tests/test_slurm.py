@@ -61,7 +61,7 @@ def test_tiny_workflow_runs_through_slurm_with_gpus_granted(cluster, tmp_path, s
     assert proc.returncode == 0, output[-4000:]
 
     submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", output))
-    assert len(submitted) == 7  # init, 2 trainings, prune, rewind, summary, correlation: all through SLURM
+    assert len(submitted) == 8  # init, 2 trainings, prune, rewind, summary, correlation, anatomy: all through SLURM
     shown = {sid: subprocess.run(["scontrol", "show", "job", sid], capture_output=True, text=True).stdout
              for sid in submitted.values()}
     assert all("JobState=COMPLETED" in text for text in shown.values()), shown

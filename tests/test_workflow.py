@@ -52,7 +52,7 @@ def workdir(tmp_path_factory, small_idx_dataset):
     """One workflow directory shared by the cache tests, in order: its state carries over."""
     directory = tmp_path_factory.mktemp("wf")
     first = run(directory, tiny_config(small_idx_dataset))
-    assert first == {"init": 1, "train": 4, "prune": 3, "rewind": 3, "summary": 1, "correlation": 1}
+    assert first == {"init": 1, "train": 4, "prune": 3, "rewind": 3, "summary": 1, "correlation": 1, "anatomy": 1}
     return directory
 
 
@@ -62,7 +62,7 @@ def test_a_rerun_with_no_change_does_nothing(workdir, small_idx_dataset):
 
 def test_every_job_wrote_a_log_with_a_progress_line(workdir):
     logs = {p.parent.name: p.read_text() for p in (workdir / "logs").rglob("*.log")}
-    assert set(logs) == {"init", "train", "prune", "rewind", "summary", "correlation"}
+    assert set(logs) == {"init", "train", "prune", "rewind", "summary", "correlation", "anatomy"}
     train_logs = [p.read_text() for p in (workdir / "logs" / "train").glob("*.log")]
     assert len(train_logs) == 4 and all("it 20/20 (100%)" in text for text in train_logs)
 
@@ -70,12 +70,12 @@ def test_every_job_wrote_a_log_with_a_progress_line(workdir):
 def test_pruning_rate_edit_on_the_command_line_keeps_init_and_dense_training(workdir, small_idx_dataset):
     (workdir / "config.yaml").write_text(yaml.safe_dump(tiny_config(small_idx_dataset)))
     counts = jobs(snakemake(workdir, "--config", 'prune={"rate": 0.3}'))
-    assert counts == {"train": 3, "prune": 3, "rewind": 3, "summary": 1, "correlation": 1}
+    assert counts == {"train": 3, "prune": 3, "rewind": 3, "summary": 1, "correlation": 1, "anatomy": 1}
 
 
 def test_more_levels_run_only_the_new_levels(workdir, small_idx_dataset):
     counts = run(workdir, tiny_config(small_idx_dataset, levels=5))
-    assert counts == {"train": 2, "prune": 2, "rewind": 2, "summary": 1, "correlation": 1}
+    assert counts == {"train": 2, "prune": 2, "rewind": 2, "summary": 1, "correlation": 1, "anatomy": 1}
 
 
 def test_reverting_an_edit_reruns_nothing(workdir, small_idx_dataset):
@@ -85,7 +85,7 @@ def test_reverting_an_edit_reruns_nothing(workdir, small_idx_dataset):
 
 def test_training_edit_reruns_training_and_everything_after(workdir, small_idx_dataset):
     counts = run(workdir, tiny_config(small_idx_dataset, train={"lr": 0.001}))
-    assert counts == {"train": 4, "prune": 3, "rewind": 3, "summary": 1, "correlation": 1}
+    assert counts == {"train": 4, "prune": 3, "rewind": 3, "summary": 1, "correlation": 1, "anatomy": 1}
 
 
 def test_summary_has_one_row_per_level_with_the_mask_arithmetic(workdir, small_idx_dataset):
@@ -124,7 +124,7 @@ def test_same_config_gives_byte_identical_artifacts(tmp_path, small_idx_dataset,
     assert run(tmp_path, cfg)["train"] == 3
     compared = 0
     for path in (tmp_path / "results").rglob("*"):
-        if path.parent.parent.name in ("summary", "correlation"):  # levels differ: other stages
+        if path.parent.parent.name in ("summary", "correlation", "anatomy"):  # levels differ: other stages
             continue
         if path.suffix in (".pt", ".parquet") or path.name == "spec.json":
             twin = workdir / path.relative_to(tmp_path)
@@ -168,7 +168,8 @@ def test_two_rewind_points_and_two_rates_train_the_dense_network_once(tmp_path, 
     raw = tiny_config(small_idx_dataset, levels=1, rewind={"to": ["reset", "7it"]}, prune={"rate": [0.2, 0.3]})
     counts = run(tmp_path, raw)
     # dense training once; one snapshot (theta_k); a mask per rate; a start and a training per lottery
-    assert counts == {"init": 1, "train": 5, "snapshot": 1, "prune": 2, "rewind": 4, "summary": 1, "correlation": 1}
+    assert counts == {"init": 1, "train": 5, "snapshot": 1, "prune": 2, "rewind": 4, "summary": 1, "correlation": 1,
+                      "anatomy": 4}
 
     # Rewinding to k starts level 1 from the dense run's step-k weights times the mask:
     # recompute the dense run in-process, capturing its weights at k = 7.
@@ -207,7 +208,7 @@ def test_controls_train_beside_the_ticket_at_each_level(tmp_path, small_idx_data
                       controls={"random_reinit": True, "random_prune": True, "small_dense": True})
     counts = run(tmp_path, raw)
     assert counts == {"init": 1, "train": 9, "prune": 2, "rewind": 4, "reinit": 2, "randmask": 2,
-                      "smalldense": 2, "summary": 1, "correlation": 1}
+                      "smalldense": 2, "summary": 1, "correlation": 1, "anatomy": 1}
     cfg = config.validate(raw)
     p = plan.build(cfg)
     theta0 = torch.load(tmp_path / p.stages[p.levels[0]["train"].upstream["start"]].output("weights"),
@@ -242,7 +243,8 @@ def test_replicates_expand_over_seeds_and_are_averaged(tmp_path, small_idx_datas
     import pandas as pd
     from lth import config, plan
     raw = tiny_config(small_idx_dataset, levels=1, init={"seed": [0, 1]}, train={"seed": [0, 3]})
-    assert run(tmp_path, raw) == {"init": 2, "train": 8, "prune": 4, "rewind": 4, "summary": 1, "correlation": 1}
+    assert run(tmp_path, raw) == {"init": 2, "train": 8, "prune": 4, "rewind": 4, "summary": 1, "correlation": 1,
+                                  "anatomy": 4}
     p = plan.build(config.validate(raw))
     frame = pd.read_parquet(tmp_path / p.summary.output("table"))
     stats = pd.read_csv(tmp_path / p.summary.output("replicates"))
@@ -269,3 +271,50 @@ def test_weight_correlation_of_every_level(workdir, small_idx_dataset):
     proc = subprocess.run([sys.executable, "-m", "lth", "rp", level.output("weights"), level.output("weights"),
                            "--p", "0.2", "--model", level.inputs["model"]], cwd=workdir, capture_output=True, text=True)
     assert proc.returncode == 0 and "R_p=1.0000" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_analyses_run_as_cached_stages_and_make_the_report(tmp_path, small_idx_dataset):
+    """Instability pairs, a perturbation, ticket classes over two learning rates and the
+    anatomy, through real Snakemake; a second pair adds only its own jobs; the HTML report
+    holds every figure."""
+    import pandas as pd
+    from lth import config, plan
+    raw = tiny_config(small_idx_dataset, levels=2, train={"lr": [0.0012, 0.003]},
+                      controls={"random_reinit": True, "small_dense": True},
+                      instability={"levels": [0, 2], "alphas": 4, "train_subset": 300},
+                      perturb={"kinds": ["signs_from_0", "noise"], "levels": [2]},
+                      classes={"enabled": True})
+    counts = run(tmp_path, raw)
+    # per learning rate: 3 ticket levels, 2 reinit, 2 small dense, 1 noise perturbation
+    # (signs_from_0 at reset is the ticket itself: skipped), 2 networks x 2 instability copies
+    assert counts == {"init": 1, "train": 2 * (3 + 2 + 2 + 1 + 4), "prune": 4, "rewind": 4, "reinit": 4,
+                      "smalldense": 4, "perturb": 2, "interpolate": 4, "instability": 1, "classes": 1,
+                      "summary": 1, "correlation": 1, "anatomy": 2}
+    raw["instability"]["pairs"] = 2
+    assert run(tmp_path, raw) == {"train": 8, "interpolate": 4, "instability": 1}
+
+    p = plan.build(config.validate(raw))
+    paths = pd.read_parquet(tmp_path / p.instability.output("table"))
+    assert len(paths) == 2 * 2 * 2 * 4 * 2  # lrs x networks x pairs x alphas x splits
+    assert set(paths.split) == {"test", "train"} and not paths.bn_recomputed.any()  # LeNet has no BatchNorm
+    result = pd.read_csv(tmp_path / p.instability.output("summary"))
+    assert len(result) == 4 and set(result.pairs) == {2} and set(result.level) == {0, 2}
+    assert ((result.instability_test < 0.02) == result.stable).all()
+    summary = pd.read_parquet(tmp_path / p.summary.output("table"))
+    assert set(summary.variant) == {"ticket", "random_reinit", "small_dense", "noise_1"}
+    assert set(summary[summary.variant == "noise_1"].level) == {2}
+    classes = pd.read_csv(tmp_path / p.classes.output("table"))
+    assert list(classes.level) == [1, 2] and set(classes.prize) <= {"jackpot", "secondary prize", "neither"}
+    anatomy = pd.read_parquet(tmp_path / p.anatomy[0].output("table"))
+    assert {"distance_kept", "distance_pruned", "incoming_mean", "units_without_incoming_pct"} <= set(anatomy.quantity)
+
+    proc = snakemake(tmp_path, "--report", "report.html")
+    html = (tmp_path / "report.html").read_text()
+    figures = [path for stage in (p.summary, p.correlation, p.instability, p.classes, *p.anatomy)
+               for path in stage.outputs.values() if path.endswith((".png", ".csv")) and "replicates" not in path
+               and not path.endswith("summary/" + p.summary.id + "/summary.csv")]
+    assert len(figures) == 16
+    for path in figures:
+        assert f'"{path}": {{"name": "{Path(path).name}"' in html, path
+    pngs = [path for path in figures if path.endswith(".png")]
+    assert html.count(";base64,iVBORw0KGgo") == len(pngs) == 14, proc.stderr[-2000:]  # PNG bytes, embedded

@@ -1,6 +1,7 @@
 """`python -m lth COMMAND`: the stage commands the workflow rules call, plus user tools.
 
-Stage commands (called by rules): init, train, prune, rewind, summarize.
+Stage commands (called by rules): init, train, snapshot, prune, rewind, reinit, randmask,
+smalldense, perturb, summarize, correlate, interpolate, instability, anatomy, classes.
 User tools: plan (stage IDs of a config), summary (print a results table), fetch (download a
 dataset where a network exists), check-config.
 Torch is imported only by the commands that need it.
@@ -18,6 +19,13 @@ def _spec(text: str) -> dict:
     if not isinstance(spec, dict) or "kind" not in spec:
         raise SystemExit("error: --spec must be a stage spec JSON object (from lth.plan)")
     return spec
+
+
+def _named(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, Path(path)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,6 +76,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, help="model.json naming the prunable layers (default: tensors of rank >= 2)")
     p.add_argument("--mask", type=Path, help="a mask.parquet: rank each layer's surviving weights only")
     p.add_argument("--per-layer", action="store_true")
+    for name, help_text in (("interpolate", "one instability pair: error along the path between its copies"),
+                            ("instability", "instability, stable and matching over all pairs, and plots"),
+                            ("perturb", "an early-phase perturbation of a rewound subnetwork"),
+                            ("anatomy", "ticket anatomy of one lottery"),
+                            ("classes", "ticket classes (jackpot, secondary prize) from the summary")):
+        p = stage(name, help_text)
+        p.add_argument("--inputs", nargs="+", required=True, metavar="NAME=PATH", type=_named)
+        if name == "interpolate":
+            p.add_argument("--data-dir")
+            p.add_argument("--threads", type=int)
+            p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p = stage("summarize", "the per-level summary table and plot")
     p.add_argument("--levels", nargs="+", required=True, metavar="ID:METRICS:STATS")
 
@@ -102,6 +121,14 @@ def _run(args) -> int:
             stages.run_randmask(args.spec, args.model, args.like, args.out)
         else:
             stages.run_smalldense(args.spec, args.model, args.like, args.out)
+        return 0
+    if args.command in ("interpolate", "instability", "perturb", "anatomy", "classes"):
+        from . import stages
+        inputs = dict(args.inputs)
+        if args.command == "interpolate":
+            stages.run_interpolate(args.spec, inputs, args.out, args.data_dir, args.threads, args.device)
+        else:
+            getattr(stages, f"run_{args.command}")(args.spec, inputs, args.out)
         return 0
     if args.command == "correlate":
         from . import stages

@@ -121,6 +121,20 @@ def check_combination(cfg: dict) -> None:
     if cfg["prune"]["conv_rate"] is not None and cfg["prune"]["strategy"] != "layerwise":
         raise ConfigError("config: prune.conv_rate needs prune.strategy: layerwise (global ranking uses one "
                           "rate for all hidden layers); remove conv_rate or use layerwise")
+    for variant in cfg["instability"]["variants"]:
+        if variant != "ticket" and not cfg["controls"][variant]:
+            raise ConfigError(f"config: instability.variants has {variant} but controls.{variant} is false; "
+                              f"set controls.{variant}: true or drop it from instability.variants")
+    for section in ("instability", "perturb"):
+        beyond = [level for level in cfg[section]["levels"] or [] if level > cfg["levels"]]
+        if beyond:
+            raise ConfigError(f"config: {section}.levels has level {beyond[0]} but levels is {cfg['levels']}; "
+                              f"use levels between 0 and {cfg['levels']} or raise levels")
+    if cfg["classes"]["enabled"]:
+        missing = [c for c in ("random_reinit", "small_dense") if not cfg["controls"][c]]
+        if missing:
+            raise ConfigError(f"config: classes.enabled needs controls.{missing[0]}: true (the ticket classes "
+                              f"compare against it); turn it on or set classes.enabled: false")
     model, dataset = cfg["model"]["name"], cfg["data"]["dataset"]
     if model_input(model) != DATASET_SHAPES[dataset]:
         shape = "x".join(map(str, model_input(model)))

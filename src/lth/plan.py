@@ -30,12 +30,13 @@ CONSUMES = {
     "randmask": (),
     "smalldense": ("model",),
     "correlation": ("analysis",),
+    "perturb": (),
 }
 
 # Keys that may hold a list: the plan runs one lottery per combination of their values.
 # The stages that do not consume a key are shared: two rewind points and two rates still
 # train the dense network once.
-EXPANDABLE = (("prune", "rate"), ("rewind", "to"), ("init", "seed"), ("train", "seed"))
+EXPANDABLE = (("prune", "rate"), ("rewind", "to"), ("init", "seed"), ("train", "seed"), ("train", "lr"))
 REPLICATE_KEYS = ("init.seed", "train.seed")  # replicates of one lottery, averaged in summaries
 
 # Each stage kind's files, by the name rules and code use for them.
@@ -52,7 +53,15 @@ OUTPUTS = {
     "correlation": {"table": "correlation.parquet", "by_p": "rp_vs_p.png",
                     "by_remaining": "rp_vs_remaining.png", "spec": "spec.json"},
     "summary": {"table": "summary.parquet", "csv": "summary.csv", "replicates": "replicates.csv",
-                "plot": "accuracy.png", "spec": "spec.json"},
+                "plot": "accuracy.png", "early_stop": "early_stop.png", "spec": "spec.json"},
+    "perturb": {"start": "start.pt", "spec": "spec.json"},
+    "interpolate": {"table": "path.parquet", "spec": "spec.json"},
+    "instability": {"table": "instability.parquet", "summary": "summary.csv", "by_alpha": "error_vs_alpha.png",
+                    "by_k": "instability_vs_k.png", "by_remaining": "instability_vs_remaining.png",
+                    "spec": "spec.json"},
+    "anatomy": {"table": "anatomy.parquet", "init_hist": "init_histograms.png", "distance": "distance.png",
+                "connectivity": "connectivity.png", "spec": "spec.json"},
+    "classes": {"table": "classes.csv", "plot": "classes.png", "spec": "spec.json"},
 }
 
 
@@ -69,6 +78,29 @@ def control_seed(kind: str, cfg: dict, level: int) -> int:
     init seed and the level, so it never equals theta_0's own seed stream by accident."""
     text = f"{kind}:{cfg['controls']['seed']}:{cfg['init']['seed']}:{level}"
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def copy_seed(cfg: dict, pair: int, copy: int) -> int:
+    """Data-order seed of one copy of an instability pair: a pure function of the
+    instability seed, the lottery's own data-order seed, the pair and the copy."""
+    text = f"instability:{cfg['instability']['seed']}:{cfg['train']['seed']}:{pair}:{copy}"
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def perturbation_seed(cfg: dict, variant: str, level: int) -> int:
+    text = f"perturb:{variant}:{cfg['perturb']['seed']}:{cfg['init']['seed']}:{level}"
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def perturbations(cfg: dict) -> list[tuple[str, str, float | None]]:
+    """(variant name, perturbation kind, noise scale or None) of the configured perturbations."""
+    out = []
+    for kind in cfg["perturb"]["kinds"]:
+        if kind == "noise":
+            out += [(f"noise_{n:g}", kind, n) for n in cfg["perturb"]["noise"]]
+        else:
+            out.append((kind, kind, None))
+    return out
 
 
 def canonical_json(obj) -> str:
@@ -126,6 +158,7 @@ class Run:
     label: str                   # e.g. "rewind.to=500it prune.rate=0.3 init.seed=1", or "imp"
     choices: dict                # "section.key" -> value, for the list-valued keys only
     levels: list = field(default_factory=list)  # level -> {"train": Stage, "prune": ..., "rewind": ...}
+    pairs: list = field(default_factory=list)   # instability: {"level", "variant", "k", "pair", "path": Stage}
 
     @property
     def lottery(self) -> str:
@@ -140,6 +173,9 @@ class Plan:
     runs: list = field(default_factory=list)
     summary: Stage | None = None
     correlation: Stage | None = None
+    anatomy: list = field(default_factory=list)     # one Stage per run
+    instability: Stage | None = None
+    classes: Stage | None = None
 
     @property
     def levels(self) -> list:
@@ -160,7 +196,8 @@ class Plan:
         return stage
 
     def targets(self) -> list[str]:
-        return [path for stage in (self.summary, self.correlation) for path in stage.outputs.values()]
+        finals = [self.summary, self.correlation, *self.anatomy, self.instability, self.classes]
+        return [path for stage in finals if stage is not None for path in stage.outputs.values()]
 
 
 def variants(cfg: dict) -> list[tuple[dict, dict]]:
@@ -190,14 +227,15 @@ def build(cfg: dict, schema: dict | None = None) -> Plan:
     for choices, scalar in variants(cfg):
         run = Run(" ".join(f"{k}={v}" for k, v in choices.items()) or "imp", choices)
         run.levels = _chain(scalar, make)
+        run.pairs = _instability_pairs(scalar, run, plan, make)
         plan.runs.append(run)
 
+    variant_keys = [c for c in CONTROLS if cfg["controls"][c]] + [name for name, _, _ in perturbations(cfg)]
     trains = sorted({lvl[k].id: lvl[k] for run in plan.runs for lvl in run.levels
-                     for k in ("train", *CONTROLS) if k in lvl}.values(), key=lambda s: s.id)
+                     for k in ("train", *variant_keys) if k in lvl}.values(), key=lambda s: s.id)
     upstream = {"runs": [{"label": run.label, "lottery": run.lottery,
                           "trains": [lvl["train"].id for lvl in run.levels],
-                          **{c: [lvl[c].id if c in lvl else None for lvl in run.levels]
-                             for c in CONTROLS if cfg["controls"][c]}}
+                          **{c: [lvl[c].id if c in lvl else None for lvl in run.levels] for c in variant_keys}}
                          for run in plan.runs]}
     inputs = {f"{t.id}_{name}": t.output(name) for t in trains for name in ("metrics", "stats")}
     plan.summary = make("summary", None, upstream, inputs, {})
@@ -213,7 +251,93 @@ def build(cfg: dict, schema: dict | None = None) -> Plan:
     runs = {"runs": [{"label": r["label"], "trains": r["trains"]} for r in upstream["runs"]]}
     # "ranking": what R_p ranks in a pruned level (its survivors), so the ID changes with it
     plan.correlation = make("correlation", None, runs, inputs, {"analysis": cfg["analysis"], "ranking": "survivors"})
+
+    plan.anatomy = [_anatomy(run, make) for run in plan.runs]
+    plan.instability = _instability(cfg, plan, make)
+    if cfg["classes"]["enabled"]:
+        settings = {"classes": {k: v for k, v in cfg["classes"].items() if k != "enabled"}}
+        runs = [{"label": run.label, "lr": run.levels[0]["train"].settings["train"]["lr"],
+                 "group": " ".join(f"{k}={v}" for k, v in run.choices.items()
+                                   if k not in REPLICATE_KEYS and k != "train.lr") or "imp"}
+                for run in plan.runs]
+        plan.classes = make("classes", None, {"summary": plan.summary.id, "runs": runs},
+                            {"summary": plan.summary.output("table")}, settings)
     return plan
+
+
+def _anatomy(run: Run, make) -> Stage:
+    """Ticket anatomy of one lottery: every level's start and trained weights and masks."""
+    inputs = {"model": run.levels[0]["train"].inputs["model"]}
+    for level, stages in enumerate(run.levels):
+        train = stages["train"]
+        inputs[f"start_{level}"] = train.inputs["start"]
+        inputs[f"trained_{level}"] = train.output("weights")
+        inputs[f"stats_{level}"] = train.output("stats")
+        if "mask" in train.inputs:
+            inputs[f"mask_{level}"] = train.inputs["mask"]
+    return make("anatomy", None, {"trains": [lvl["train"].id for lvl in run.levels]}, inputs, {})
+
+
+def _instability_pairs(cfg: dict, run: Run, plan: Plan, make) -> list[dict]:
+    """Pairs of copies trained from each analysed network's start weights with other
+    data-order seeds, and the interpolation stage of each pair.
+
+    A copy is the network's own training stage with train.seed replaced, so it is cached
+    like any training (a new pair adds jobs; the existing pairs keep their IDs)."""
+    ic = cfg["instability"]
+    point = cfg["rewind"]["to"]
+    out = []
+    for level in ic["levels"]:
+        stages = run.levels[level]
+        networks = []  # (variant, k, template training stage's kind-free fields)
+        if level == 0:
+            dense = stages["train"]
+            own = "0it" if point in ("reset", "continue") else point
+            for k in dict.fromkeys([own, *ic["points"]]):
+                if k in ("0it", "0ep"):
+                    networks.append(("ticket", "0it", dense.settings, dense.upstream, dense.inputs))
+                    continue
+                init = plan.stages[dense.upstream["start"]]
+                snap = make("snapshot", 0, {"start": init.id}, dict(dense.inputs),
+                            {"data": cfg["data"], "train": cfg["train"], "at": k})
+                networks.append(("ticket", k, {**dense.settings, "rewind": {"to": k}}, {"start": snap.id},
+                                 {**dense.inputs, "start": snap.output("weights")}))
+        else:
+            k = "0it" if point == "reset" else point
+            for variant in ic["variants"]:
+                t = stages["train" if variant == "ticket" else variant]
+                networks.append((variant, "0it" if variant == "random_reinit" else k,
+                                 t.settings, t.upstream, t.inputs))
+        for variant, k, settings, upstream, inputs in networks:
+            for pair in range(ic["pairs"]):
+                copies = [make("train", level, upstream, inputs,
+                               {**settings, "train": {**settings["train"], "seed": copy_seed(cfg, pair, c)}})
+                          for c in (0, 1)]
+                path_inputs = {"model": inputs["model"], "a": copies[0].output("weights"),
+                               "b": copies[1].output("weights")}
+                if "mask" in inputs:
+                    path_inputs["mask"] = inputs["mask"]
+                path = make("interpolate", level, {"a": copies[0].id, "b": copies[1].id}, path_inputs,
+                            {"data": cfg["data"], "train": {"batch_size": cfg["train"]["batch_size"]},
+                             "instability": {key: ic[key] for key in ("alphas", "train_subset", "bn_batches")}})
+                out.append({"level": level, "variant": variant, "k": k, "pair": pair, "path": path})
+    return out
+
+
+def _instability(cfg: dict, plan: Plan, make) -> Stage | None:
+    """The instability tables and plots over every pair of every lottery."""
+    entries, inputs = [], {}
+    for run in plan.runs:
+        for e in run.pairs:
+            entries.append({"run": run.label, "lottery": run.lottery, "level": e["level"], "variant": e["variant"],
+                            "k": e["k"], "pair": e["pair"], "path": e["path"].id})
+            inputs[f"path_{e['path'].id}"] = e["path"].output("table")
+    if not entries:
+        return None
+    dense = {run.label: run.levels[0]["train"].id for run in plan.runs}
+    inputs.update({f"dense_{tid}": plan.stages[tid].output("metrics") for tid in dense.values()})
+    settings = {"instability": {key: cfg["instability"][key] for key in ("threshold", "matching")}}
+    return make("instability", None, {"entries": entries, "dense": dense}, inputs, settings)
 
 
 def _chain(cfg: dict, make) -> list:
@@ -276,5 +400,18 @@ def _chain(cfg: dict, make) -> list:
             stages["small_dense"] = make("train", level, {"start": small.id},
                                          {"model": small.output("model"), "start": small.output("weights")},
                                          consumed("train"))
+        chosen = cfg["perturb"]["levels"]
+        for name, kind, noise in perturbations(cfg) if chosen is None or level in chosen else ():
+            if point == "reset" and kind in ("signs_from_0", "magnitudes_from_0"):
+                continue  # at k = 0 the start already has theta_0's signs and magnitudes: the ticket itself
+            settings = {"perturbation": kind, "seed": perturbation_seed(cfg, name, level)}
+            if noise is not None:
+                settings["noise"] = noise
+            perturbed = make("perturb", level, {"start": rewind.id, "init": init.id},
+                             {**model, "start": rewind.output("start"), "init": init.output("weights"),
+                              "mask": prune.output("mask")}, settings)
+            stages[name] = make("train", level, {"start": perturbed.id},
+                                {**trained_with, "start": perturbed.output("start")},
+                                consumed("train", rewind=cfg["rewind"]))
         levels.append(stages)
     return levels

@@ -49,3 +49,77 @@ def rp_vs_remaining(frame: pd.DataFrame, path) -> None:
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     _save(plt, fig, path)
+
+
+def _network_label(level, variant, k, remaining) -> str:
+    return f"level {level} ({remaining:.1f} %)" + ("" if variant == "ticket" else f" {variant}") + f" k={k}"
+
+
+def _k_order(k: str) -> tuple:
+    """Rewind points in training order: iterations and epochs by count (epochs after), continue last."""
+    if k == "continue":
+        return (2, 0)
+    return (int(k.endswith("ep")), int(k[:-2]))
+
+
+def error_vs_alpha(paths: pd.DataFrame, path) -> None:
+    """Error along the linear path between the copies (mean over pairs and replicates), test
+    and training subset side by side, one line per network of the first lottery per k."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    first = paths.lottery.iloc[0]
+    rows = paths[paths.lottery == first]
+    for ax, split in zip(axes, ("test", "train")):
+        part = rows[rows.split == split]
+        for (level, variant, k), group in part.groupby(["level", "variant", "k"], sort=True):
+            mean = group.groupby("alpha").error.mean()
+            ax.plot(mean.index, 100 * mean.values, ".-",
+                    label=_network_label(level, variant, k, group.weights_remaining_pct.iloc[0]))
+        ax.set_title(f"{split} {'set' if split == 'test' else 'subset'}" + ("" if paths.lottery.nunique() == 1
+                                                                              else f" ({first})"))
+        ax.set_xlabel("alpha  (0: copy 2, 1: copy 1)")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("error (%)")
+    axes[0].legend(fontsize=7)
+    _save(plt, fig, path)
+
+
+def instability_vs_k(result: pd.DataFrame, path) -> None:
+    """Instability against the rewind point k, one line per level and variant (lotteries
+    that differ only in rewind.to are one line), with the stability threshold."""
+    plt, fig, ax = _figure()
+    frame = result.assign(lottery=result.lottery.str.replace(r"rewind\.to=\S+\s?", "", regex=True).str.strip())
+    ks = sorted(frame.k.unique(), key=_k_order)
+    position = {k: i for i, k in enumerate(ks)}
+    for (lottery, level, variant), group in frame.groupby(["lottery", "level", "variant"], sort=True):
+        mean = group.groupby("k").instability_test.mean()
+        order = sorted(mean.index, key=_k_order)
+        label = f"level {level} ({group.weights_remaining_pct.iloc[0]:.1f} %)" + \
+            ("" if variant == "ticket" else f" {variant}") + (f" {lottery}" if lottery else "")
+        ax.plot([position[k] for k in order], [100 * mean[k] for k in order], "o-", label=label)
+    ax.set_xticks(range(len(ks)), ks)
+    ax.set_xlabel("rewind point k")
+    ax.set_ylabel("instability (test error barrier, %)")
+    ax.axhline(2.0, color="k", ls="--", lw=0.8, label="stable below 2 %")
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
+    _save(plt, fig, path)
+
+
+def instability_vs_remaining(result: pd.DataFrame, path) -> None:
+    """Instability against weights remaining, one line per lottery, variant and k."""
+    plt, fig, ax = _figure()
+    for (lottery, variant, k), group in result.groupby(["lottery", "variant", "k"], sort=False):
+        mean = group.groupby("weights_remaining_pct").instability_test.mean().sort_index(ascending=False)
+        label = f"{variant} k={k}" + ("" if result.lottery.nunique() == 1 else f" {lottery}")
+        ax.plot(mean.index, 100 * mean.values, "o-", label=label)
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.axhline(2.0, color="k", ls="--", lw=0.8, label="stable below 2 %")
+    ax.set_xlabel("weights remaining (%)")
+    ax.set_ylabel("instability (test error barrier, %)")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    _save(plt, fig, path)

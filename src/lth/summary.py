@@ -49,17 +49,30 @@ def level_row(run: dict, variant: str, level: int, train_id: str, metrics: pd.Da
     }
 
 
-VARIANTS = {"trains": "ticket", "random_reinit": "random_reinit", "random_prune": "random_prune",
-            "small_dense": "small_dense"}
+def variants(run: dict) -> dict:
+    """Upstream key -> variant name: "trains" is the ticket; every other list is a control or
+    a perturbation, named by its key."""
+    return {key: "ticket" if key == "trains" else key for key in run if key not in ("label", "lottery")}
 
 
 def table(runs: list[dict], paths: dict) -> pd.DataFrame:
-    """runs: the summary spec's {"label", "trains": [ID per level], and per control its
-    [ID or None per level]}; paths: train ID -> (metrics.parquet, stats.json)."""
+    """runs: the summary spec's {"label", "lottery", "trains": [ID per level], and per control
+    or perturbation its [ID or None per level]}; paths: train ID -> (metrics.parquet, stats.json)."""
     rows = [level_row(run, variant, level, tid, read_metrics(paths[tid][0]), read_json(paths[tid][1]))
-            for run in runs for key, variant in VARIANTS.items()
-            for level, tid in enumerate(run.get(key, [])) if tid is not None]
+            for run in runs for key, variant in variants(run).items()
+            for level, tid in enumerate(run[key]) if tid is not None]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def read_table(path) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:
+        raise corrupt(path, f"not a readable summary table ({type(exc).__name__})") from None
+    missing = set(COLUMNS) - set(frame.columns)
+    if missing:
+        raise corrupt(path, f"summary table lacks columns {sorted(missing)}")
+    return frame
 
 
 AVERAGED = ["weights_remaining_pct", "early_stop_iteration", "early_stop_test_accuracy",
@@ -75,27 +88,32 @@ def replicates(frame: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def plot(frame: pd.DataFrame, path) -> None:
+STYLES = {"ticket": "o-", "random_reinit": "^:", "random_prune": "v:", "small_dense": "d-."}
+
+
+def plot(frame: pd.DataFrame, path, column: str = "early_stop_test_accuracy", ylabel: str = "test accuracy (%)",
+         scale: float = 100.0) -> None:
+    """`column` (mean over replicates, with a +- std band) against weights remaining, one
+    line per lottery and variant."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    styles = {"ticket": "o-", "random_reinit": "^:", "random_prune": "v:", "small_dense": "d-."}
     stats = replicates(frame)
     for (lottery, variant), rows in stats.groupby(["lottery", "variant"], sort=False):
         label = variant if stats.lottery.nunique() == 1 else f"{lottery} {variant}"
-        x, y = rows.weights_remaining_pct_mean, 100 * rows.early_stop_test_accuracy_mean
-        line, = ax.plot(x, y, styles[variant], label=f"{label} (early stop)")
+        x, y = rows.weights_remaining_pct_mean, scale * rows[f"{column}_mean"]
+        line, = ax.plot(x, y, STYLES.get(variant, "s--"), label=label)
         if rows.replicates.max() > 1:  # the band: +- one standard deviation over replicates
-            spread = 100 * rows.early_stop_test_accuracy_std.fillna(0)
+            spread = scale * rows[f"{column}_std"].fillna(0)
             ax.fill_between(x, y - spread, y + spread, color=line.get_color(), alpha=0.2)
     ax.set_xscale("log")
     ax.invert_xaxis()  # pruning proceeds left to right
     ax.set_xlabel("weights remaining (%)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
@@ -109,7 +127,8 @@ def write(frame: pd.DataFrame, out: Path) -> None:
         frame.to_csv(tmp, index=False, float_format="%.6g")
     with atomic_path(out / "replicates.csv") as tmp:
         replicates(frame).to_csv(tmp, index=False, float_format="%.6g")
-    plot(frame, out / "accuracy.png")
+    plot(frame, out / "accuracy.png", ylabel="test accuracy at early stop (%)")
+    plot(frame, out / "early_stop.png", "early_stop_iteration", "early-stop iteration (min. validation loss)", 1.0)
 
 
 def format_table(frame: pd.DataFrame) -> str:

@@ -63,3 +63,17 @@ def correlation_trainings(wildcards, input):
     names = ("start", "trained", "model", "stats", "mask")
     return " ".join(":".join([tid] + [input[f"{tid}_{n}"] for n in names if f"{tid}_{n}" in input.keys()])
                     for tid in ids)
+
+
+def named_inputs(wildcards, input):
+    """NAME=PATH for every named input, for the stage commands that take --inputs."""
+    return " ".join(f"{name}={path}" for name, path in input.items())
+
+
+def figure_labels(kind, figure):
+    """Report labels of a stage's figure: what it shows and which lottery it belongs to."""
+    def labels(wildcards):
+        stage = PLAN.get(kind, wildcards.id)
+        runs = [run.label for run, s in zip(PLAN.runs, PLAN.anatomy) if s.id == stage.id]
+        return {"figure": figure, "lottery": runs[0] if runs else "all lotteries"}
+    return labels

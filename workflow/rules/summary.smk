@@ -7,7 +7,11 @@ rule summary:
         csv=lth_plan.output_patterns(ROOT, "summary")["csv"],
         replicates=lth_plan.output_patterns(ROOT, "summary")["replicates"],
         plot=report(lth_plan.output_patterns(ROOT, "summary")["plot"],
-                    caption="../report/accuracy.rst", category="Accuracy"),
+                    caption="../report/accuracy.rst", category="Accuracy",
+                    labels={"figure": "test accuracy vs weights remaining", "lottery": "all lotteries"}),
+        early_stop=report(lth_plan.output_patterns(ROOT, "summary")["early_stop"],
+                          caption="../report/early_stop.rst", category="Accuracy",
+                          labels={"figure": "early-stop iteration vs weights remaining", "lottery": "all lotteries"}),
         spec=lth_plan.output_patterns(ROOT, "summary")["spec"],
     params:
         spec=stage_spec("summary"),
