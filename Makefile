@@ -3,14 +3,15 @@
 CORES ?= 2
 VENV ?= .venv
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench screenshots clean
 
 setup:
 	bash tools/setup.sh
 
-# Jobs run `python -m lth`: the venv's bin goes first on PATH.
+# Jobs run `python -m lth`: the venv's bin goes first on PATH. The HTML report comes last.
 run: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --cores $(CORES)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --cores $(CORES) --report report.html
 
 test: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q

@@ -264,6 +264,16 @@ def test_weight_correlation_of_every_level(workdir, small_idx_dataset):
     assert sorted(overall.p.unique()) == [0.1, 0.2, 0.3, 0.4, 0.5]
     assert overall.r_p.between(0, 1).all()
     assert set(frame.layer) == {"all", "fc1.weight", "fc2.weight", "fc3.weight"}
+    # consecutive levels: level L-1's trained weights against level L's, over level L's survivors
+    from lth import correlation, masks, ptfile
+    consecutive = overall[overall.comparison == "consecutive levels"]
+    assert sorted(consecutive.level.unique()) == [1, 2, 3]
+    for level in (1, 3):
+        before = ptfile.load(workdir / p.levels[level - 1]["train"].output("weights"))
+        after = ptfile.load(workdir / p.levels[level]["train"].output("weights"))
+        mask = masks.read(workdir / p.levels[level]["prune"].output("mask"))
+        expected = correlation.r_p(before, after, 0.2, list(mask), mask)[0]
+        assert consecutive[(consecutive.level == level) & (consecutive.p == 0.2)].r_p.item() == expected
     for name in ("by_p", "by_remaining"):
         assert (workdir / p.correlation.output(name)).read_bytes()[:4] == b"\x89PNG"
     # the CLI computes it for any two weight files: a file against itself is 1

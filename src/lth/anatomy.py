@@ -23,7 +23,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .plots import _figure, _save
+from .plots import _figure, _save, remaining_axis
 
 COLUMNS = ["level", "weights_remaining_pct", "layer", "quantity", "value"]
 
@@ -99,9 +99,7 @@ def _grid(panels: int, ncols: int = 3):
 
 
 def _remaining_axis(ax, ylabel: str) -> None:
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("weights remaining (%)")
+    remaining_axis(ax)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
 

@@ -250,7 +250,9 @@ def build(cfg: dict, schema: dict | None = None) -> Plan:
               if path is not None}
     runs = {"runs": [{"label": r["label"], "trains": r["trains"]} for r in upstream["runs"]]}
     # "ranking": what R_p ranks in a pruned level (its survivors), so the ID changes with it
-    plan.correlation = make("correlation", None, runs, inputs, {"analysis": cfg["analysis"], "ranking": "survivors"})
+    # "consecutive": R_p of consecutive levels' trained weights is computed too
+    plan.correlation = make("correlation", None, runs, inputs,
+                            {"analysis": cfg["analysis"], "ranking": "survivors", "consecutive": True})
 
     plan.anatomy = [_anatomy(run, make) for run in plan.runs]
     plan.instability = _instability(cfg, plan, make)

@@ -20,6 +20,18 @@ def _save(plt, fig, path) -> None:
     plt.close(fig)
 
 
+def remaining_axis(ax) -> None:
+    """Weights remaining on a log axis, inverted so pruning proceeds left to right, with
+    plain percentages (100, 60, 20) as tick labels instead of powers of ten."""
+    from matplotlib.ticker import FuncFormatter
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.set_xlabel("weights remaining (%)")
+
+
 def rp_vs_p(frame: pd.DataFrame, path) -> None:
     """R_p(theta_0, theta_T) against p, one line per level (first lottery), with R_p = p."""
     plt, fig, ax = _figure()
@@ -36,17 +48,24 @@ def rp_vs_p(frame: pd.DataFrame, path) -> None:
 
 
 def rp_vs_remaining(frame: pd.DataFrame, path) -> None:
-    """R_p(theta_0, theta_T) against weights remaining, one line per p and lottery."""
+    """R_p against weights remaining, one line per p and lottery: theta_0 vs theta_T solid,
+    consecutive levels' trained weights (where computed) dashed."""
     plt, fig, ax = _figure()
     rows = frame[frame.layer == "all"]
-    for (run, p), group in rows.groupby(["run", "p"], sort=False):
-        label = f"p = {p:g}" if rows.run.nunique() == 1 else f"{run}, p = {p:g}"
-        ax.plot(group.weights_remaining_pct, group.r_p, "o-", label=label)
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("weights remaining (%)")
-    ax.set_ylabel("R_p(theta_0, theta_T)")
-    ax.legend(fontsize=7)
+    if "comparison" not in rows:
+        rows = rows.assign(comparison="theta_0 vs theta_T")
+    colors = {}
+    for (comparison, run, p), group in rows.groupby(["comparison", "run", "p"], sort=False):
+        consecutive = comparison != "theta_0 vs theta_T"
+        what = "theta_T(L-1) vs theta_T(L)" if consecutive else "theta_0 vs theta_T"
+        label = f"{what}, p = {p:g}" if rows.run.nunique() == 1 else f"{run}: {what}, p = {p:g}"
+        line, = ax.plot(group.weights_remaining_pct, group.r_p, "x--" if consecutive else "o-", label=label,
+                        color=colors.get((run, p)))
+        colors[(run, p)] = line.get_color()
+    remaining_axis(ax)
+    ax.set_ylabel("R_p")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.set_size_inches(9, 4)
     ax.grid(True, which="both", alpha=0.3)
     _save(plt, fig, path)
 
@@ -97,7 +116,7 @@ def instability_vs_k(result: pd.DataFrame, path) -> None:
         mean = group.groupby("k").instability_test.mean()
         order = sorted(mean.index, key=_k_order)
         label = f"level {level} ({group.weights_remaining_pct.iloc[0]:.1f} %)" + \
-            ("" if variant == "ticket" else f" {variant}") + (f" {lottery}" if lottery else "")
+            ("" if variant == "ticket" else f" {variant}") + (f" {lottery}" if lottery not in ("", "imp") else "")
         ax.plot([position[k] for k in order], [100 * mean[k] for k in order], "o-", label=label)
     ax.set_xticks(range(len(ks)), ks)
     ax.set_xlabel("rewind point k")
@@ -115,10 +134,8 @@ def instability_vs_remaining(result: pd.DataFrame, path) -> None:
         mean = group.groupby("weights_remaining_pct").instability_test.mean().sort_index(ascending=False)
         label = f"{variant} k={k}" + ("" if result.lottery.nunique() == 1 else f" {lottery}")
         ax.plot(mean.index, 100 * mean.values, "o-", label=label)
-    ax.set_xscale("log")
-    ax.invert_xaxis()
+    remaining_axis(ax)
     ax.axhline(2.0, color="k", ls="--", lw=0.8, label="stable below 2 %")
-    ax.set_xlabel("weights remaining (%)")
     ax.set_ylabel("instability (test error barrier, %)")
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)

@@ -208,38 +208,57 @@ def run_smalldense(spec: dict, model_info: Path, like_path: Path, out: Path) -> 
 
 
 def run_correlation(spec: dict, trainings: dict, out: Path) -> None:
-    """R_p(theta_0, theta_T) (lth.correlation) for every ticket training of every lottery:
-    its start weights (theta_0, masked; theta_k when rewound) against its trained weights,
-    at each p of analysis.rp_fractions, over the prunable layers and per layer, ranking
-    only the surviving weights of a pruned level.
+    """R_p (lth.correlation) at each p of analysis.rp_fractions, over the prunable layers and
+    per layer, for every ticket training of every lottery:
+    - "theta_0 vs theta_T": its start weights (theta_0 masked; theta_k when rewound) against
+      its trained weights;
+    - "consecutive levels" (level L >= 1): level L-1's trained weights against level L's, the
+      two weight sets whose magnitudes chose consecutive masks (a mask itself is binary and
+      has no top-p set, so R_p of two masks is undefined).
+    A pruned level ranks only its surviving weights (level L's mask in both comparisons).
     trainings: train ID -> {"start", "trained", "model", "stats", "mask" (not at level 0)} paths."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from . import correlation, plots
     from .artifacts import atomic_path
-    def compute(tid):
-        paths = trainings[tid]
-        info = read_model_info(paths["model"])
-        stats = read_json(paths["stats"])
-        start, trained = load_weights(paths["start"], info), load_weights(paths["trained"], info)
-        mask = load_mask(paths["mask"], info) if "mask" in paths else None
-        remaining = 100 * stats["weights_kept"] / stats["weights_total"]
-        return [{"weights_remaining_pct": remaining, **row} for row in
-                correlation.table(start, trained, spec["settings"]["analysis"]["rp_fractions"],
-                                  info["prunable"], mask)]
+    ps = spec["settings"]["analysis"]["rp_fractions"]
+    cache = {}
 
-    by_training, rows = {}, []  # lotteries share trainings (the dense run at least): compute each once
+    def load(tid):
+        if tid not in cache:
+            paths = trainings[tid]
+            info = read_model_info(paths["model"])
+            stats = read_json(paths["stats"])
+            cache[tid] = {"info": info, "remaining": 100 * stats["weights_kept"] / stats["weights_total"],
+                          "start": load_weights(paths["start"], info),
+                          "trained": load_weights(paths["trained"], info),
+                          "mask": load_mask(paths["mask"], info) if "mask" in paths else None}
+        return cache[tid]
+
+    def compare(a, b, current):
+        return [{"weights_remaining_pct": current["remaining"], **row}
+                for row in correlation.table(a, b, ps, current["info"]["prunable"], current["mask"])]
+
+    by_pair, rows = {}, []  # lotteries share trainings (the dense run at least): compute each once
     for run in spec["upstream"]["runs"]:
         for level, tid in enumerate(run["trains"]):
-            if tid not in by_training:
-                by_training[tid] = compute(tid)
-            rows += [{"run": run["label"], "level": level, "train_id": tid, **row} for row in by_training[tid]]
+            pairs = [("theta_0 vs theta_T", None, tid)]
+            if level > 0 and spec["settings"].get("consecutive"):
+                pairs.append(("consecutive levels", run["trains"][level - 1], tid))
+            for comparison, before, after in pairs:
+                key = (comparison, before, after)
+                if key not in by_pair:
+                    current = load(after)
+                    first = current["start"] if before is None else load(before)["trained"]
+                    by_pair[key] = compare(first, current["trained"], current)
+                rows += [{"run": run["label"], "level": level, "train_id": tid, "comparison": comparison, **row}
+                         for row in by_pair[key]]
     table = pa.Table.from_pylist(rows)
     with atomic_path(out / "correlation.parquet") as tmp:
         pq.write_table(table, tmp, compression="zstd")
     frame = table.to_pandas()
-    plots.rp_vs_p(frame, out / "rp_vs_p.png")
+    plots.rp_vs_p(frame[frame.comparison == "theta_0 vs theta_T"], out / "rp_vs_p.png")
     plots.rp_vs_remaining(frame, out / "rp_vs_remaining.png")
     write_json(out / "spec.json", spec)
     dense = frame[(frame.level == 0) & (frame.layer == "all")]

@@ -99,6 +99,7 @@ def plot(frame: pd.DataFrame, path, column: str = "early_stop_test_accuracy", yl
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .plots import remaining_axis
     fig, ax = plt.subplots(figsize=(6, 4))
     stats = replicates(frame)
     for (lottery, variant), rows in stats.groupby(["lottery", "variant"], sort=False):
@@ -108,9 +109,7 @@ def plot(frame: pd.DataFrame, path, column: str = "early_stop_test_accuracy", yl
         if rows.replicates.max() > 1:  # the band: +- one standard deviation over replicates
             spread = scale * rows[f"{column}_std"].fillna(0)
             ax.fill_between(x, y - spread, y + spread, color=line.get_color(), alpha=0.2)
-    ax.set_xscale("log")
-    ax.invert_xaxis()  # pruning proceeds left to right
-    ax.set_xlabel("weights remaining (%)")
+    remaining_axis(ax)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
