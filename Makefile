@@ -19,8 +19,12 @@ test: setup
 lint: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --lint
 
+# Screenshots of every figure as the HTML report shows it (needs chromium: apt-get install chromium).
+screenshots:
+	$(VENV)/bin/python tools/report_screenshots.py report.html report_screenshots
+
 bench: setup
 	$(VENV)/bin/python bench/speed.py
 
 clean:
-	rm -rf results logs .snakemake report.html
+	rm -rf results logs .snakemake report.html report_screenshots

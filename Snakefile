@@ -24,6 +24,8 @@ except lth_config.ConfigError as _error:
     sys.exit(str(_error))
 config.clear()
 config.update(_validated)
+for _note in lth_config.notes(config):
+    print(_note, file=sys.stderr)
 
 PLAN = lth_plan.build(config)
 

@@ -186,10 +186,19 @@ def test_classes_group_runs_by_everything_but_the_learning_rate():
     ({"classes": {"enabled": True}}, "classes.enabled needs controls.random_reinit: true"),
     ({"instability": {"levels": [1], "variants": ["random_prune"]}},
      "instability.variants has random_prune but controls.random_prune is false"),
-    ({"instability": {"levels": [4]}}, "instability.levels has level 4 but levels is 3"),
-    ({"perturb": {"kinds": ["noise"], "levels": [7]}}, "perturb.levels has level 7 but levels is 3"),
     ({"perturb": {"kinds": ["flip"]}}, "perturb.kinds"),
 ])
 def test_analysis_options_are_checked(overrides, message):
     with pytest.raises(config.ConfigError, match=message.replace(".", r"\.")):
         build(**overrides)
+
+
+def test_analysis_levels_beyond_the_run_are_skipped_with_a_note():
+    cfg = config.validate({"levels": 3, "instability": {"levels": [0, 3, 7]},
+                           "perturb": {"kinds": ["noise"], "levels": [2, 9]}})
+    assert config.notes(cfg) == ["note: instability.levels 7 are beyond levels (3) and are skipped",
+                                 "note: perturb.levels 9 are beyond levels (3) and are skipped"]
+    p = plan.build(cfg)
+    assert [e["level"] for e in p.runs[0].pairs] == [0, 3]
+    assert [lvl for lvl, stages in enumerate(p.levels) if "noise_1" in stages] == [2]
+    assert config.notes(config.validate({"levels": 3})) == []

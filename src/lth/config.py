@@ -125,11 +125,6 @@ def check_combination(cfg: dict) -> None:
         if variant != "ticket" and not cfg["controls"][variant]:
             raise ConfigError(f"config: instability.variants has {variant} but controls.{variant} is false; "
                               f"set controls.{variant}: true or drop it from instability.variants")
-    for section in ("instability", "perturb"):
-        beyond = [level for level in cfg[section]["levels"] or [] if level > cfg["levels"]]
-        if beyond:
-            raise ConfigError(f"config: {section}.levels has level {beyond[0]} but levels is {cfg['levels']}; "
-                              f"use levels between 0 and {cfg['levels']} or raise levels")
     if cfg["classes"]["enabled"]:
         missing = [c for c in ("random_reinit", "small_dense") if not cfg["controls"][c]]
         if missing:
@@ -140,6 +135,18 @@ def check_combination(cfg: dict) -> None:
         shape = "x".join(map(str, model_input(model)))
         raise ConfigError(f"config: model.name {model} takes {shape} images but data.dataset {dataset} has "
                           f"{'x'.join(map(str, DATASET_SHAPES[dataset]))}; pick a matching model or dataset")
+
+
+def notes(cfg: dict) -> list[str]:
+    """Warnings about a valid config: analysis levels beyond `levels` are skipped (so
+    `--config levels=2` works with the default experiment's instability levels)."""
+    out = []
+    for section in ("instability", "perturb"):
+        beyond = [level for level in cfg[section]["levels"] or [] if level > cfg["levels"]]
+        if beyond:
+            out.append(f"note: {section}.levels {', '.join(map(str, beyond))} are beyond levels "
+                       f"({cfg['levels']}) and are skipped")
+    return out
 
 
 def load(path: Path | str, overrides: dict | None = None) -> dict:

@@ -290,6 +290,8 @@ def _instability_pairs(cfg: dict, run: Run, plan: Plan, make) -> list[dict]:
     point = cfg["rewind"]["to"]
     out = []
     for level in ic["levels"]:
+        if level >= len(run.levels):
+            continue  # beyond `levels`: skipped (lth.config.notes says so)
         stages = run.levels[level]
         networks = []  # (variant, k, template training stage's kind-free fields)
         if level == 0:
