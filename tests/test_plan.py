@@ -202,3 +202,19 @@ def test_analysis_levels_beyond_the_run_are_skipped_with_a_note():
     assert [e["level"] for e in p.runs[0].pairs] == [0, 3]
     assert [lvl for lvl, stages in enumerate(p.levels) if "noise_1" in stages] == [2]
     assert config.notes(config.validate({"levels": 3})) == []
+
+
+def test_plan_command_lists_levels_pairs_and_final_stages():
+    import subprocess
+    import sys
+    from conftest import ROOT
+    proc = subprocess.run([sys.executable, "-m", "lth", "plan", str(ROOT / "config.yaml")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    p = plan.build(config.load(ROOT / "config.yaml"))
+    lines = proc.stdout.splitlines()
+    assert f"  level 8: prune {p.levels[8]['prune'].id}  rewind {p.levels[8]['rewind'].id}  " \
+           f"train {p.levels[8]['train'].id}" in lines
+    assert sum("instability level" in line for line in lines) == len(p.runs[0].pairs) == 3
+    for stage in (p.summary, p.correlation, p.anatomy[0], p.instability):
+        assert f"{stage.kind} {stage.id} -> {stage.dir}" in lines

@@ -166,7 +166,14 @@ def _run(args) -> int:
             print(f"{run.label}: init {run.levels[0]['train'].upstream['start']}")
             for level, stages_ in enumerate(run.levels):
                 print(f"  level {level}: " + "  ".join(f"{k} {s.id}" for k, s in stages_.items()))
-        print(f"summary {plan.summary.id} -> {plan.summary.dir}")
+        for run in plan.runs:
+            for e in run.pairs:
+                print(f"{run.label}: instability level {e['level']} {e['variant']} k={e['k']} pair {e['pair']}: "
+                      f"copies {e['path'].upstream['a']} {e['path'].upstream['b']}, path {e['path'].id}")
+        finals = [plan.summary, plan.correlation, *plan.anatomy, plan.instability, plan.classes]
+        for stage in finals:
+            if stage is not None:
+                print(f"{stage.kind} {stage.id} -> {stage.dir}")
         return 0
     if args.command == "summary":
         from . import summary
