@@ -123,19 +123,21 @@ def _run(args) -> int:
             stages.run_smalldense(args.spec, args.model, args.like, args.out)
         return 0
     if args.command in ("interpolate", "instability", "perturb", "anatomy", "classes"):
-        from . import stages
+        from . import analysis_stages, stages
         inputs = dict(args.inputs)
         if args.command == "interpolate":
-            stages.run_interpolate(args.spec, inputs, args.out, args.data_dir, args.threads, args.device)
+            analysis_stages.run_interpolate(args.spec, inputs, args.out, args.data_dir, args.threads, args.device)
+        elif args.command == "perturb":
+            stages.run_perturb(args.spec, inputs, args.out)
         else:
-            getattr(stages, f"run_{args.command}")(args.spec, inputs, args.out)
+            getattr(analysis_stages, f"run_{args.command}")(args.spec, inputs, args.out)
         return 0
     if args.command == "correlate":
-        from . import stages
+        from . import analysis_stages
         fields = ("start", "trained", "model", "stats", "mask")
         trainings = {tid: dict(zip(fields, map(Path, rest)))
                      for tid, *rest in (item.split(":") for item in args.trainings)}
-        stages.run_correlation(args.spec, trainings, args.out)
+        analysis_stages.run_correlation(args.spec, trainings, args.out)
         return 0
     if args.command == "rp":
         from . import correlation, masks, ptfile
