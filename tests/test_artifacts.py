@@ -77,3 +77,17 @@ def test_truncated_weights_are_reported(tmp_path):
         ptfile.load(path)
     with pytest.raises(ArtifactError, match="missing artifact"):
         ptfile.load(tmp_path / "nope.pt")
+
+
+def test_tables_that_are_unreadable_or_lack_columns_fail_with_the_file_named(tmp_path):
+    import pandas as pd
+    from lth.artifacts import ArtifactError, read_table
+    good = tmp_path / "path.parquet"
+    pd.DataFrame({"alpha": [0.0, 1.0], "error": [0.1, 0.2]}).to_parquet(good)
+    assert list(read_table(good, "path table", ("alpha", "error")).error) == [0.1, 0.2]
+    with pytest.raises(ArtifactError, match=r"path\.parquet: path table lacks columns \['split'\]"):
+        read_table(good, "path table", ("alpha", "split"))
+    broken = tmp_path / "metrics.parquet"
+    broken.write_bytes(b"PAR1 truncated")
+    with pytest.raises(ArtifactError, match=r"metrics\.parquet: not a readable metrics table .*delete"):
+        read_table(broken, "metrics table")

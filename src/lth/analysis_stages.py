@@ -9,11 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from . import masks
-from .artifacts import corrupt, read_json, write_json
-from .stages import _log, check_masked, load_mask, load_weights, read_model_info
+from .artifacts import read_json, read_table, write_json
+from .stages import _log, check_masked, load_mask, load_weights, read_model_info, weight_counts
 
 
 def run_correlation(spec: dict, trainings: dict, out: Path) -> None:
@@ -97,8 +94,7 @@ def run_interpolate(spec: dict, inputs: dict, out: Path, data_dir: str | None = 
     if mask is not None:
         check_masked(inputs["a"], a, mask, inputs["mask"])
         check_masked(inputs["b"], b, mask, inputs["mask"])
-    kept, total = masks.counts(mask) if mask else \
-        (sum(int(np.prod(info["tensors"][n])) for n in info["prunable"]),) * 2
+    kept, total = weight_counts(info, mask)
     dataset = data.load(settings["data"]["dataset"], data_dir)
     splits = prepare(dataset, settings["data"]["validation_size"], settings["data"]["split_seed"], device)
     ic = settings["instability"]
@@ -136,11 +132,7 @@ def run_instability(spec: dict, inputs: dict, out: Path) -> None:
         dense_accuracy[run] = float(test.loc[test.iteration.idxmax(), "accuracy"])
     frames = []
     for e in spec["upstream"]["entries"]:
-        path = inputs[f"path_{e['path']}"]
-        try:
-            rows = pd.read_parquet(path)
-        except Exception as exc:
-            raise corrupt(path, f"not a readable path table ({type(exc).__name__})") from None
+        rows = read_table(inputs[f"path_{e['path']}"], "path table", instability.PATH_COLUMNS)
         frames.append(rows.assign(run=e["run"], lottery=e["lottery"], level=e["level"], variant=e["variant"],
                                   k=e["k"], pair=e["pair"], dense_test_accuracy=dense_accuracy[e["run"]]))
     paths = pd.concat(frames, ignore_index=True)
@@ -196,8 +188,8 @@ def run_classes(spec: dict, inputs: dict, out: Path) -> None:
 
     from . import classes
     from .artifacts import atomic_path
-    from .summary import read_table
-    summary = read_table(inputs["summary"])
+    from .summary import read_summary
+    summary = read_summary(inputs["summary"])
     runs = pd.DataFrame(spec["upstream"]["runs"]).rename(columns={"label": "run"})
     frame = summary.merge(runs, on="run", how="inner")
     result = classes.classify(frame, spec["settings"].get("classes", {}))

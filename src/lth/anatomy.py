@@ -87,12 +87,9 @@ def _shown(levels: list[dict]) -> list[dict]:
 
 
 def _grid(panels: int, ncols: int = 3):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     ncols = min(ncols, panels)
     nrows = math.ceil(panels / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.5 * nrows), squeeze=False)
+    plt, fig, axes = _figure(nrows, ncols, figsize=(4.5 * ncols, 3.5 * nrows), squeeze=False)
     for ax in axes.ravel()[panels:]:
         ax.set_visible(False)
     return plt, fig, axes.ravel()

@@ -34,6 +34,20 @@ def atomic_path(path):
         raise
 
 
+def read_table(path, what: str, columns=()):
+    """A Parquet table as a DataFrame, with a clear error when it is unreadable or lacks
+    one of `columns`; `what` names it in the message ("metrics table")."""
+    import pandas as pd
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:
+        raise corrupt(path, f"not a readable {what} ({type(exc).__name__})") from None
+    missing = set(columns) - set(frame.columns)
+    if missing:
+        raise corrupt(path, f"{what} lacks columns {sorted(missing)}")
+    return frame
+
+
 def write_json(path, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -121,12 +121,9 @@ def classify(frame: pd.DataFrame, settings: dict | None = None) -> pd.DataFrame:
 def plot(result: pd.DataFrame, path) -> None:
     """One panel per group: the five conditions and the prize (rows) at each level (columns,
     labelled with weights remaining), green = met, red = not met."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    from .plots import _save
+    from .plots import _figure, _save
 
     labels = ["1 sparsity, training", "2 > small dense", "3 > reinit (any lr)",
               "4 >= dense, same lr", "5 >= best dense", "prize"]
@@ -136,7 +133,7 @@ def plot(result: pd.DataFrame, path) -> None:
     groups = list(dict.fromkeys(result.group)) or [""]
     levels = int(result.groupby("group").size().max()) if len(result) else 1
     size = (max(4.0, 2.2 + 0.7 * levels), 2.6 * len(groups))  # grows with the levels and groups
-    fig, axes = plt.subplots(len(groups), 1, figsize=size, squeeze=False)
+    plt, fig, axes = _figure(len(groups), 1, figsize=size, squeeze=False)
     for ax, group in zip(axes[:, 0], groups):
         rows = result[result.group == group].sort_values("level")
         cells = [[codes[bool(v)] for v in rows[c]] for c in CONDITIONS] + [[codes[p] for p in rows.prize]]

@@ -24,6 +24,10 @@ import numpy as np
 import pandas as pd
 
 
+# Columns of one pair's path table (written by the interpolate stage, read by the summary).
+PATH_COLUMNS = ("alpha", "split", "loss", "error", "weights_remaining_pct", "bn_recomputed")
+
+
 def alphas(count: int) -> np.ndarray:
     """`count` evenly spaced interpolation weights from 0 (W2) to 1 (W1), endpoints included."""
     if count < 2:

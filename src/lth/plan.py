@@ -30,7 +30,6 @@ CONSUMES = {
     "randmask": (),
     "smalldense": ("model",),
     "correlation": ("analysis",),
-    "perturb": (),
 }
 
 # Keys that may hold a list: the plan runs one lottery per combination of their values.
@@ -301,9 +300,7 @@ def _instability_pairs(cfg: dict, run: Run, plan: Plan, make) -> list[dict]:
                 if k in ("0it", "0ep"):
                     networks.append(("ticket", "0it", dense.settings, dense.upstream, dense.inputs))
                     continue
-                init = plan.stages[dense.upstream["start"]]
-                snap = make("snapshot", 0, {"start": init.id}, dict(dense.inputs),
-                            {"data": cfg["data"], "train": cfg["train"], "at": k})
+                snap = _snapshot(cfg, plan.stages[dense.upstream["start"]], k, make)
                 networks.append(("ticket", k, {**dense.settings, "rewind": {"to": k}}, {"start": snap.id},
                                  {**dense.inputs, "start": snap.output("weights")}))
         else:
@@ -344,6 +341,14 @@ def _instability(cfg: dict, plan: Plan, make) -> Stage | None:
     return make("instability", None, {"entries": entries, "dense": dense}, inputs, settings)
 
 
+def _snapshot(cfg: dict, init: Stage, at: str, make) -> Stage:
+    """theta_k: the dense recipe's first k iterations from theta_0. One stage per k, shared by
+    every lottery rewinding to k and by the instability sweep of the dense network."""
+    return make("snapshot", 0, {"start": init.id},
+                {"model": init.output("model"), "start": init.output("weights")},
+                {**{key: cfg[key] for key in CONSUMES["snapshot"]}, "at": at})
+
+
 def _chain(cfg: dict, make) -> list:
     """Levels 0..N of one lottery: init, dense training, then prune -> rewind -> train."""
     def consumed(kind, **extra):
@@ -356,8 +361,7 @@ def _chain(cfg: dict, make) -> list:
     point = cfg["rewind"]["to"]
     source = init
     if point != "reset":  # late resetting: the dense run's weights at iteration k
-        source = make("snapshot", 0, {"start": init.id}, {**model, "start": init.output("weights")},
-                      consumed("snapshot", at=point))
+        source = _snapshot(cfg, init, point, make)
     dense = train
     oneshot = cfg["prune"]["schedule"] == "oneshot"
     for level in range(1, cfg["levels"] + 1):

@@ -6,11 +6,12 @@ import pandas as pd
 from .artifacts import atomic_path
 
 
-def _figure():
+def _figure(nrows: int = 1, ncols: int = 1, figsize=(6, 4), **options):
+    """(pyplot, figure, axes) on the Agg backend; options go to plt.subplots."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    return plt, *plt.subplots(figsize=(6, 4))
+    return plt, *plt.subplots(nrows, ncols, figsize=figsize, **options)
 
 
 def _save(plt, fig, path) -> None:
@@ -52,8 +53,6 @@ def rp_vs_remaining(frame: pd.DataFrame, path) -> None:
     consecutive levels' trained weights (where computed) dashed."""
     plt, fig, ax = _figure()
     rows = frame[frame.layer == "all"]
-    if "comparison" not in rows:
-        rows = rows.assign(comparison="theta_0 vs theta_T")
     colors = {}
     for (comparison, run, p), group in rows.groupby(["comparison", "run", "p"], sort=False):
         consecutive = comparison != "theta_0 vs theta_T"
@@ -84,10 +83,7 @@ def _k_order(k: str) -> tuple:
 def error_vs_alpha(paths: pd.DataFrame, path) -> None:
     """Error along the linear path between the copies (mean over pairs and replicates), test
     and training subset side by side, one line per network of the first lottery per k."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    plt, fig, axes = _figure(1, 2, figsize=(10, 4), sharey=True)
     first = paths.lottery.iloc[0]
     rows = paths[paths.lottery == first]
     for ax, split in zip(axes, ("test", "train")):

@@ -52,6 +52,14 @@ def check_masked(weights_path, state: dict, mask: dict, mask_path) -> None:
             raise corrupt(weights_path, f"{name} has nonzero weights where {mask_path} prunes them")
 
 
+def weight_counts(info: dict, mask: dict | None) -> tuple[int, int]:
+    """(kept, total) prunable weights: the mask's counts, or every prunable weight without one."""
+    if mask:
+        return masks.counts(mask)
+    total = sum(int(np.prod(info["tensors"][n])) for n in info["prunable"])
+    return total, total
+
+
 def masked(state: dict, mask: dict) -> dict:
     """The state with pruned weights set to +0.0 (a multiplication would leave -0.0)."""
     return {name: np.where(mask[name], value, 0).astype(value.dtype) if name in mask else value
@@ -104,8 +112,7 @@ def run_train(spec: dict, model_info: Path, start: Path, mask_path: Path | None,
     model = models.build(info["name"], dropout=settings["train"].get("dropout", 0.0), width=info.get("width", 1.0))
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     model.to(device)
-    kept, total = masks.counts(mask) if mask else \
-        (sum(int(np.prod(info["tensors"][n])) for n in info["prunable"]),) * 2
+    kept, total = weight_counts(info, mask)
     total = info.get("reference_weights", total)  # a small dense baseline counts against the full model
     _log(f"train {spec['id']} level {spec['level']}: {kept}/{total} weights "
          f"({100 * kept / total:.1f}%), {settings['train']['iterations']} on {device}")

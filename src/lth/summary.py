@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .artifacts import atomic_path, corrupt, read_json
+from .artifacts import atomic_path, read_json, read_table
 
 COLUMNS = ["run", "lottery", "variant", "level", "train_id", "weights_kept", "weights_total", "weights_remaining_pct",
            "early_stop_iteration", "early_stop_val_loss", "early_stop_test_accuracy",
@@ -16,14 +16,7 @@ COLUMNS = ["run", "lottery", "variant", "level", "train_id", "weights_kept", "we
 
 
 def read_metrics(path) -> pd.DataFrame:
-    try:
-        table = pd.read_parquet(path)
-    except Exception as exc:
-        raise corrupt(path, f"not a readable metrics table ({type(exc).__name__})") from None
-    missing = {"iteration", "split", "loss", "accuracy"} - set(table.columns)
-    if missing:
-        raise corrupt(path, f"metrics table lacks columns {sorted(missing)}")
-    return table
+    return read_table(path, "metrics table", ("iteration", "split", "loss", "accuracy"))
 
 
 def level_row(run: dict, variant: str, level: int, train_id: str, metrics: pd.DataFrame, stats: dict) -> dict:
@@ -64,15 +57,8 @@ def table(runs: list[dict], paths: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def read_table(path) -> pd.DataFrame:
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:
-        raise corrupt(path, f"not a readable summary table ({type(exc).__name__})") from None
-    missing = set(COLUMNS) - set(frame.columns)
-    if missing:
-        raise corrupt(path, f"summary table lacks columns {sorted(missing)}")
-    return frame
+def read_summary(path) -> pd.DataFrame:
+    return read_table(path, "summary table", COLUMNS)
 
 
 AVERAGED = ["weights_remaining_pct", "early_stop_iteration", "early_stop_test_accuracy",
@@ -95,12 +81,8 @@ def plot(frame: pd.DataFrame, path, column: str = "early_stop_test_accuracy", yl
          scale: float = 100.0) -> None:
     """`column` (mean over replicates, with a +- std band) against weights remaining, one
     line per lottery and variant."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .plots import remaining_axis
-    fig, ax = plt.subplots(figsize=(6, 4))
+    from .plots import _figure, _save, remaining_axis
+    plt, fig, ax = _figure()
     stats = replicates(frame)
     for (lottery, variant), rows in stats.groupby(["lottery", "variant"], sort=False):
         label = variant if stats.lottery.nunique() == 1 else f"{lottery} {variant}"
@@ -113,10 +95,7 @@ def plot(frame: pd.DataFrame, path, column: str = "early_stop_test_accuracy", yl
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def write(frame: pd.DataFrame, out: Path) -> None:
