@@ -1,9 +1,10 @@
 """Workflow-level figures, from one run of a config in a fresh folder (nothing cached):
 
-- wall time of `snakemake --cores N` against the summed time of its training jobs, measured
-  three ways: the optimisation loop (train_seconds), the loop plus evaluation, and each
-  training process's whole in-process time (job_seconds: data loading, training, saving);
-  overhead = wall / sum - 1;
+- wall time of `snakemake --cores N` against the summed time of all its training jobs (the
+  levels' and the instability copies'), measured three ways: the optimisation loop
+  (train_seconds), the loop plus evaluation, and each training process's whole in-process
+  time (job_seconds: data loading, training, saving); overhead = wall / sum - 1, so it
+  includes every other job (pruning, rewinding, analyses, plots) and Snakemake itself;
 - bytes written per level (training + pruning + rewinding directories) and in all.
 
     python bench/workflow.py [--config config.yaml] [--cores 2] [--keep DIR]
@@ -48,16 +49,21 @@ def figures(workdir: Path, wall: float) -> dict:
         stats = json.loads((workdir / stages["train"].output("stats")).read_text())
         levels.append({"level": level, "stats": stats,
                        "bytes": sum(dir_bytes(workdir / s.dir) for s in stages.values())})
-    return {"wall": wall, "levels": levels, "jobs": len(plan.stages),
+    trainings = [json.loads((workdir / s.output("stats")).read_text())
+                 for s in plan.stages.values() if s.kind == "train"]
+    kinds = sorted({s.kind for s in plan.stages.values()})
+    jobs = {kind: sum(s.kind == kind for s in plan.stages.values()) for kind in kinds}
+    return {"wall": wall, "levels": levels, "trainings": trainings, "jobs": jobs,
             "bytes_total": dir_bytes(workdir / cfg["results"])}
 
 
 def report(figures: dict) -> None:
-    wall, levels = figures["wall"], figures["levels"]
-    loop = sum(lv["stats"]["train_seconds"] for lv in levels)
-    with_eval = loop + sum(lv["stats"]["eval_seconds"] for lv in levels)
-    jobs = sum(lv["stats"]["job_seconds"] for lv in levels)
-    print(f"workflow: {figures['jobs']} stages, wall {wall:.1f} s")
+    wall, levels, trainings = figures["wall"], figures["levels"], figures["trainings"]
+    loop = sum(t["train_seconds"] for t in trainings)
+    with_eval = loop + sum(t["eval_seconds"] for t in trainings)
+    jobs = sum(t["job_seconds"] for t in trainings)
+    counts = ", ".join(f"{kind} {n}" for kind, n in figures["jobs"].items())
+    print(f"workflow: {sum(figures['jobs'].values())} stages ({counts}), wall {wall:.1f} s")
     for name, total in (("training loop", loop), ("loop + evaluation", with_eval),
                         ("training jobs in-process", jobs)):
         print(f"  vs {name:26s} {total:7.1f} s  overhead {100 * (wall / total - 1):5.1f} %")
