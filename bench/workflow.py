@@ -5,6 +5,10 @@
   (train_seconds), the loop plus evaluation, and each training process's whole in-process
   time (job_seconds: data loading, training, saving); overhead = wall / sum - 1, so it
   includes every other job (pruning, rewinding, analyses, plots) and Snakemake itself;
+  (negative when jobs run side by side: with one thread per job on 2 cores, the instability
+  copies train beside the pruning chain);
+- each rule's jobs' wall times from Snakemake's log (1 s resolution): the fixed cost of a
+  job is its wall time minus what the process itself measured;
 - bytes written per level (training + pruning + rewinding directories) and in all.
 
     python bench/workflow.py [--config config.yaml] [--cores 2] [--keep DIR]
@@ -12,8 +16,10 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from lth import config as config_mod, plan as plan_mod  # noqa: E402
+from lth import config as config_mod, plan as plan_mod, summary  # noqa: E402
 
 
 def dir_bytes(path: Path) -> int:
@@ -53,8 +59,28 @@ def figures(workdir: Path, wall: float) -> dict:
                  for s in plan.stages.values() if s.kind == "train"]
     kinds = sorted({s.kind for s in plan.stages.values()})
     jobs = {kind: sum(s.kind == kind for s in plan.stages.values()) for kind in kinds}
-    return {"wall": wall, "levels": levels, "trainings": trainings, "jobs": jobs,
+    return {"wall": wall, "levels": levels, "trainings": trainings, "jobs": jobs, "job_walls": job_walls(workdir),
             "bytes_total": dir_bytes(workdir / cfg["results"])}
+
+
+def job_walls(workdir: Path) -> dict:
+    """Rule -> wall seconds of each of its jobs, from the newest Snakemake log in workdir."""
+    logs = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"))
+    if not logs:
+        return {}
+    stamp, started, rule_of, walls = None, {}, {}, {}
+    rule = None
+    for line in logs[-1].read_text().splitlines():
+        if m := re.match(r"\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$", line):
+            stamp = datetime.datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
+        elif m := re.match(r"(?:local)?rule (\w+):$", line):
+            rule = m.group(1)
+        elif (m := re.match(r"\s+jobid: (\d+)$", line)) and rule:
+            started[m.group(1)], rule_of[m.group(1)], rule = stamp, rule, None
+        elif (m := re.match(r"Finished jobid: (\d+)", line)) and m.group(1) in started:
+            job = m.group(1)
+            walls.setdefault(rule_of[job], []).append((stamp - started[job]).total_seconds())
+    return walls
 
 
 def report(figures: dict) -> None:
@@ -67,10 +93,18 @@ def report(figures: dict) -> None:
     for name, total in (("training loop", loop), ("loop + evaluation", with_eval),
                         ("training jobs in-process", jobs)):
         print(f"  vs {name:26s} {total:7.1f} s  overhead {100 * (wall / total - 1):5.1f} %")
+    walls = figures.get("job_walls") or {}
+    if walls:
+        print("jobs' wall time per rule (Snakemake log, 1 s resolution):")
+        for rule, times in walls.items():
+            print(f"  {rule:12s} {len(times):3d} jobs  mean {sum(times) / len(times):5.1f} s  total {sum(times):6.1f} s")
+        if walls.get("train"):
+            fixed = (sum(walls["train"]) - jobs) / len(walls["train"])
+            print(f"  a training job's fixed cost outside its process's own timing: {fixed:.1f} s "
+                  "(process start, imports, Snakemake's bookkeeping)")
     print("bytes per level (train + prune + rewind directories):")
     for lv in levels:
-        kept, total = lv["stats"]["weights_kept"], lv["stats"]["weights_total"]
-        print(f"  level {lv['level']:2d}  {100 * kept / total:5.1f} % weights  {lv['bytes'] / 1e6:6.3f} MB")
+        print(f"  level {lv['level']:2d}  {summary.remaining_pct(lv['stats']):5.1f} % weights  {lv['bytes'] / 1e6:6.3f} MB")
     print(f"  all results: {figures['bytes_total'] / 1e6:.2f} MB")
 
 

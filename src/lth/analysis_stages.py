@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .artifacts import read_json, read_table, write_json
+from .summary import remaining_pct
 from .stages import _log, check_masked, load_mask, load_weights, read_model_info, weight_counts
 
 
@@ -36,7 +37,7 @@ def run_correlation(spec: dict, trainings: dict, out: Path) -> None:
             paths = trainings[tid]
             info = read_model_info(paths["model"])
             stats = read_json(paths["stats"])
-            cache[tid] = {"info": info, "remaining": 100 * stats["weights_kept"] / stats["weights_total"],
+            cache[tid] = {"info": info, "remaining": remaining_pct(stats),
                           "start": load_weights(paths["start"], info),
                           "trained": load_weights(paths["trained"], info),
                           "mask": load_mask(paths["mask"], info) if "mask" in paths else None}
@@ -164,7 +165,7 @@ def run_anatomy(spec: dict, inputs: dict, out: Path) -> None:
     masks_ = [load_mask(inputs[f"mask_{lvl}"], info) if f"mask_{lvl}" in inputs else None for lvl in range(count)]
     for lvl in range(count):
         stats = read_json(inputs[f"stats_{lvl}"])
-        levels.append({"level": lvl, "weights_remaining_pct": 100 * stats["weights_kept"] / stats["weights_total"],
+        levels.append({"level": lvl, "weights_remaining_pct": remaining_pct(stats),
                        "start": load_weights(inputs[f"start_{lvl}"], info),
                        "trained": load_weights(inputs[f"trained_{lvl}"], info),
                        "mask": masks_[lvl], "next_mask": masks_[lvl + 1] if lvl + 1 < count else None})

@@ -15,6 +15,11 @@ COLUMNS = ["run", "lottery", "variant", "level", "train_id", "weights_kept", "we
 # are in each training stage's stats.json).
 
 
+def remaining_pct(stats: dict) -> float:
+    """Percent of the prunable weights a training run kept, from its stats.json."""
+    return 100.0 * stats["weights_kept"] / stats["weights_total"]
+
+
 def read_metrics(path) -> pd.DataFrame:
     return read_table(path, "metrics table", ("iteration", "split", "loss", "accuracy"))
 
@@ -33,7 +38,7 @@ def level_row(run: dict, variant: str, level: int, train_id: str, metrics: pd.Da
         "run": run["label"], "lottery": run.get("lottery", run["label"]), "variant": variant, "level": level,
         "train_id": train_id,
         "weights_kept": stats["weights_kept"], "weights_total": stats["weights_total"],
-        "weights_remaining_pct": 100.0 * stats["weights_kept"] / stats["weights_total"],
+        "weights_remaining_pct": remaining_pct(stats),
         "early_stop_iteration": int(best.iteration), "early_stop_val_loss": float(best.loss),
         "early_stop_test_accuracy": float(test.accuracy.loc[int(best.iteration)]),
         "final_iteration": final, "final_test_accuracy": test_final,
