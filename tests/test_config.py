@@ -58,6 +58,21 @@ def test_overrides_merge_key_by_key(tmp_path):
     assert cfg["prune"]["rate"] == 0.3 and cfg["prune"]["output_rate"] == 0.05
 
 
+def test_config_files_merge_in_order_then_overrides(tmp_path):
+    base, preset = tmp_path / "base.yaml", tmp_path / "preset.yaml"
+    base.write_text(yaml.safe_dump({"levels": 4, "prune": {"rate": 0.2, "output_rate": 0.05}}))
+    preset.write_text(yaml.safe_dump({"levels": 6, "prune": {"rate": 0.3}}))
+    overrides = config.parse_overrides(["prune.output_rate=0.2", "results=elsewhere", "train={lr: 0.01}"])
+    assert overrides == {"prune": {"output_rate": 0.2}, "results": "elsewhere", "train": {"lr": 0.01}}
+    cfg = config.load([base, preset], overrides)
+    assert (cfg["levels"], cfg["prune"]["rate"], cfg["prune"]["output_rate"]) == (6, 0.3, 0.2)
+    assert (cfg["results"], cfg["train"]["lr"], cfg["train"]["optimizer"]) == ("elsewhere", 0.01, "adam")
+    with pytest.raises(config.ConfigError, match="expected KEY=VALUE"):
+        config.parse_overrides(["levels"])
+    with pytest.raises(config.ConfigError, match=r"config file .*nope.yaml: cannot be read"):
+        config.load([base, tmp_path / "nope.yaml"])
+
+
 def test_model_and_dataset_must_take_the_same_images():
     with pytest.raises(config.ConfigError, match="model.name conv2 takes 3x32x32 images but data.dataset fashion_mnist"):
         config.validate({"model": {"name": "conv2"}})

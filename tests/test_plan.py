@@ -218,3 +218,16 @@ def test_plan_command_lists_levels_pairs_and_final_stages():
     assert sum("instability level" in line for line in lines) == len(p.runs[0].pairs) == 3
     for stage in (p.summary, p.correlation, p.anatomy[0], p.instability):
         assert f"{stage.kind} {stage.id} -> {stage.dir}" in lines
+
+
+def test_plan_command_reads_a_preset_over_config_yaml_like_snakemake():
+    import subprocess
+    import sys
+    from conftest import ROOT
+    preset = ROOT / "presets" / "fashion_sanity_cpu.yaml"
+    proc = subprocess.run([sys.executable, "-m", "lth", "plan", "config.yaml", str(preset),
+                           "--config", "results=elsewhere"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    p = plan.build(config.load([ROOT / "config.yaml", preset], {"results": "elsewhere"}))
+    assert f"classes {p.classes.id} -> elsewhere/classes/{p.classes.id}" in proc.stdout.splitlines()
+    assert len(p.runs) == 3  # the preset's three learning rates

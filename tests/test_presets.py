@@ -24,8 +24,9 @@ def test_there_are_presets_for_every_protocol():
 def test_preset_is_valid_names_its_source_and_dry_runs(preset, tmp_path):
     text = preset.read_text()
     assert text.startswith("# ") and ("ICLR" in text or "ICML" in text or "Fashion-MNIST" in text)
-    cfg = config.load(ROOT / "config.yaml", config.yaml.safe_load(text))
-    stages = plan.build(cfg).stages
+    cfg = config.load([ROOT / "config.yaml", preset])  # what `python -m lth plan config.yaml PRESET` reads
+    built = plan.build(cfg)
+    stages = built.stages
     assert sum(s.kind == "train" for s in stages.values()) > cfg["levels"]
     shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-n",
@@ -33,3 +34,5 @@ def test_preset_is_valid_names_its_source_and_dry_runs(preset, tmp_path):
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Job stats:" in proc.stdout + proc.stderr
+    # the library's view of config.yaml + the preset is the workflow's: same stage IDs
+    assert f"{built.summary.dir}/summary.csv" in proc.stdout + proc.stderr

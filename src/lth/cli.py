@@ -90,12 +90,17 @@ def _parser() -> argparse.ArgumentParser:
     p = stage("summarize", "the per-level summary table and plot")
     p.add_argument("--levels", nargs="+", required=True, metavar="ID:METRICS:STATS")
 
-    p = sub.add_parser("plan", help="print the stages a config produces")
-    p.add_argument("config", nargs="?", default="config.yaml")
-    p = sub.add_parser("check-config", help="validate a config file")
-    p.add_argument("config", nargs="?", default="config.yaml")
-    p = sub.add_parser("summary", help="print the summary table of a config's results")
-    p.add_argument("config", nargs="?", default="config.yaml")
+    for name, help_text in (("plan", "print the stages a config produces"),
+                            ("check-config", "validate a config"),
+                            ("summary", "print the summary table of a config's results")):
+        p = sub.add_parser(name, help=help_text)
+        # the same config the workflow sees: `snakemake --configfile presets/X.yaml --config
+        # results=R` reads config.yaml, then the preset, then R; here: config.yaml presets/X.yaml
+        # --config results=R
+        p.add_argument("config", nargs="*", default=["config.yaml"],
+                       help="YAML config files merged in order (default: config.yaml)")
+        p.add_argument("--config", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="overrides as snakemake's --config takes them (VALUE is YAML; KEY may be dotted)")
     p = sub.add_parser("fetch", help="download a dataset (needs a network and torchvision)")
     p.add_argument("dataset")
     p.add_argument("directory")
@@ -158,9 +163,9 @@ def _run(args) -> int:
         write_json(args.out / "spec.json", args.spec)
         print(summary.format_table(frame))
         return 0
-    cfg = config_mod.load(args.config)
+    cfg = config_mod.load(args.config, config_mod.parse_overrides(args.overrides))
     if args.command == "check-config":
-        print(f"{args.config}: valid")
+        print(f"{' + '.join(args.config)}: valid")
         return 0
     plan = plan_mod.build(cfg)
     if args.command == "plan":

@@ -149,13 +149,36 @@ def notes(cfg: dict) -> list[str]:
     return out
 
 
-def load(path: Path | str, overrides: dict | None = None) -> dict:
-    """Read a YAML config file, merge overrides (nested dicts merge key by key), validate."""
-    text = Path(path).read_text()
-    cfg = yaml.safe_load(text) or {}
+def load(path: Path | str | list, overrides: dict | None = None) -> dict:
+    """Read one YAML config file or several merged in order (later files win, nested dicts
+    key by key: snakemake's `--configfile` over the Snakefile's config.yaml), merge
+    overrides the same way (snakemake's `--config`), validate."""
+    cfg: dict = {}
+    for one in path if isinstance(path, list) else [path]:
+        try:
+            text = Path(one).read_text()
+        except OSError as error:
+            raise ConfigError(f"config file {one}: cannot be read ({error.strerror}); "
+                              "give the path of a YAML config such as config.yaml") from None
+        cfg = merge(cfg, yaml.safe_load(text) or {})
     if overrides:
         cfg = merge(cfg, overrides)
     return validate(cfg)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`KEY=VALUE` strings as snakemake's `--config` reads them (VALUE is YAML), where KEY may
+    be dotted (`prune.rate=0.3` is `prune={rate: 0.3}`)."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--config {item!r}: expected KEY=VALUE, e.g. results=elsewhere or prune.rate=0.3")
+        node = yaml.safe_load(value)
+        for part in reversed(key.split(".")):
+            node = {part: node}
+        out = merge(out, node)
+    return out
 
 
 def merge(base: dict, update: dict) -> dict:
