@@ -1,6 +1,6 @@
 # Lottery-ticket workflow: init -> train -> prune -> rewind over levels of iterative
 # magnitude pruning. Every stage's directory is named by a hash of the settings it consumes
-# and its upstream IDs (see src/lth/plan.py), so an edit reruns only what it changes.
+# and its upstream IDs (see src/lth/stage_ids.py), so an edit reruns only what it changes.
 # Parse time stays cheap: nothing here imports torch.
 import sys
 from pathlib import Path
