@@ -50,7 +50,7 @@ rule all:
 
 
 onsuccess:
-    print(f"summary: {PLAN.summary.dir}  (print it with: python -m lth summary)")
+    print(f"summary: {PLAN.summary.dir}  (print it with: python -m lth summary {PLAN.summary.dir})")
     print(f"weight correlation: {PLAN.correlation.dir}")
     for run, stage in zip(PLAN.runs, PLAN.anatomy):
         print(f"ticket anatomy ({run.label}): {stage.dir}")

@@ -159,7 +159,7 @@ def workflow(ctx, args) -> dict:
     import workflow as workflow_bench
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
-        figures = workflow_bench.run(Path(args.config).resolve(), args.cores, Path(tmp))
+        figures = workflow_bench.run(Path(args.configfile).resolve(), args.cores, Path(tmp))
     workflow_bench.report(figures)
     return figures
 
@@ -175,7 +175,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--matmul-size", type=int, default=4096)
     parser.add_argument("--matmul-reps", type=int, default=3)
     parser.add_argument("--synthetic", action="store_true", help="random data even if Fashion-MNIST is installed")
-    parser.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "config.yaml"),
+    parser.add_argument("--configfile", default=str(Path(__file__).resolve().parent.parent / "config.yaml"),
                         help="the workflow section's config")
     parser.add_argument("--cores", type=int, default=2, help="the workflow section's --cores")
     parser.add_argument("--json", type=Path, help="also write all figures here")

@@ -11,7 +11,7 @@
   job is its wall time minus what the process itself measured;
 - bytes written per level (training + pruning + rewinding directories) and in all.
 
-    python bench/workflow.py [--config config.yaml] [--cores 2] [--keep DIR]
+    python bench/workflow.py [--configfile config.yaml] [--cores 2] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -64,8 +64,10 @@ def figures(workdir: Path, wall: float) -> dict:
 
 
 def job_walls(workdir: Path) -> dict:
-    """Rule -> wall seconds of each of its jobs, from the newest Snakemake log in workdir."""
-    logs = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"))
+    """Rule -> wall seconds of each of its jobs, from the newest Snakemake log in workdir that
+    ran jobs (a report or lint run writes a log too)."""
+    logs = [log for log in sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"))
+            if "Finished jobid" in log.read_text()]
     if not logs:
         return {}
     stamp, started, rule_of, walls = None, {}, {}, {}
@@ -98,7 +100,7 @@ def report(figures: dict) -> None:
         print("jobs' wall time per rule (Snakemake log, 1 s resolution):")
         for rule, times in walls.items():
             print(f"  {rule:12s} {len(times):3d} jobs  mean {sum(times) / len(times):5.1f} s  total {sum(times):6.1f} s")
-        if walls.get("train"):
+        if len(walls.get("train", ())) == len(trainings):  # else a partly cached run: not comparable
             fixed = (sum(walls["train"]) - jobs) / len(walls["train"])
             print(f"  a training job's fixed cost outside its process's own timing: {fixed:.1f} s "
                   "(process start, imports, Snakemake's bookkeeping)")
@@ -110,7 +112,7 @@ def report(figures: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, default=ROOT / "config.yaml")
+    parser.add_argument("--configfile", type=Path, default=ROOT / "config.yaml")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it")
     parser.add_argument("--existing", type=Path, help="do not run: report on this finished run folder ...")
@@ -120,10 +122,10 @@ def main() -> None:
         report(figures(args.existing, args.wall))
     elif args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        report(run(args.config.resolve(), args.cores, args.keep))
+        report(run(args.configfile.resolve(), args.cores, args.keep))
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            report(run(args.config.resolve(), args.cores, Path(tmp)))
+            report(run(args.configfile.resolve(), args.cores, Path(tmp)))
 
 
 if __name__ == "__main__":

@@ -225,9 +225,11 @@ def test_plan_command_reads_a_preset_over_config_yaml_like_snakemake():
     import sys
     from conftest import ROOT
     preset = ROOT / "presets" / "fashion_sanity_cpu.yaml"
-    proc = subprocess.run([sys.executable, "-m", "lth", "plan", "config.yaml", str(preset),
-                           "--config", "results=elsewhere"], capture_output=True, text=True, cwd=ROOT)
+    # ./config.yaml first, then the preset, then --config: as `snakemake --configfile PRESET --config ...`
+    proc = subprocess.run([sys.executable, "-m", "lth", "plan", str(preset), "--config", "results=elsewhere"],
+                          capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     p = plan.build(config.load([ROOT / "config.yaml", preset], {"results": "elsewhere"}))
-    assert f"classes {p.classes.id} -> elsewhere/classes/{p.classes.id}" in proc.stdout.splitlines()
-    assert len(p.runs) == 3  # the preset's three learning rates
+    lines = proc.stdout.splitlines()
+    assert f"classes {p.classes.id} -> elsewhere/classes/{p.classes.id}" in lines
+    assert sum(line.startswith("train.lr=") for line in lines) == 3  # the preset's three learning rates

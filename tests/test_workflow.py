@@ -59,6 +59,23 @@ def test_a_rerun_with_no_change_does_nothing(workdir, small_idx_dataset):
     assert run(workdir, tiny_config(small_idx_dataset)) == {}
 
 
+def test_summary_command_finds_the_run_by_config_or_by_folder(workdir, small_idx_dataset):
+    from lth import config, plan
+    summary_dir = plan.build(config.load(workdir / "config.yaml")).summary.dir
+
+    def lth(*args):
+        return subprocess.run([sys.executable, "-m", "lth", "summary", *args], cwd=workdir,
+                              capture_output=True, text=True)
+    for args in ((), ("results",), (summary_dir,)):  # ./config.yaml, the results folder, the stage
+        proc = lth(*args)
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert lines[0] == f"{summary_dir}/summary.parquet"
+        assert sum(" ticket " in line for line in lines) == 4  # levels 0..3
+    missing = lth("--config", "prune.rate=0.5")  # merged over ./config.yaml: a run not made yet
+    assert missing.returncode == 1 and "no summary yet" in missing.stderr
+
+
 def test_every_job_wrote_a_log_with_a_progress_line(workdir):
     logs = {p.parent.name: p.read_text() for p in (workdir / "logs").rglob("*.log")}
     assert set(logs) == {"init", "train", "prune", "rewind", "summary", "correlation", "anatomy"}

@@ -94,13 +94,15 @@ def _parser() -> argparse.ArgumentParser:
                             ("check-config", "validate a config"),
                             ("summary", "print the summary table of a config's results")):
         p = sub.add_parser(name, help=help_text)
-        # the same config the workflow sees: `snakemake --configfile presets/X.yaml --config
-        # results=R` reads config.yaml, then the preset, then R; here: config.yaml presets/X.yaml
-        # --config results=R
-        p.add_argument("config", nargs="*", default=["config.yaml"],
-                       help="YAML config files merged in order (default: config.yaml)")
+        # the config the workflow sees: `snakemake --configfile presets/X.yaml --config
+        # results=R` reads config.yaml, then the preset, then R; so does
+        # `python -m lth plan presets/X.yaml --config results=R`
+        p.add_argument("config", nargs="*", default=[],
+                       help="YAML config files merged in order over ./config.yaml, as snakemake's --configfile"
+                       + (" (or a summary stage directory or results folder)" if name == "summary" else ""))
         p.add_argument("--config", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
-                       help="overrides as snakemake's --config takes them (VALUE is YAML; KEY may be dotted)")
+                       help="after the files: overrides as snakemake's --config takes them (VALUE is YAML; "
+                       "unlike snakemake, KEY may be dotted: prune.rate=0.3)")
     p = sub.add_parser("fetch", help="download a dataset (needs a network and torchvision)")
     p.add_argument("dataset")
     p.add_argument("directory")
@@ -163,9 +165,12 @@ def _run(args) -> int:
         write_json(args.out / "spec.json", args.spec)
         print(summary.format_table(frame))
         return 0
-    cfg = config_mod.load(args.config, config_mod.parse_overrides(args.overrides))
+    if args.command == "summary" and len(args.config) == 1 and Path(args.config[0]).is_dir():
+        return _print_summary(Path(args.config[0]))
+    files = _config_files(args.config)
+    cfg = config_mod.load(files, config_mod.parse_overrides(args.overrides))
     if args.command == "check-config":
-        print(f"{' + '.join(args.config)}: valid")
+        print(" + ".join(map(str, files)) + "".join(f" + {o}" for o in args.overrides) + ": valid")
         return 0
     plan = plan_mod.build(cfg)
     if args.command == "plan":
@@ -183,19 +188,46 @@ def _run(args) -> int:
                 print(f"{stage.kind} {stage.id} -> {stage.dir}")
         return 0
     if args.command == "summary":
-        from . import summary
         table_path = Path(plan.summary.output("table"))
         if not table_path.exists():
-            print(f"error: no summary yet at {table_path}; run `snakemake --cores 2` first", file=sys.stderr)
+            print(f"error: no summary yet at {table_path}; run the workflow with this config first",
+                  file=sys.stderr)
             return 1
-        import pandas as pd
-        print(f"{table_path}\n{summary.format_table(pd.read_parquet(table_path))}")
-        return 0
+        return _print_summary(table_path.parent)
     if args.command == "fetch":
         from . import data
         print(f"{args.dataset}: files in {data.fetch(args.dataset, args.directory)}")
         return 0
     raise AssertionError(args.command)
+
+
+def _config_files(given: list) -> list:
+    """./config.yaml (the Snakefile's configfile, when it exists here) and then the given
+    files, as snakemake merges `--configfile` over it."""
+    base = Path("config.yaml")
+    files = [Path(f) for f in given]
+    if base.exists() and not any(f.exists() and f.samefile(base) for f in files):
+        files.insert(0, base)
+    return files or [base]
+
+
+def _print_summary(where: Path) -> int:
+    """Print a summary stage's table: `where` is its directory, or a results folder whose
+    newest summary is printed (the others are listed)."""
+    from . import summary
+    if (where / "summary.parquet").exists():
+        found = [where]
+    else:
+        found = sorted((d for d in (where / "summary").glob("*") if (d / "summary.parquet").exists()),
+                       key=lambda d: (d / "summary.parquet").stat().st_mtime, reverse=True)
+    if not found:
+        print(f"error: {where} holds no summary table (summary.parquet, or summary/<ID>/summary.parquet)",
+              file=sys.stderr)
+        return 1
+    print(f"{found[0] / 'summary.parquet'}\n{summary.format_table(summary.read_summary(found[0] / 'summary.parquet'))}")
+    for other in found[1:]:
+        print(f"(older: {other})")
+    return 0
 
 
 def main(argv=None) -> int:

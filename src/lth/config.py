@@ -154,16 +154,27 @@ def load(path: Path | str | list, overrides: dict | None = None) -> dict:
     key by key: snakemake's `--configfile` over the Snakefile's config.yaml), merge
     overrides the same way (snakemake's `--config`), validate."""
     cfg: dict = {}
-    for one in path if isinstance(path, list) else [path]:
+    for one in [path] if isinstance(path, (str, Path)) else path:
         try:
-            text = Path(one).read_text()
+            loaded = yaml.safe_load(Path(one).read_text()) or {}
         except OSError as error:
             raise ConfigError(f"config file {one}: cannot be read ({error.strerror}); "
                               "give the path of a YAML config such as config.yaml") from None
-        cfg = merge(cfg, yaml.safe_load(text) or {})
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {one}: not valid YAML ({_yaml_problem(error)})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {one}: must hold a mapping of keys (like config.yaml), "
+                              f"not a {type(loaded).__name__}")
+        cfg = merge(cfg, loaded)
     if overrides:
         cfg = merge(cfg, overrides)
     return validate(cfg)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{getattr(error, 'problem', None) or 'parse error'}{where}"
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -173,8 +184,12 @@ def parse_overrides(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--config {item!r}: expected KEY=VALUE, e.g. results=elsewhere or prune.rate=0.3")
-        node = yaml.safe_load(value)
+            raise ConfigError(f"--config {item!r}: expected KEY=VALUE, e.g. results=elsewhere or prune.rate=0.3 "
+                              "(config files go before --config)")
+        try:
+            node = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--config {item!r}: the value is not valid YAML ({_yaml_problem(error)})") from None
         for part in reversed(key.split(".")):
             node = {part: node}
         out = merge(out, node)
