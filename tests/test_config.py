@@ -32,6 +32,10 @@ def test_empty_config_gets_every_default():
     ({"prune": {"output_rate": -0.1}}, "prune.output_rate", "0 < output_rate < 1"),
     ({"train": {"iterations": "10 epochs"}}, "train.iterations", "500it or 2ep"),
     ({"model": {"name": "resnet"}}, "model.name", "registered model"),
+    ({"train": {"iterations": "0it"}}, "train.iterations", "at least one step"),
+    ({"train": {"eval_every": 0}}, "train.eval_every", "at least one step"),
+    ({"checkpoint_every": "0ep"}, "checkpoint_every", "an integer >= 1"),
+    ({"train": 5}, "train", "a mapping with keys among"),
 ])
 def test_bad_input_gives_one_line_naming_the_key(bad, key, hint):
     with pytest.raises(config.ConfigError) as err:
@@ -39,6 +43,22 @@ def test_bad_input_gives_one_line_naming_the_key(bad, key, hint):
     message = str(err.value)
     assert "\n" not in message
     assert key in message and hint in message
+
+
+def test_a_list_valued_key_says_why_its_scalar_form_failed():
+    with pytest.raises(config.ConfigError, match=r"1.5 is greater than or equal to the maximum of 1"):
+        config.validate({"prune": {"rate": 1.5}})
+
+
+@pytest.mark.parametrize("bad, key", [
+    ({"rewind": {"to": "5000it"}, "train": {"iterations": "5000it"}}, "rewind.to"),
+    ({"rewind": {"to": ["reset", "3ep"]}, "train": {"iterations": "2ep"}}, "rewind.to"),
+    ({"instability": {"points": ["100it", "900it"]}, "train": {"iterations": 800}}, "instability.points"),
+])
+def test_rewind_points_must_come_before_the_end_of_training(bad, key):
+    with pytest.raises(config.ConfigError, match=f"config: {key} has .* not before the end of training"):
+        config.validate(bad)
+    config.validate({**bad, "train": {"iterations": "60000it"}})  # long enough: valid
 
 
 def test_snakemake_style_string_values_are_coerced():

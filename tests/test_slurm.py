@@ -1,6 +1,7 @@
 """The tiny workflow through a real single-node SLURM on loopback (tests/cluster/start.sh),
 with the project's SLURM profile changed only where a test must: partition, status checks
 (squeue, 5 s), and CPUs per training job (the node has 2)."""
+import collections
 import os
 import re
 import subprocess
@@ -49,7 +50,9 @@ def slurm_test_profile(tmp_path) -> Path:
 
 
 def test_tiny_workflow_runs_through_slurm_with_gpus_granted(cluster, tmp_path, small_idx_dataset):
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config(small_idx_dataset, levels=1)))
+    # One instability pair of the dense net: its copies and the interpolation ask for GPUs too.
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
+        tiny_config(small_idx_dataset, levels=1, instability={"levels": [0]})))
     profile = slurm_test_profile(tmp_path)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                TMPDIR=str(tmp_path / "tmp"))
@@ -61,14 +64,18 @@ def test_tiny_workflow_runs_through_slurm_with_gpus_granted(cluster, tmp_path, s
     assert proc.returncode == 0, output[-4000:]
 
     submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", output))
-    assert len(submitted) == 8  # init, 2 trainings, prune, rewind, summary, correlation, anatomy: all through SLURM
+    # init, 4 trainings (2 levels, 2 copies), prune, rewind, interpolate, instability, summary,
+    # correlation, anatomy: all through SLURM
+    assert len(submitted) == 12
     shown = {sid: subprocess.run(["scontrol", "show", "job", sid], capture_output=True, text=True).stdout
              for sid in submitted.values()}
     assert all("JobState=COMPLETED" in text for text in shown.values()), shown
-    with_gpu = [sid for sid, text in shown.items() if "TresPerJob=gres:gpu:1" in text]
-    assert len(with_gpu) == 2, "both training jobs asked SLURM for a GPU (and only they)"
+    with_gpu = {sid for sid, text in shown.items() if "TresPerJob=gres:gpu:1" in text}
+    rule_of = {jobid: rule for rule, jobid in re.findall(r"rule (\w+):\n(?:    .*\n)*?    jobid: (\d+)", output)}
+    asked = collections.Counter(rule_of[job] for job, sid in submitted.items() if sid in with_gpu)
+    assert asked == {"train": 4, "interpolate": 1}, "the trainings and the interpolation ask SLURM for a GPU, only they"
     train_logs = [p.read_text() for p in (tmp_path / "logs" / "train").glob("*.log")]
-    assert len(train_logs) == 2
+    assert len(train_logs) == 4
     assert all("set by the scheduler; no lease" in text for text in train_logs)
     assert not (tmp_path / "tmp" / "lth-gpu-leases").exists()  # no lease was taken
     assert list((tmp_path / "results" / "summary").glob("*/summary.csv"))

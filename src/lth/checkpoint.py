@@ -4,11 +4,15 @@ those before it reruns a job) and written atomically (write, then rename).
 A checkpoint holds everything the loop needs to continue bit for bit: model and optimizer
 tensors, the iteration, the metrics so far and the global RNG state (dropout). The data
 order and augmentation need no state: they are seeded per epoch and per step.
-A checkpoint that is unreadable, truncated or from another stage is ignored with a warning
-and training starts from the beginning; it is never loaded half-way.
+A checkpoint that is unreadable, truncated, altered or from another stage is ignored with a
+warning and training starts from the beginning; it is never loaded half-way. The file is a
+magic line, the sha256 of the body, then the body (a torch.save zip): a flipped bit inside a
+tensor still unpickles fine, so only the digest catches it.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +21,7 @@ import torch
 
 from .artifacts import atomic_path
 
+MAGIC = b"lth-checkpoint-1\n"
 KEYS = {"identity", "iteration", "model", "optimizer", "metrics", "rng", "train_seconds", "eval_seconds"}
 
 
@@ -28,16 +33,33 @@ class Checkpointing:
 
 
 def save(ckpt: Checkpointing, payload: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save({**payload, "identity": ckpt.identity}, buffer)
+    body = buffer.getvalue()
     with atomic_path(ckpt.path) as tmp:
-        torch.save({**payload, "identity": ckpt.identity}, tmp)
+        Path(tmp).write_bytes(MAGIC + hashlib.sha256(body).digest() + body)
+
+
+def _body(raw: bytes) -> bytes | None:
+    """The torch.save bytes of a checkpoint file, or None unless its digest matches."""
+    head = len(MAGIC) + 32
+    if not raw.startswith(MAGIC) or len(raw) <= head:
+        return None
+    digest, body = raw[len(MAGIC):head], raw[head:]
+    return body if hashlib.sha256(body).digest() == digest else None
 
 
 def load(ckpt: Checkpointing, warn=None) -> dict | None:
     warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
     if not ckpt.path.exists():
         return None
+    body = _body(ckpt.path.read_bytes())
+    if body is None:
+        warn(f"warning: ignoring checkpoint {ckpt.path}: truncated, altered or not a checkpoint "
+             "(its sha256 does not match); starting over")
+        return None
     try:
-        payload = torch.load(ckpt.path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, bad pickle, ...: all mean "do not trust it"
         warn(f"warning: ignoring unreadable checkpoint {ckpt.path} ({type(exc).__name__}); starting over")
         return None

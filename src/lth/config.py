@@ -13,6 +13,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .steps import Step
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -57,9 +59,18 @@ def _one_line(error: jsonschema.ValidationError) -> str:
         return (f"config: unknown key {', '.join(prefix + k for k in extra)}; "
                 f"allowed keys{' in ' + where if error.absolute_path else ''}: {', '.join(allowed)}")
     allowed = error.schema.get("description", "")
+    if not allowed and error.schema.get("type") == "object":
+        allowed = f"a mapping with keys among {', '.join(sorted(error.schema.get('properties', {})))}"
     value = json.dumps(error.instance) if not isinstance(error.instance, dict) else "{...}"
-    line = f"config: {where} = {value} is not allowed ({error.message})"
+    line = f"config: {where} = {value} is not allowed ({_reason(error)})"
     return f"{line}; expected {allowed}" if allowed else line
+
+
+def _reason(error: jsonschema.ValidationError) -> str:
+    """The message of the branch the value was meant for: for `anyOf: [number, list]` and
+    1.5, "1.5 is greater than ... 1" rather than "not valid under any of the given schemas"."""
+    meant = [e for e in error.context or () if e.validator != "type"]
+    return meant[0].message if meant else error.message
 
 
 _PARSERS = {"integer": int, "number": float, "boolean": lambda s: {"true": True, "false": False}[s.lower()],
@@ -130,11 +141,28 @@ def check_combination(cfg: dict) -> None:
         if missing:
             raise ConfigError(f"config: classes.enabled needs controls.{missing[0]}: true (the ticket classes "
                               f"compare against it); turn it on or set classes.enabled: false")
+    _check_steps(cfg)
     model, dataset = cfg["model"]["name"], cfg["data"]["dataset"]
     if model_input(model) != DATASET_SHAPES[dataset]:
         shape = "x".join(map(str, model_input(model)))
         raise ConfigError(f"config: model.name {model} takes {shape} images but data.dataset {dataset} has "
                           f"{'x'.join(map(str, DATASET_SHAPES[dataset]))}; pick a matching model or dataset")
+
+
+def _check_steps(cfg: dict) -> None:
+    """Rewind points must come before the end of training (a snapshot at or past it has no
+    training left to rewind into). Compared only in the same unit: an epoch's length
+    depends on the dataset files, which parse time does not read."""
+    def parsed(value):
+        return Step.parse(value) if isinstance(value, (int, str)) and value not in ("reset", "continue") else None
+    total = parsed(cfg["train"]["iterations"])
+    points = cfg["rewind"]["to"] if isinstance(cfg["rewind"]["to"], list) else [cfg["rewind"]["to"]]
+    for key, values in (("rewind.to", points), ("instability.points", cfg["instability"]["points"])):
+        for value in values:
+            k = parsed(value)
+            if k is not None and k.unit == total.unit and k.count >= total.count:
+                raise ConfigError(f"config: {key} has {value}, not before the end of training "
+                                  f"(train.iterations = {cfg['train']['iterations']}); rewind to an earlier step")
 
 
 def notes(cfg: dict) -> list[str]:
