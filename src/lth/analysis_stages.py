@@ -144,8 +144,8 @@ def run_instability(spec: dict, inputs: dict, out: Path) -> None:
     with atomic_path(out / "summary.csv") as tmp:
         result.to_csv(tmp, index=False, float_format="%.6g")
     plots.error_vs_alpha(paths, out / "error_vs_alpha.png")
-    plots.instability_vs_k(result, out / "instability_vs_k.png")
-    plots.instability_vs_remaining(result, out / "instability_vs_remaining.png")
+    plots.instability_vs_k(result, out / "instability_vs_k.png", settings["threshold"])
+    plots.instability_vs_remaining(result, out / "instability_vs_remaining.png", settings["threshold"])
     write_json(out / "spec.json", spec)
     for r in result.itertuples():
         _log(f"{r.run} level {r.level} {r.variant} k={r.k} ({r.weights_remaining_pct:.1f}%): instability "

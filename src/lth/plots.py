@@ -33,18 +33,31 @@ def remaining_axis(ax) -> None:
     ax.set_xlabel("weights remaining (%)")
 
 
+def _panels(labels: list, per_panel=(6, 4), rows: int = 1):
+    """(pyplot, figure, axes[lottery][i]) with one column of `rows` panels per lottery."""
+    plt, fig, axes = _figure(rows, len(labels), figsize=(per_panel[0] * len(labels), per_panel[1] * rows),
+                             sharey=True, squeeze=False)
+    return plt, fig, {label: [axes[r][c] for r in range(rows)] for c, label in enumerate(labels)}
+
+
 def rp_vs_p(frame: pd.DataFrame, path) -> None:
-    """R_p(theta_0, theta_T) against p, one line per level (first lottery), with R_p = p."""
-    plt, fig, ax = _figure()
-    rows = frame[(frame.layer == "all") & (frame.run == frame.run.iloc[0])]
-    for level, group in rows.groupby("level"):
-        ax.plot(group.p, group.r_p, "o-", label=f"level {level} ({group.weights_remaining_pct.iloc[0]:.1f} %)")
+    """R_p(theta_0, theta_T) against p, one line per level and one panel per lottery (Liu et
+    al.'s point is the contrast between learning rates), with R_p = p."""
+    rows = frame[frame.layer == "all"]
+    runs = list(dict.fromkeys(rows.run))
+    plt, fig, axes = _panels(runs, per_panel=(5, 4))
     ps = sorted(rows.p.unique())
-    ax.plot(ps, ps, "k--", label="R_p = p (uncorrelated)")
-    ax.set_xlabel("p (top fraction by magnitude)")
-    ax.set_ylabel("R_p(theta_0, theta_T)")
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(True, alpha=0.3)
+    for run in runs:
+        ax = axes[run][0]
+        for level, group in rows[rows.run == run].groupby("level"):
+            ax.plot(group.p, group.r_p, "o-", label=f"level {level} ({group.weights_remaining_pct.iloc[0]:.1f} %)")
+        ax.plot(ps, ps, "k--", label="R_p = p (uncorrelated)")
+        ax.set_xlabel("p (top fraction by magnitude)")
+        if len(runs) > 1:
+            ax.set_title(run, fontsize=8)
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(True, alpha=0.3)
+    axes[runs[0]][0].set_ylabel("R_p(theta_0, theta_T)")
     _save(plt, fig, path)
 
 
@@ -82,26 +95,27 @@ def _k_order(k: str) -> tuple:
 
 def error_vs_alpha(paths: pd.DataFrame, path) -> None:
     """Error along the linear path between the copies (mean over pairs and replicates), test
-    and training subset side by side, one line per network of the first lottery per k."""
-    plt, fig, axes = _figure(1, 2, figsize=(10, 4), sharey=True)
-    first = paths.lottery.iloc[0]
-    rows = paths[paths.lottery == first]
-    for ax, split in zip(axes, ("test", "train")):
-        part = rows[rows.split == split]
-        for (level, variant, k), group in part.groupby(["level", "variant", "k"], sort=True):
-            mean = group.groupby("alpha").error.mean()
-            ax.plot(mean.index, 100 * mean.values, ".-",
-                    label=_network_label(level, variant, k, group.weights_remaining_pct.iloc[0]))
-        ax.set_title(f"{split} {'set' if split == 'test' else 'subset'}" + ("" if paths.lottery.nunique() == 1
-                                                                              else f" ({first})"))
-        ax.set_xlabel("alpha  (0: copy 2, 1: copy 1)")
-        ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("error (%)")
-    axes[0].legend(fontsize=7)
+    set above and training subset below, one line per network and k, one column per lottery."""
+    lotteries = list(dict.fromkeys(paths.lottery))
+    plt, fig, axes = _panels(lotteries, per_panel=(5, 3.5), rows=2)
+    for lottery in lotteries:
+        for ax, split in zip(axes[lottery], ("test", "train")):
+            part = paths[(paths.lottery == lottery) & (paths.split == split)]
+            for (level, variant, k), group in part.groupby(["level", "variant", "k"], sort=True):
+                mean = group.groupby("alpha").error.mean()
+                ax.plot(mean.index, 100 * mean.values, ".-",
+                        label=_network_label(level, variant, k, group.weights_remaining_pct.iloc[0]))
+            ax.set_title(f"{split} {'set' if split == 'test' else 'subset'}"
+                         + ("" if len(lotteries) == 1 else f" ({lottery})"), fontsize=8)
+            ax.set_xlabel("alpha  (0: copy 2, 1: copy 1)")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=6)
+    for ax in axes[lotteries[0]]:
+        ax.set_ylabel("error (%)")
     _save(plt, fig, path)
 
 
-def instability_vs_k(result: pd.DataFrame, path) -> None:
+def instability_vs_k(result: pd.DataFrame, path, threshold: float) -> None:
     """Instability against the rewind point k, one line per level and variant (lotteries
     that differ only in rewind.to are one line), with the stability threshold."""
     plt, fig, ax = _figure()
@@ -117,13 +131,13 @@ def instability_vs_k(result: pd.DataFrame, path) -> None:
     ax.set_xticks(range(len(ks)), ks)
     ax.set_xlabel("rewind point k")
     ax.set_ylabel("instability (test error barrier, %)")
-    ax.axhline(2.0, color="k", ls="--", lw=0.8, label="stable below 2 %")
+    ax.axhline(100 * threshold, color="k", ls="--", lw=0.8, label=f"stable below {100 * threshold:g} %")
     ax.legend(fontsize=7)
     ax.grid(True, alpha=0.3)
     _save(plt, fig, path)
 
 
-def instability_vs_remaining(result: pd.DataFrame, path) -> None:
+def instability_vs_remaining(result: pd.DataFrame, path, threshold: float) -> None:
     """Instability against weights remaining, one line per lottery, variant and k."""
     plt, fig, ax = _figure()
     for (lottery, variant, k), group in result.groupby(["lottery", "variant", "k"], sort=False):
@@ -131,7 +145,7 @@ def instability_vs_remaining(result: pd.DataFrame, path) -> None:
         label = f"{variant} k={k}" + ("" if result.lottery.nunique() == 1 else f" {lottery}")
         ax.plot(mean.index, 100 * mean.values, "o-", label=label)
     remaining_axis(ax)
-    ax.axhline(2.0, color="k", ls="--", lw=0.8, label="stable below 2 %")
+    ax.axhline(100 * threshold, color="k", ls="--", lw=0.8, label=f"stable below {100 * threshold:g} %")
     ax.set_ylabel("instability (test error barrier, %)")
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
