@@ -108,3 +108,6 @@ def test_input_table_agrees_with_the_models():
 def test_conv_rate_needs_layerwise_ranking():
     with pytest.raises(config.ConfigError, match="prune.conv_rate needs prune.strategy: layerwise"):
         config.validate({"prune": {"conv_rate": 0.1, "strategy": "global"}})
+    with pytest.raises(config.ConfigError, match="prune.conv_rate needs prune.strategy: layerwise"):
+        config.validate({"prune": {"conv_rate": 0.1, "strategy": ["layerwise", "global"]}})
+    config.validate({"prune": {"conv_rate": 0.1, "strategy": ["layerwise"]}})

@@ -100,6 +100,22 @@ def test_one_shot_prunes_the_dense_weights_at_every_level():
         assert "mask" not in prune.inputs
 
 
+def test_pruning_variants_run_side_by_side_on_one_dense_run():
+    p = build(prune={"schedule": ["iterative", "oneshot"], "strategy": ["layerwise", "global"]})
+    assert [run.label for run in p.runs] == [
+        "prune.strategy=layerwise prune.schedule=iterative", "prune.strategy=layerwise prune.schedule=oneshot",
+        "prune.strategy=global prune.schedule=iterative", "prune.strategy=global prune.schedule=oneshot"]
+    assert len({run.levels[0]["train"].id for run in p.runs}) == 1
+    level2 = [run.levels[2]["prune"] for run in p.runs]
+    assert len({stage.id for stage in level2}) == 4
+    for run, stage in zip(p.runs, level2):
+        assert stage.settings["prune"]["strategy"] == run.choices["prune.strategy"]
+        oneshot = run.choices["prune.schedule"] == "oneshot"
+        assert (stage.upstream["trained"] == run.levels[0]["train"].id) == oneshot
+    single = build(prune={"schedule": ["oneshot"]})  # a one-item list is the scalar's lottery, relabelled
+    assert single.runs[0].levels[3]["train"].id == build(prune={"schedule": "oneshot"}).levels[3]["train"].id
+
+
 def test_continued_training_starts_from_the_previous_levels_weights():
     p = build(rewind={"to": "continue"})
     for level in (1, 2, 3):

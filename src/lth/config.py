@@ -129,7 +129,8 @@ def model_input(name: str) -> tuple:
 
 def check_combination(cfg: dict) -> None:
     """Cross-key checks the schema cannot express."""
-    if cfg["prune"]["conv_rate"] is not None and cfg["prune"]["strategy"] != "layerwise":
+    strategies = cfg["prune"]["strategy"] if isinstance(cfg["prune"]["strategy"], list) else [cfg["prune"]["strategy"]]
+    if cfg["prune"]["conv_rate"] is not None and "global" in strategies:
         raise ConfigError("config: prune.conv_rate needs prune.strategy: layerwise (global ranking uses one "
                           "rate for all hidden layers); remove conv_rate or use layerwise")
     for variant in cfg["instability"]["variants"]:

@@ -32,7 +32,8 @@ CONSUMES = {
 # Keys that may hold a list: the plan runs one lottery per combination of their values.
 # The stages that do not consume a key are shared: two rewind points and two rates still
 # train the dense network once.
-EXPANDABLE = (("prune", "rate"), ("rewind", "to"), ("init", "seed"), ("train", "seed"), ("train", "lr"))
+EXPANDABLE = (("prune", "rate"), ("prune", "strategy"), ("prune", "schedule"), ("rewind", "to"),
+              ("init", "seed"), ("train", "seed"), ("train", "lr"))
 REPLICATE_KEYS = ("init.seed", "train.seed")  # replicates of one lottery, averaged in summaries
 
 # Each stage kind's files, by the name rules and code use for them.
