@@ -1,4 +1,5 @@
-"""Every preset loads through the schema and builds its DAG (a Snakemake dry run)."""
+"""Every preset loads through the schema and builds its DAG (a Snakemake dry run); the
+LMC'20 presets prune to Table 1's densities."""
 import shutil
 import subprocess
 import sys
@@ -35,3 +36,42 @@ def test_preset_is_valid_names_its_source_and_dry_runs(preset, tmp_path):
     assert "Job stats:" in proc.stdout + proc.stderr
     # the library's view of config.yaml + the preset is the workflow's: same stage IDs
     assert f"{built.summary.dir}/summary.csv" in proc.stdout + proc.stderr
+
+
+# Frankle et al. 2020, Table 1: the density of the IMP subnetworks each row studies (%).
+TABLE1_DENSITY = {"lmc20_lenet_mnist": 3.5, "lmc20_resnet20_standard": 16.8, "lmc20_resnet20_low": 8.6,
+                  "lmc20_resnet20_warmup": 8.6, "lmc20_vgg16_standard": 1.5, "lmc20_vgg16_low": 5.5,
+                  "lmc20_vgg16_warmup": 1.5}
+
+
+def density_after(model, prune: dict, rounds: int) -> float:
+    """Percent of prunable weights left after `rounds` rounds, by the pruning counts alone
+    (lth.pruning.prune_count; global ranking pools the hidden tensors, the output layer apart)."""
+    from lth import pruning
+    params = dict(model.named_parameters())
+    sizes = {n: params[n].numel() for n in model.prunable()}
+    rates = pruning.layer_rates(list(sizes), model.output_layer, prune["rate"], prune["output_rate"],
+                                prune["conv_rate"], {n for n in sizes if params[n].ndim == 4})
+    left = dict(sizes)
+    for _ in range(rounds):
+        if prune["strategy"] == "global":
+            hidden = [n for n in left if n != model.output_layer]
+            pooled = sum(left[n] for n in hidden)
+            pooled -= pruning.prune_count(prune["rate"], pooled)
+            left = {"hidden": pooled, model.output_layer: left[model.output_layer]} if hidden else left
+            out = model.output_layer
+            left[out] -= pruning.prune_count(rates[out], left[out])
+        else:
+            left = {n: k - pruning.prune_count(rates[n], k) for n, k in left.items()}
+    return 100 * sum(left.values()) / sum(sizes.values())
+
+
+@pytest.mark.parametrize("name", sorted(TABLE1_DENSITY))
+def test_lmc20_presets_prune_to_the_table_1_density(name):
+    from lth import models
+    cfg = config.load([ROOT / "config.yaml", ROOT / "presets" / f"{name}.yaml"])
+    model = models.build(cfg["model"]["name"])
+    target = TABLE1_DENSITY[name]
+    closest = min(range(1, 30), key=lambda rounds: abs(density_after(model, cfg["prune"], rounds) - target))
+    assert cfg["levels"] == closest, f"{name}: {closest} rounds give {density_after(model, cfg['prune'], closest):.2f} %"
+    assert cfg["levels"] in cfg["instability"]["levels"]  # the paper's subnetwork is analysed

@@ -38,7 +38,7 @@ def prune_count(rate: float, surviving: int) -> int:
 
 
 def layerwise(weights: dict, mask: Mask, rates: dict) -> Mask:
-    """Each tensor loses round(rate_l * survivors_l) of its survivors."""
+    """Each tensor loses ceil(rate_l * survivors_l) of its survivors (prune_count)."""
     out = {}
     for name, rate in rates.items():
         surviving = mask[name].ravel()
