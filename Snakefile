@@ -9,7 +9,7 @@ from pathlib import Path
 # `python -m lth` with the python first on PATH: the project venv (activate it, or use make).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from lth import config as lth_config, devices as lth_devices, plan as lth_plan
+from lth import config as lth_config, data as lth_data, devices as lth_devices, plan as lth_plan
 
 
 configfile: "config.yaml"
@@ -47,6 +47,16 @@ rule all:
     input:
         PLAN.targets(),
     default_target: True
+
+
+# Stop before any job runs when the dataset is missing and some stage still has to read it
+# (a dry run and a fully cached workflow do not need it).
+onstart:
+    if any(not Path(path).exists() for stage in PLAN.stages.values()
+           if stage.kind in ("train", "snapshot", "interpolate") for path in stage.outputs.values()):
+        _problem = lth_data.missing(config["data"]["dataset"], config["data_dir"])
+        if _problem:
+            sys.exit(f"error: {_problem}")
 
 
 onsuccess:

@@ -80,8 +80,9 @@ def test_fetch_without_torchvision_or_network_says_so(tmp_path):
         pytest.skip("torchvision imports here; the no-torchvision message cannot be checked")
     except Exception:
         pass
-    with pytest.raises(data.DataError, match="cannot download"):
+    with pytest.raises(data.DataError, match="cannot download") as err:
         data.fetch("mnist", str(tmp_path))
+    assert "\n" not in str(err.value) and "copy train-images-idx3-ubyte.gz" in str(err.value)
 
 
 @pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").exists(), reason="dataset-fashion-mnist not installed")
@@ -89,3 +90,11 @@ def test_real_fashion_mnist():
     ds = data.load("fashion_mnist")
     assert ds.train.x.shape == (60000, 28, 28) and ds.test.x.shape == (10000, 28, 28)
     assert np.bincount(ds.test.y).tolist() == [1000] * 10
+
+
+@pytest.mark.parametrize("name, first", [("fashion_mnist", "train-images-idx3-ubyte.gz"), ("cifar10", "data_batch_1")])
+def test_missing_names_the_first_absent_file_without_reading_any(tmp_path, name, first):
+    assert data.missing(name, str(tmp_path)) == f"{name}: missing file: {tmp_path / first}; {data.source(name).how_to_get}"
+    for alternatives in data.required_files(name, str(tmp_path)):
+        alternatives[-1].write_bytes(b"")  # present, however malformed: load() reports those
+    assert data.missing(name, str(tmp_path)) is None

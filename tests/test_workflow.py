@@ -4,6 +4,7 @@ import collections
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -164,12 +165,21 @@ def test_bad_config_stops_before_any_job_with_one_line(tmp_path, small_idx_datas
     assert not (tmp_path / "results").exists()
 
 
-def test_missing_dataset_fails_the_first_training_job_with_a_clear_message(tmp_path):
+def test_missing_dataset_stops_the_run_before_any_job_with_one_line(tmp_path, small_idx_dataset):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config(tmp_path / "nowhere", levels=0)))
+    assert snakemake(tmp_path, "-n").returncode == 0  # a dry run does not need the data
     proc = snakemake(tmp_path, check=False)
-    assert proc.returncode != 0
-    log = next((tmp_path / "logs" / "train").glob("*.log")).read_text()
-    assert "error: fashion_mnist: missing file" in log and "train-images-idx3-ubyte.gz" in log
+    assert proc.returncode != 0 and not (tmp_path / "results").exists()  # not even init ran
+    line = f"error: fashion_mnist: missing file: {tmp_path / 'nowhere' / 'train-images-idx3-ubyte.gz'}; install it"
+    assert line in proc.stderr.splitlines()[-1]
+    # With the data there and the trainings done, the data is not needed any more: nothing
+    # to do, even with the files gone.
+    tiny = tmp_path / "moved"
+    shutil.copytree(small_idx_dataset, tiny)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config(tiny, levels=0)))
+    snakemake(tmp_path)
+    shutil.rmtree(tiny)
+    assert jobs(snakemake(tmp_path)) == {}
 
 
 def test_lint_is_clean():

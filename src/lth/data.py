@@ -160,6 +160,26 @@ def load(name: str, data_dir: str | None = None) -> Dataset:
     return src.reader(src, src.directory(data_dir))
 
 
+def required_files(name: str, data_dir: str | None = None) -> list[list[Path]]:
+    """The files load() reads, each as its accepted alternatives (IDX: gzipped or not)."""
+    src = source(name)
+    directory = src.directory(data_dir)
+    if src.reader is _read_cifar10:
+        return [[directory / f"data_batch_{i}"] for i in range(1, 6)] + [[directory / "test_batch"]]
+    stems = [f"{prefix}-{kind}-idx{rank}-ubyte" for prefix in ("train", "t10k")
+             for kind, rank in (("images", 3), ("labels", 1))]
+    return [[directory / f"{stem}.gz", directory / stem] for stem in stems]
+
+
+def missing(name: str, data_dir: str | None = None) -> str | None:
+    """One line naming the first missing dataset file and how to get it, or None. Cheap
+    (no file is read): the Snakefile asks before the first job runs."""
+    for alternatives in required_files(name, data_dir):
+        if not any(path.is_file() for path in alternatives):
+            return str(_fix(source(name), alternatives[0], "missing file"))
+    return None
+
+
 def split_validation(train: Arrays, size: int, seed: int) -> tuple[Arrays, Arrays]:
     """(train, validation): `size` examples held out by a seeded permutation, order kept."""
     if not 0 < size < len(train):
@@ -177,15 +197,18 @@ def fetch(name: str, data_dir: str) -> Path:
     try:
         import torchvision.datasets as tvd  # lazy: the CPU torch here cannot import it
     except Exception as exc:
-        raise DataError(f"{name}: cannot download: torchvision does not import here ({exc}); "
-                        f"{src.how_to_get.split(', or ')[-1]}") from None
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{name}: cannot download: torchvision does not import here ({first_line}); "
+                        f"run this where it does, or copy {', '.join(p[0].name for p in required_files(name, data_dir))} "
+                        f"into {target} by hand, then set data_dir: {target}") from None
     cls = {"fashion_mnist": "FashionMNIST", "mnist": "MNIST", "cifar10": "CIFAR10"}[name]
     with tempfile.TemporaryDirectory() as tmp:
         try:
             getattr(tvd, cls)(tmp, train=True, download=True)
             getattr(tvd, cls)(tmp, train=False, download=True)
         except Exception as exc:
-            raise DataError(f"{name}: download failed, probably no network here ({exc}); "
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DataError(f"{name}: download failed, probably no network here ({first_line}); "
                             f"copy the files into {target} by hand instead") from None
         target.mkdir(parents=True, exist_ok=True)
         found = Path(tmp).rglob("*-ubyte*") if name != "cifar10" else \
