@@ -1,9 +1,11 @@
 """The training loop: whole splits in memory as tensors on the device, batches as index slices
 of a seeded per-epoch permutation, masks enforced after every step.
 
-Masking: gradients of pruned weights are zeroed before the optimizer step, so Adam/momentum
-state of a pruned weight stays exactly zero and can never revive it; the weights are
-multiplied by the mask after the step as well, so they are exactly zero at every step.
+Masking: the pruned weights are zeroed once at the start, and their gradients before every
+optimizer step. Then a pruned weight's Adam/momentum state stays exactly zero, and with a
+zero gradient, zero state and a zero weight (weight decay adds wd * 0) both optimizers'
+updates are exactly zero: the weight stays 0 at every step without being masked again
+(a second multiply per step cost ~47 us of a ~1.4 ms LeNet step; tests check the zeros).
 """
 from __future__ import annotations
 
@@ -208,10 +210,7 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
         loss.backward()
         if masked:
             torch._foreach_mul_([p.grad for p in masked_params], masks)
-        optimizer.step()
-        if masked:
-            with torch.no_grad():
-                torch._foreach_mul_(masked_params, masks)
+        optimizer.step()  # pruned weights stay exactly 0 (module docstring)
         done = it + 1
         snapshot(done)
         if done % every == 0 or done == total:
