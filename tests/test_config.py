@@ -105,6 +105,13 @@ def test_input_table_agrees_with_the_models():
         assert tuple(type(models.build(name, width=0.1)).input_shape) == config.model_input(name), name
 
 
+def test_schema_offers_exactly_the_registered_models_and_datasets():
+    from lth import data, models
+    schema = config.load_schema()["properties"]
+    assert set(schema["model"]["properties"]["name"]["enum"]) == set(models.REGISTRY)
+    assert set(schema["data"]["properties"]["dataset"]["enum"]) == set(data.SOURCES) == set(config.DATASET_SHAPES)
+
+
 def test_conv_rate_needs_layerwise_ranking():
     with pytest.raises(config.ConfigError, match="prune.conv_rate needs prune.strategy: layerwise"):
         config.validate({"prune": {"conv_rate": 0.1, "strategy": "global"}})

@@ -1,6 +1,8 @@
 """Model registry. A model is an nn.Module that also says which tensors are prunable
 (weights of conv and linear layers; never biases or BatchNorm) and which is the output layer.
-Adding a model: one class here (or a module) and one REGISTRY entry.
+Adding a model: one class here (or a module), one REGISTRY entry, and its name in the
+schema's model.name enum (parse time validates without importing torch; a test checks the
+two agree); a model whose input is not 3x32x32 also goes in config.MODEL_INPUTS.
 
 Every model takes `width` (a multiplier on its hidden widths, for the small-dense baseline
 of the sanity checks), `num_classes` and `dropout` (on the fully connected hidden layers).
