@@ -2,7 +2,8 @@
 those before it reruns a job) and written atomically (write, then rename).
 
 A checkpoint holds everything the loop needs to continue bit for bit: model and optimizer
-tensors, the iteration, the metrics so far and the global RNG state (dropout). The data
+tensors, the iteration, the metrics so far and the global RNG states (dropout draws from the
+CPU generator, or from the GPU's when training runs there). The data
 order and augmentation need no state: they are seeded per epoch and per step.
 A checkpoint that is unreadable, truncated, altered or from another stage is ignored with a
 warning and training starts from the beginning; it is never loaded half-way. The file is a
@@ -22,7 +23,8 @@ import torch
 from .artifacts import atomic_path
 
 MAGIC = b"lth-checkpoint-1\n"
-KEYS = {"identity", "iteration", "model", "optimizer", "metrics", "rng", "train_seconds", "eval_seconds"}
+KEYS = {"identity", "iteration", "model", "optimizer", "metrics", "rng", "device_rng", "train_seconds",
+        "eval_seconds"}
 
 
 @dataclass(frozen=True)

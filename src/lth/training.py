@@ -180,6 +180,8 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
             model.load_state_dict(saved["model"])
         optimizer.load(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(saved["device_rng"], device)
         result.metrics = saved["metrics"]
         result.train_seconds, result.eval_seconds = saved["train_seconds"], saved["eval_seconds"]
         first = saved["iteration"]
@@ -226,6 +228,7 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
             checkpoint.save(checkpointing, {
                 "iteration": done, "model": model.state_dict(), "optimizer": optimizer.state(),
                 "metrics": result.metrics, "rng": torch.get_rng_state(),
+                "device_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0),
                 "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds})
             started = time.perf_counter()
     if total <= start:
