@@ -76,6 +76,8 @@ def test_tiny_workflow_runs_through_slurm_with_gpus_granted(cluster, tmp_path, s
     assert asked == {"train": 4, "interpolate": 1}, "the trainings and the interpolation ask SLURM for a GPU, only they"
     train_logs = [p.read_text() for p in (tmp_path / "logs" / "train").glob("*.log")]
     assert len(train_logs) == 4
-    assert all("set by the scheduler; no lease" in text for text in train_logs)
-    assert not (tmp_path / "tmp" / "lth-gpu-leases").exists()  # no lease was taken
+    # SLURM's CUDA_VISIBLE_DEVICES reached every training job. (This host has no real GPU, so
+    # the jobs train on the CPU; that a set CUDA_VISIBLE_DEVICES skips the lease is tested
+    # with fake GPU counts in test_devices.)
+    assert all(re.search(r"CUDA_VISIBLE_DEVICES=\d+ set by the scheduler; no lease", text) for text in train_logs)
     assert list((tmp_path / "results" / "summary").glob("*/summary.csv"))
