@@ -188,6 +188,19 @@ def test_lint_is_clean():
     assert proc.returncode == 0 and "Lints for" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
+def test_imp_and_one_shot_side_by_side_share_the_dense_run_and_reach_the_same_sparsity(tmp_path, small_idx_dataset):
+    from lth import config, masks, plan
+    raw = tiny_config(small_idx_dataset, levels=2, prune={"schedule": ["iterative", "oneshot"]})
+    assert run(tmp_path, raw) == {"init": 1, "train": 5, "prune": 4, "rewind": 4, "summary": 1, "correlation": 1,
+                                  "anatomy": 2}
+    imp, oneshot = plan.build(config.validate(raw)).runs
+    for level in (1, 2):
+        a, b = (masks.read(tmp_path / run.levels[level]["prune"].output("mask")) for run in (imp, oneshot))
+        assert {n: int(m.sum()) for n, m in a.items()} == {n: int(m.sum()) for n, m in b.items()}
+    summary = (tmp_path / plan.build(config.validate(raw)).summary.output("csv")).read_text()
+    assert "prune.schedule=iterative" in summary and "prune.schedule=oneshot" in summary
+
+
 def test_two_rewind_points_and_two_rates_train_the_dense_network_once(tmp_path, small_idx_dataset):
     import torch
     from lth import config, data, masks, models, plan, training
