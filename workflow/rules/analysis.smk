@@ -6,7 +6,7 @@ rule correlation:
         table=lth_plan.output_patterns(ROOT, "correlation")["table"],
         by_p=report(lth_plan.output_patterns(ROOT, "correlation")["by_p"],
                     caption="../report/rp_vs_p.rst", category="Weight correlation",
-                    labels={"figure": "R_p vs p", "lottery": "first lottery"}),
+                    labels={"figure": "R_p vs p", "lottery": "all lotteries"}),
         by_remaining=report(lth_plan.output_patterns(ROOT, "correlation")["by_remaining"],
                             caption="../report/rp_vs_remaining.rst", category="Weight correlation",
                             labels={"figure": "R_p vs weights remaining", "lottery": "all lotteries"}),

@@ -33,7 +33,7 @@ rule instability:
                        labels={"figure": "instability table", "lottery": "all lotteries"}),
         by_alpha=report(lth_plan.output_patterns(ROOT, "instability")["by_alpha"],
                         caption="../report/error_vs_alpha.rst", category="Instability",
-                        labels={"figure": "error vs alpha", "lottery": "first lottery"}),
+                        labels={"figure": "error vs alpha", "lottery": "all lotteries"}),
         by_k=report(lth_plan.output_patterns(ROOT, "instability")["by_k"],
                     caption="../report/instability_vs_k.rst", category="Instability",
                     labels={"figure": "instability vs k", "lottery": "all lotteries"}),
