@@ -52,17 +52,13 @@ def density_after(model, prune: dict, rounds: int) -> float:
     sizes = {n: params[n].numel() for n in model.prunable()}
     rates = pruning.layer_rates(list(sizes), model.output_layer, prune["rate"], prune["output_rate"],
                                 prune["conv_rate"], {n for n in sizes if params[n].ndim == 4})
+    out = model.output_layer
+    if prune["strategy"] == "global":  # one pool of hidden weights at one rate, the output apart
+        sizes = {"hidden": sum(k for n, k in sizes.items() if n != out), out: sizes[out]}
+        rates = {"hidden": prune["rate"], out: rates[out]}
     left = dict(sizes)
     for _ in range(rounds):
-        if prune["strategy"] == "global":
-            hidden = [n for n in left if n != model.output_layer]
-            pooled = sum(left[n] for n in hidden)
-            pooled -= pruning.prune_count(prune["rate"], pooled)
-            left = {"hidden": pooled, model.output_layer: left[model.output_layer]} if hidden else left
-            out = model.output_layer
-            left[out] -= pruning.prune_count(rates[out], left[out])
-        else:
-            left = {n: k - pruning.prune_count(rates[n], k) for n, k in left.items()}
+        left = {n: k - pruning.prune_count(rates[n], k) for n, k in left.items()}
     return 100 * sum(left.values()) / sum(sizes.values())
 
 

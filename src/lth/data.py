@@ -84,8 +84,17 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(bytearray(raw), dtype=np.uint8, offset=header).reshape(shape)
 
 
+IDX_STEMS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+CIFAR_BATCHES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
+
+
+def _idx_candidates(directory: Path, stem: str) -> list[Path]:
+    return [directory / f"{stem}.gz", directory / stem]  # gzipped (as Debian ships them) or not
+
+
 def _idx_file(source: Source, directory: Path, stem: str) -> np.ndarray:
-    candidates = [directory / f"{stem}.gz", directory / stem]
+    candidates = _idx_candidates(directory, stem)
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise _fix(source, candidates[0], "missing file")
@@ -97,11 +106,11 @@ def _idx_file(source: Source, directory: Path, stem: str) -> np.ndarray:
 
 def _read_idx_dataset(source: Source, directory: Path) -> Dataset:
     parts = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        x = _idx_file(source, directory, f"{prefix}-images-idx3-ubyte")
-        y = _idx_file(source, directory, f"{prefix}-labels-idx1-ubyte")
+    for split, (images, labels) in IDX_STEMS.items():
+        x = _idx_file(source, directory, images)
+        y = _idx_file(source, directory, labels)
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise _fix(source, directory / f"{prefix}-images-idx3-ubyte.gz",
+            raise _fix(source, directory / f"{images}.gz",
                        f"images {x.shape} and labels {y.shape} do not match")
         parts[split] = Arrays(x, y.astype(np.int64))
     return Dataset(source.name, parts["train"], parts["test"], source.num_classes)
@@ -123,8 +132,8 @@ def _cifar_batch(source: Source, path: Path) -> Arrays:
 
 
 def _read_cifar10(source: Source, directory: Path) -> Dataset:
-    train = [_cifar_batch(source, directory / f"data_batch_{i}") for i in range(1, 6)]
-    test = _cifar_batch(source, directory / "test_batch")
+    train = [_cifar_batch(source, directory / name) for name in CIFAR_BATCHES["train"]]
+    test = _cifar_batch(source, directory / CIFAR_BATCHES["test"][0])
     x = np.concatenate([a.x for a in train])
     y = np.concatenate([a.y for a in train])
     return Dataset(source.name, Arrays(x, y), test, source.num_classes)
@@ -165,10 +174,8 @@ def required_files(name: str, data_dir: str | None = None) -> list[list[Path]]:
     src = source(name)
     directory = src.directory(data_dir)
     if src.reader is _read_cifar10:
-        return [[directory / f"data_batch_{i}"] for i in range(1, 6)] + [[directory / "test_batch"]]
-    stems = [f"{prefix}-{kind}-idx{rank}-ubyte" for prefix in ("train", "t10k")
-             for kind, rank in (("images", 3), ("labels", 1))]
-    return [[directory / f"{stem}.gz", directory / stem] for stem in stems]
+        return [[directory / name] for names in CIFAR_BATCHES.values() for name in names]
+    return [_idx_candidates(directory, stem) for stems in IDX_STEMS.values() for stem in stems]
 
 
 def missing(name: str, data_dir: str | None = None) -> str | None:
@@ -189,6 +196,11 @@ def split_validation(train: Arrays, size: int, seed: int) -> tuple[Arrays, Array
     return train.take(kept), train.take(held)
 
 
+def _first_line(exc: Exception) -> str:
+    """An exception's message cut to its first line: errors here stay one line."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def fetch(name: str, data_dir: str) -> Path:
     """Download a dataset into data_dir in the format load() reads. Needs a network and an
     importable torchvision; says clearly which is missing."""
@@ -197,8 +209,7 @@ def fetch(name: str, data_dir: str) -> Path:
     try:
         import torchvision.datasets as tvd  # lazy: the CPU torch here cannot import it
     except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"{name}: cannot download: torchvision does not import here ({first_line}); "
+        raise DataError(f"{name}: cannot download: torchvision does not import here ({_first_line(exc)}); "
                         f"run this where it does, or copy {', '.join(p[0].name for p in required_files(name, data_dir))} "
                         f"into {target} by hand, then set data_dir: {target}") from None
     cls = {"fashion_mnist": "FashionMNIST", "mnist": "MNIST", "cifar10": "CIFAR10"}[name]
@@ -207,8 +218,7 @@ def fetch(name: str, data_dir: str) -> Path:
             getattr(tvd, cls)(tmp, train=True, download=True)
             getattr(tvd, cls)(tmp, train=False, download=True)
         except Exception as exc:
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise DataError(f"{name}: download failed, probably no network here ({first_line}); "
+            raise DataError(f"{name}: download failed, probably no network here ({_first_line(exc)}); "
                             f"copy the files into {target} by hand instead") from None
         target.mkdir(parents=True, exist_ok=True)
         found = Path(tmp).rglob("*-ubyte*") if name != "cifar10" else \
