@@ -1,15 +1,21 @@
 # Lottery-ticket workflow: init -> train -> prune -> rewind over levels of iterative
-# magnitude pruning. Every stage's directory is named by a hash of the settings it consumes
-# and its upstream IDs (see src/lth/stage_ids.py), so an edit reruns only what it changes.
-# Parse time stays cheap: nothing here imports torch.
+# magnitude pruning, and the analyses over them. Every stage kind is declared once in
+# src/lth/registry.py; its directory is named by a hash of the settings it consumes, its
+# code version and its upstream IDs (src/lth/stage_ids.py), so an edit reruns only what it
+# changes. Parse time stays cheap: nothing here imports torch.
 import sys
 from pathlib import Path
 
-# Parse time imports lth from src/ (config and plan only: no torch). Jobs run
-# `python -m lth` with the python first on PATH: the project venv (activate it, or use make).
+from snakemake.utils import min_version
+
+# profiles, report labels and the SLURM executor plugin need Snakemake 8
+min_version("8.0")
+
+# Parse time imports lth from src/ (config, registry and plan only: no torch).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from lth import config as lth_config, data as lth_data, devices as lth_devices, plan as lth_plan
+from lth import config as lth_config, data as lth_data, devices as lth_devices, jobs as lth_jobs
+from lth import plan as lth_plan, registry as lth_registry
 
 
 configfile: "config.yaml"
@@ -31,16 +37,7 @@ PLAN = lth_plan.build(config)
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/init.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/snapshot.smk"
-include: "workflow/rules/prune.smk"
-include: "workflow/rules/rewind.smk"
-include: "workflow/rules/controls.smk"
-include: "workflow/rules/perturb.smk"
-include: "workflow/rules/instability.smk"
-include: "workflow/rules/summary.smk"
-include: "workflow/rules/analysis.smk"
+include: "workflow/rules/stages.smk"
 
 
 rule all:
@@ -49,23 +46,20 @@ rule all:
     default_target: True
 
 
-# Stop before any job runs when the dataset is missing and some stage still has to read it
-# (a dry run and a fully cached workflow do not need it).
 onstart:
-    if any(not Path(path).exists() for stage in PLAN.stages.values()
-           if stage.kind in ("train", "snapshot", "interpolate") for path in stage.outputs.values()):
+    # Stop before any job runs when the dataset is missing and some stage still has to read
+    # it (a dry run and a fully cached workflow do not need it).
+    if any(not Path(stage.output("record")).exists() for stage in PLAN.stages.values()
+           if lth_registry.get(stage.kind).resources == "train"):
         _problem = lth_data.missing(config["data"]["dataset"], config["data_dir"])
         if _problem:
             sys.exit(f"error: {_problem}")
+    # Each job reads its manifest; write the missing or outdated ones (not in a dry run).
+    lth_jobs.write_manifests(PLAN.stages.values(), ROOT)
 
 
 onsuccess:
-    print(f"summary: {PLAN.summary.dir}  (print it with: python -m lth summary {PLAN.summary.dir})")
-    print(f"weight correlation: {PLAN.correlation.dir}")
-    for run, stage in zip(PLAN.runs, PLAN.anatomy):
-        print(f"ticket anatomy ({run.label}): {stage.dir}")
-    if PLAN.instability:
-        print(f"instability: {PLAN.instability.dir}")
-    if PLAN.classes:
-        print(f"ticket classes: {PLAN.classes.dir}")
+    for _kind in lth_registry.kinds():
+        for _stage in PLAN.finals.get(_kind.name, []) if _kind.announce else []:
+            print(_kind.announce.format(dir=_stage.dir))
     print("HTML report: snakemake --report report.html")

@@ -1,20 +1,34 @@
-"""The analysis stages (the workflow's final rules), given their spec and input paths:
-weight correlation, instability pairs and their summary, ticket anatomy, ticket classes.
+"""The analysis stages (the workflow's final rules), given their job (lth.jobs.StageJob):
+the summary, weight correlation, instability pairs and their summary, ticket anatomy,
+ticket classes.
 
-Like lth.stages, each reads its inputs, calls the logic module (lth.correlation,
-lth.instability, lth.anatomy, lth.classes) and writes every output atomically plus a
-spec.json. Only `run_interpolate` imports torch.
+Like lth.stages, each reads its inputs, calls the logic module (lth.summary,
+lth.correlation, lth.instability, lth.anatomy, lth.classes) and writes its outputs
+atomically. Only `run_interpolate` imports torch.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
-from .artifacts import read_json, read_table, write_json
+from .artifacts import read_json, read_table
 from .summary import remaining_pct
 from .stages import _log, check_masked, load_mask, load_weights, read_model_info, weight_counts
 
 
-def run_correlation(spec: dict, trainings: dict, out: Path) -> None:
+def run_summary(job) -> dict:
+    """The per-level table of every training of every lottery, and its plots (lth.summary);
+    inputs are named <train ID>_metrics and <train ID>_stats."""
+    from . import summary
+    paths = {}
+    for name, path in job.inputs.items():
+        tid, _, what = name.rpartition("_")
+        paths.setdefault(tid, {})[what] = path
+    frame = summary.table(job.spec["upstream"]["runs"], {tid: (p["metrics"], p["stats"]) for tid, p in paths.items()})
+    summary.write(frame, job.dir)
+    _log(summary.format_table(frame))
+    return {"rows": len(frame)}
+
+
+def run_correlation(job) -> None:
     """R_p (lth.correlation) at each p of analysis.rp_fractions, over the prunable layers and
     per layer, for every ticket training of every lottery:
     - "theta_0 vs theta_T": its start weights (theta_0 masked; theta_k when rewound) against
@@ -23,12 +37,17 @@ def run_correlation(spec: dict, trainings: dict, out: Path) -> None:
       two weight sets whose magnitudes chose consecutive masks (a mask itself is binary and
       has no top-p set, so R_p of two masks is undefined).
     A pruned level ranks only its surviving weights (level L's mask in both comparisons).
-    trainings: train ID -> {"start", "trained", "model", "stats", "mask" (not at level 0)} paths."""
+    Inputs are named <train ID>_<start|trained|model|stats|mask> (no mask at level 0)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from . import correlation, plots
     from .artifacts import atomic_path
+    spec, out = job.spec, job.dir
+    trainings: dict = {}
+    for name, path in job.inputs.items():
+        tid, _, what = name.rpartition("_")
+        trainings.setdefault(tid, {})[what] = path
     ps = spec["settings"]["analysis"]["rp_fractions"]
     cache = {}
 
@@ -67,14 +86,12 @@ def run_correlation(spec: dict, trainings: dict, out: Path) -> None:
     frame = table.to_pandas()
     plots.rp_vs_p(frame[frame.comparison == "theta_0 vs theta_T"], out / "rp_vs_p.png")
     plots.rp_vs_remaining(frame, out / "rp_vs_remaining.png")
-    write_json(out / "spec.json", spec)
     dense = frame[(frame.level == 0) & (frame.layer == "all")]
     _log("R_p(theta_0, theta_T) of the dense run: " +
          ", ".join(f"p={r.p:g}: {r.r_p:.3f}" for r in dense.drop_duplicates("p").itertuples()))
 
 
-def run_interpolate(spec: dict, inputs: dict, out: Path, data_dir: str | None = None,
-                    threads: int | None = None, device: str = "auto") -> None:
+def run_interpolate(job) -> None:
     """One instability pair (lth.instability): error and loss along the straight line between
     the pair's trained copies, on the test set and a fixed training subset, recomputing
     BatchNorm statistics at every alpha for models that have BatchNorm."""
@@ -85,6 +102,8 @@ def run_interpolate(spec: dict, inputs: dict, out: Path, data_dir: str | None = 
     from . import data, devices, instability, models
     from .artifacts import atomic_path
     from .training import Split, prepare
+    spec, inputs, out = job.spec, job.inputs, job.dir
+    threads, device, data_dir = job.execution.threads, job.execution.device, job.execution.data_dir
     if threads:
         torch.set_num_threads(threads)
     device, lease = devices.resolve(device)
@@ -112,13 +131,12 @@ def run_interpolate(spec: dict, inputs: dict, out: Path, data_dir: str | None = 
                                   for r in rows])
     with atomic_path(out / "path.parquet") as tmp:
         pq.write_table(table, tmp, compression="zstd")
-    write_json(out / "spec.json", spec)
     test = [r["error"] for r in rows if r["split"] == "test"]
     _log(f"interpolate {spec['id']}: test error {test[0]:.4f} .. max {max(test):.4f} .. {test[-1]:.4f}, "
          f"instability {instability.barrier(test):.4f}")
 
 
-def run_instability(spec: dict, inputs: dict, out: Path) -> None:
+def run_instability(job) -> None:
     """Instability of every analysed network (mean over its pairs), stable and matching
     flags, and the three plots (lth.instability, lth.plots)."""
     import pandas as pd
@@ -126,6 +144,7 @@ def run_instability(spec: dict, inputs: dict, out: Path) -> None:
     from . import instability, plots
     from .artifacts import atomic_path
     from .summary import read_metrics
+    spec, inputs, out = job.spec, job.inputs, job.dir
     dense_accuracy = {}
     for run, tid in spec["upstream"]["dense"].items():
         metrics = read_metrics(inputs[f"dense_{tid}"])
@@ -146,7 +165,6 @@ def run_instability(spec: dict, inputs: dict, out: Path) -> None:
     plots.error_vs_alpha(paths, out / "error_vs_alpha.png")
     plots.instability_vs_k(result, out / "instability_vs_k.png", settings["threshold"])
     plots.instability_vs_remaining(result, out / "instability_vs_remaining.png", settings["threshold"])
-    write_json(out / "spec.json", spec)
     for r in result.itertuples():
         _log(f"{r.run} level {r.level} {r.variant} k={r.k} ({r.weights_remaining_pct:.1f}%): instability "
              f"{100 * r.instability_test:.2f}% ({'stable' if r.stable else 'unstable'}), test acc "
@@ -154,11 +172,12 @@ def run_instability(spec: dict, inputs: dict, out: Path) -> None:
              f"({'matching' if r.matching else 'not matching'})")
 
 
-def run_anatomy(spec: dict, inputs: dict, out: Path) -> None:
+def run_anatomy(job) -> None:
     """Ticket anatomy of one lottery (lth.anatomy): initial values of the survivors, distance
     moved by kept vs pruned weights, per-unit connectivity."""
     from . import anatomy
     from .artifacts import atomic_path
+    spec, inputs, out = job.spec, job.inputs, job.dir
     info = read_model_info(inputs["model"])
     levels = []
     count = len(spec["upstream"]["trains"])
@@ -175,7 +194,6 @@ def run_anatomy(spec: dict, inputs: dict, out: Path) -> None:
     anatomy.plot_init_histograms(levels, info["prunable"], out / "init_histograms.png")
     anatomy.plot_distance(frame, out / "distance.png")
     anatomy.plot_connectivity(frame, out / "connectivity.png")
-    write_json(out / "spec.json", spec)
     moved = frame[(frame.layer == "all") & frame.quantity.isin(["distance_kept", "distance_pruned"])]
     for level, rows in moved.groupby("level"):
         values = dict(zip(rows.quantity, rows.value))
@@ -183,13 +201,14 @@ def run_anatomy(spec: dict, inputs: dict, out: Path) -> None:
              f"vs pruned {values.get('distance_pruned', float('nan')):.4f}")
 
 
-def run_classes(spec: dict, inputs: dict, out: Path) -> None:
+def run_classes(job) -> None:
     """Ticket classes (lth.classes) from the summary table and each run's learning rate."""
     import pandas as pd
 
     from . import classes
     from .artifacts import atomic_path
     from .summary import read_summary
+    spec, inputs, out = job.spec, job.inputs, job.dir
     summary = read_summary(inputs["summary"])
     runs = pd.DataFrame(spec["upstream"]["runs"]).rename(columns={"label": "run"})
     frame = summary.merge(runs, on="run", how="inner")
@@ -197,6 +216,5 @@ def run_classes(spec: dict, inputs: dict, out: Path) -> None:
     with atomic_path(out / "classes.csv") as tmp:
         result.to_csv(tmp, index=False, float_format="%.6g")
     classes.plot(result, out / "classes.png")
-    write_json(out / "spec.json", spec)
     for r in result.itertuples():
         _log(f"{r.group} level {r.level} ({r.weights_remaining_pct:.1f}%): {r.prize}")

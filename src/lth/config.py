@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from . import canonical
 from .steps import Step
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -43,7 +44,44 @@ def fill_defaults(cfg: dict, schema: dict) -> dict:
 
 
 def defaults(schema: dict | None = None) -> dict:
-    return fill_defaults({}, schema or load_schema())
+    """Every key's default, in canonical form (stage IDs omit settings equal to these)."""
+    schema = schema or load_schema()
+    return canonicalise(fill_defaults({}, schema), schema)
+
+
+def _types(schema: dict) -> list:
+    types = []
+    for branch in schema.get("anyOf", [schema]):
+        t = branch.get("type", [])
+        types += [t] if isinstance(t, str) else t
+    return types
+
+
+def _is_step(schema: dict) -> bool:
+    return any("(it|ep)" in branch.get("pattern", "") for branch in schema.get("anyOf", [schema]))
+
+
+def canonicalise(cfg, schema: dict):
+    """cfg (schema-valid) with every value in its one spelling (lth.canonical): numbers by
+    value, steps as "<count><unit>", lists marked `x-unordered` in the schema sorted."""
+    if isinstance(cfg, dict):
+        props = schema.get("properties", {})
+        return {k: canonicalise(v, props.get(k, {})) for k, v in cfg.items()}
+    if isinstance(cfg, list):
+        items = next((b.get("items", {}) for b in schema.get("anyOf", [schema]) if b.get("type") == "array"), {})
+        values = [canonicalise(v, items) for v in cfg]
+        return canonical.as_set(values) if schema.get("x-unordered") else values
+    if isinstance(cfg, (int, float)) and not isinstance(cfg, bool):
+        cfg = canonical.number(cfg)
+        if _is_step(schema) and isinstance(cfg, int):
+            return canonical.step(cfg)
+        return cfg
+    if isinstance(cfg, str) and _is_step(schema):
+        try:
+            return canonical.step(cfg)
+        except ValueError:
+            return cfg  # a word the key also allows (rewind.to: reset, continue)
+    return cfg
 
 
 def _key(path) -> str:
@@ -86,10 +124,7 @@ def coerce_strings(cfg, schema: dict):
     if isinstance(cfg, list):
         items = next((b["items"] for b in branches if b.get("type") == "array"), {})
         return [coerce_strings(v, items) for v in cfg]
-    types = []
-    for branch in branches:
-        t = branch.get("type", [])
-        types += [t] if isinstance(t, str) else t
+    types = _types(schema)
     if isinstance(cfg, str):
         for name in ("integer", "number", "boolean", "null"):
             if name in types:
@@ -113,6 +148,7 @@ def validate(cfg: dict, schema: dict | None = None) -> dict:
                     key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         raise ConfigError(_one_line(errors[0]))
+    filled = canonicalise(filled, schema)
     check_combination(filled)
     return filled
 
@@ -206,9 +242,34 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return f"{getattr(error, 'problem', None) or 'parse error'}{where}"
 
 
+def _snakemake_value(text: str):
+    """A --config VALUE exactly as snakemake reads it (snakemake.cli.parse_config): the first
+    of int, float, True/False, YAML with every scalar left a string, str. Nested scalars stay
+    strings here as there; validate() turns them into what their key's schema asks for."""
+    if text == "":
+        return None
+    for parse in (int, float, _bool_word, _yaml_base):
+        try:
+            return parse(text)
+        except Exception:
+            continue
+    return text
+
+
+def _bool_word(text: str) -> bool:
+    return {"True": True, "False": False}[text]
+
+
+def _yaml_base(text: str):
+    value = yaml.load(text, Loader=yaml.BaseLoader)
+    if value is None:
+        raise ValueError(text)
+    return value
+
+
 def parse_overrides(items: list[str]) -> dict:
-    """`KEY=VALUE` strings as snakemake's `--config` reads them (VALUE is YAML), where KEY may
-    be dotted (`prune.rate=0.3` is `prune={rate: 0.3}`)."""
+    """`KEY=VALUE` strings as snakemake's `--config` reads them (the same parsers, the same
+    quote stripping), where KEY may also be dotted (`prune.rate=0.3` is `prune={rate: 0.3}`)."""
     out: dict = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -216,7 +277,7 @@ def parse_overrides(items: list[str]) -> dict:
             raise ConfigError(f"--config {item!r}: expected KEY=VALUE, e.g. results=elsewhere or prune.rate=0.3 "
                               "(config files go before --config)")
         try:
-            node = yaml.safe_load(value)
+            node = _snakemake_value(value.strip("'\""))
         except yaml.YAMLError as error:
             raise ConfigError(f"--config {item!r}: the value is not valid YAML ({_yaml_problem(error)})") from None
         for part in reversed(key.split(".")):

@@ -66,11 +66,12 @@ class FusedSGD:
 def make(params, settings: dict):
     """The optimizer a training stage's settings ask for."""
     params = list(params)
-    name, lr, wd = settings["optimizer"], settings["lr"], settings["weight_decay"]
+    # canonical settings write integral numbers as ints (lr: 1); the fused kernels take floats
+    name, lr, wd = settings["optimizer"], float(settings["lr"]), float(settings["weight_decay"])
     if any(p.device.type not in ("cpu", "cuda") for p in params):
         raise ValueError(f"fused optimizers run on cpu and cuda, not {params[0].device.type}")
     if name == "adam":
         return FusedAdam(params, lr=lr, weight_decay=wd)
     if name == "sgd":
-        return FusedSGD(params, lr=lr, momentum=settings["momentum"], weight_decay=wd)
+        return FusedSGD(params, lr=lr, momentum=float(settings["momentum"]), weight_decay=wd)
     raise ValueError(f"unknown optimizer {name!r}; known: adam, sgd")

@@ -12,11 +12,12 @@ import itertools
 
 from . import config as config_mod
 from . import plan_analyses as analyses
+from . import registry
 from .plan_chain import chain
-from .stage_ids import EXPANDABLE, ID_LENGTH, Plan, Run, Stage, output_patterns, stage_id
+from .stage_ids import EXPANDABLE, ID_LENGTH, Plan, Run, Stage, consumed, output_patterns, stage_id
 
 # what the Snakefile and the tests use; the rest lives in lth.stage_ids
-__all__ = ["build", "variants", "Plan", "Run", "Stage", "ID_LENGTH", "output_patterns"]
+__all__ = ["build", "variants", "Plan", "Run", "Stage", "ID_LENGTH", "output_patterns", "consumed"]
 
 
 def variants(cfg: dict) -> list[tuple[dict, dict]]:
@@ -40,8 +41,9 @@ def build(cfg: dict, schema: dict | None = None) -> Plan:
     plan = Plan(config=cfg)
 
     def make(kind, level, upstream, inputs, settings):
-        sid = stage_id(kind, settings, upstream, defaults)
-        return plan.add(Stage(kind, sid, level, settings, upstream, inputs, root))
+        version = registry.get(kind).version
+        sid = stage_id(kind, settings, upstream, defaults, version)
+        return plan.add(Stage(kind, sid, level, settings, upstream, inputs, root, version))
 
     for choices, scalar in variants(cfg):
         run = Run(" ".join(f"{k}={v}" for k, v in choices.items()) or "imp", choices)
@@ -49,11 +51,11 @@ def build(cfg: dict, schema: dict | None = None) -> Plan:
         run.pairs = analyses.instability_pairs(scalar, run, plan, make)
         plan.runs.append(run)
 
-    plan.summary = analyses.summary(cfg, plan, make)
-    plan.correlation = analyses.correlation(cfg, plan, make)
-    plan.anatomy = [analyses.anatomy(run, make) for run in plan.runs]
-    plan.instability = analyses.instability(cfg, plan, make)
-    plan.classes = analyses.classes(cfg, plan, make) if cfg["classes"]["enabled"] else None
+    for kind in registry.kinds():  # the final stages, in registry order (classes reads the summary)
+        planner = kind.planner()
+        if planner is not None:
+            made = planner(cfg, plan, make)
+            plan.finals[kind.name] = [] if made is None else made if isinstance(made, list) else [made]
     return plan
 
 

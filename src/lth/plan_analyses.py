@@ -3,10 +3,15 @@ instability pairs and their summary, ticket classes. Torch-free."""
 from __future__ import annotations
 
 from .plan_chain import snapshot
-from .stage_ids import CONTROLS, REPLICATE_KEYS, Plan, Run, Stage, copy_seed, perturbations
+from .stage_ids import CONTROLS, REPLICATE_KEYS, Plan, Run, Stage, consumed, copy_seed, perturbations
 
 
-def anatomy(run: Run, make) -> Stage:
+def anatomy(cfg: dict, plan: Plan, make) -> list[Stage]:
+    """One ticket anatomy stage per lottery."""
+    return [anatomy_of(run, make) for run in plan.runs]
+
+
+def anatomy_of(run: Run, make) -> Stage:
     """Ticket anatomy of one lottery: every level's start and trained weights and masks."""
     inputs = {"model": run.levels[0]["train"].inputs["model"]}
     for level, stages in enumerate(run.levels):
@@ -59,8 +64,7 @@ def instability_pairs(cfg: dict, run: Run, plan: Plan, make) -> list[dict]:
                 if "mask" in inputs:
                     path_inputs["mask"] = inputs["mask"]
                 path = make("interpolate", level, {"a": copies[0].id, "b": copies[1].id}, path_inputs,
-                            {"data": cfg["data"], "train": {"batch_size": cfg["train"]["batch_size"]},
-                             "instability": {key: ic[key] for key in ("alphas", "train_subset", "bn_batches")}})
+                            consumed("interpolate", cfg))
                 out.append({"level": level, "variant": variant, "k": k, "pair": pair, "path": path})
     return out
 
@@ -77,8 +81,7 @@ def instability(cfg: dict, plan: Plan, make) -> Stage | None:
         return None
     dense = {run.label: run.levels[0]["train"].id for run in plan.runs}
     inputs.update({f"dense_{tid}": plan.stages[tid].output("metrics") for tid in dense.values()})
-    settings = {"instability": {key: cfg["instability"][key] for key in ("threshold", "matching")}}
-    return make("instability", None, {"entries": entries, "dense": dense}, inputs, settings)
+    return make("instability", None, {"entries": entries, "dense": dense}, inputs, consumed("instability", cfg))
 
 
 def summary(cfg: dict, plan: Plan, make) -> Stage:
@@ -91,7 +94,7 @@ def summary(cfg: dict, plan: Plan, make) -> Stage:
                           **{c: [lvl[c].id if c in lvl else None for lvl in run.levels] for c in variant_keys}}
                          for run in plan.runs]}
     inputs = {f"{t.id}_{name}": t.output(name) for t in trains for name in ("metrics", "stats")}
-    return make("summary", None, upstream, inputs, {})
+    return make("summary", None, upstream, inputs, consumed("summary", cfg))
 
 
 def correlation(cfg: dict, plan: Plan, make) -> Stage:
@@ -108,16 +111,17 @@ def correlation(cfg: dict, plan: Plan, make) -> Stage:
     # "ranking": what R_p ranks in a pruned level (its survivors), so the ID changes with it
     # "consecutive": R_p of consecutive levels' trained weights is computed too
     return make("correlation", None, runs, inputs,
-                {"analysis": cfg["analysis"], "ranking": "survivors", "consecutive": True})
+                consumed("correlation", cfg, ranking="survivors", consecutive=True))
 
 
-def classes(cfg: dict, plan: Plan, make) -> Stage:
+def classes(cfg: dict, plan: Plan, make) -> Stage | None:
     """Ticket classes from the summary table; lotteries that differ only in learning rate
     (and replicate seeds) form one group."""
-    settings = {"classes": {k: v for k, v in cfg["classes"].items() if k != "enabled"}}
+    if not cfg["classes"]["enabled"]:
+        return None
     runs = [{"label": run.label, "lr": run.levels[0]["train"].settings["train"]["lr"],
              "group": " ".join(f"{k}={v}" for k, v in run.choices.items()
                                if k not in REPLICATE_KEYS and k != "train.lr") or "imp"}
             for run in plan.runs]
     return make("classes", None, {"summary": plan.summary.id, "runs": runs},
-                {"summary": plan.summary.output("table")}, settings)
+                {"summary": plan.summary.output("table")}, consumed("classes", cfg))

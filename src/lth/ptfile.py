@@ -1,22 +1,35 @@
 """Read and write `.pt` state dicts of dense CPU tensors without importing torch.
 
-Why: `import torch` plus interpreter exit costs ~2 s per process here, and the prune and
-rewind stages only move arrays around. Files written here are ordinary torch.save files
-(`torch.load(path, weights_only=True)` returns a dict of tensors), and the same arrays give
-the same bytes (no random serialization ID), so artifacts are byte-for-byte reproducible.
+Why: the prune and rewind stages only move arrays around, and `import torch` costs them
+about 1 s per process here (bench/ptfile.py: a load-mask-save job takes ~0.12 s with this
+module and numpy, ~1.15 s with torch.load/torch.save). Files written here are ordinary
+torch.save files: `torch.load(path)`, `torch.load(path, weights_only=True)` and
+`torch.load(path, mmap=True)` all return the dict of tensors. The same arrays give the same
+bytes (zeroed timestamps, a serialization ID derived from the contents' sha256 instead of a
+random one), so artifacts are byte-for-byte reproducible.
 
-Format (torch's zip serialization, version 3): a zip whose entries sit under one folder: `data.pkl` (a protocol-2 pickle of the dict, tensors rebuilt by
-torch._utils._rebuild_tensor_v2 from persistent storage IDs), `data/<key>` (raw
-little-endian storage bytes), `byteorder`, `version`. torch.save stores entries uncompressed
-(for mmap); we deflate them, which torch.load reads too: pruned tensors are mostly zeros, so
-a level at 10 % density takes ~0.15 MB instead of 1.06 MB.
+Format: torch's zip serialization (record version 3, `.format_version` 1), laid out as
+torch.save (miniz) writes it. Records sit under one folder, in this order: `data.pkl` (a
+protocol-2 pickle of the dict, tensors rebuilt by torch._utils._rebuild_tensor_v2 from
+persistent storage IDs), `.format_version`, `.storage_alignment` ("64"), `byteorder`,
+`data/<key>` (raw little-endian storage bytes), `version`, `.data/serialization_id`. Every
+record is stored uncompressed, and its local header carries an extra field ("FB", length,
+"Z" padding) that puts the record's first byte at a multiple of 64; non-empty records are
+followed by a data descriptor; a zip64 end record closes the file. Stored and aligned is
+what `mmap=True` needs: torch maps the file and uses each `data/<key>` record in place
+(deflated records made it fail with "Trying to resize storage that is not resizable"). The
+cost is size: pruned tensors are mostly zeros, and a LeNet level takes its dense ~1.07 MB at
+any density (deflated: 0.13 MB at 10 %) (see bench/ptfile.py). load() also reads deflated
+files written by earlier versions of this module, and any torch.save file of dense tensors.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +40,8 @@ ARCHIVE = "archive"
 _STORAGES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "LongStorage": np.int64,
              "IntStorage": np.int32, "BoolStorage": np.bool_, "ByteStorage": np.uint8}
 _NAMES = {np.dtype(v): k for k, v in _STORAGES.items()}
-# A fixed timestamp makes the zip bytes depend on the contents only.
-_DATE = (2020, 1, 1, 0, 0, 0)
+ALIGNMENT = 64  # torch.save's default storage alignment (.storage_alignment)
+_U32 = 0xFFFFFFFF
 
 
 def _str(s: str) -> bytes:
@@ -64,17 +77,55 @@ def save(path, state: dict) -> None:
     for name, array in arrays.items():
         if array.dtype not in _NAMES:
             raise TypeError(f"{name}: dtype {array.dtype} is not supported")
-    with atomic_path(path) as tmp:
-        with zipfile.ZipFile(tmp, "w") as zf:
-            def entry(name, data):
-                info = zipfile.ZipInfo(f"{ARCHIVE}/{name}", date_time=_DATE)
-                info.compress_type = zipfile.ZIP_DEFLATED  # a bare ZipInfo would be stored
-                zf.writestr(info, data, compresslevel=6)
-            entry("data.pkl", _pickle(arrays))
-            entry("byteorder", b"little")
-            for key, array in enumerate(arrays.values()):
-                entry(f"data/{key}", array.tobytes())
-            entry("version", b"3\n")
+    records = [("data.pkl", _pickle(arrays)), (".format_version", b"1"),
+               (".storage_alignment", str(ALIGNMENT).encode()), ("byteorder", b"little")]
+    records += [(f"data/{key}", array.reshape(-1).view(np.uint8))
+                for key, array in enumerate(arrays.values())]
+    records.append(("version", b"3\n"))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        _write_zip(f, records)
+
+
+def _serialization_id(digest: bytes) -> bytes:
+    """40 digits like torch's (two zero-padded uint64s), but taken from the contents' hash."""
+    a, b = struct.unpack("<QQ", digest[:16])
+    return f"{a:020d}{b:020d}".encode()
+
+
+def _write_zip(f, records) -> None:
+    """The zip layout of torch.save (PyTorchStreamWriter on miniz): stored records, each
+    record's data aligned to ALIGNMENT by padding the local header's extra field, a data
+    descriptor after each non-empty record, no timestamps, zip64 end records."""
+    central, offset, digest = [], 0, hashlib.sha256()
+    for name, data in records + [(".data/serialization_id", None)]:
+        if data is None:  # the last record: an ID that depends on everything before it
+            data = _serialization_id(digest.digest())
+        size = memoryview(data).nbytes
+        digest.update(struct.pack("<QQ", len(name), size) + name.encode())
+        digest.update(data)
+        full = f"{ARCHIVE}/{name}".encode()
+        if offset + size + 200 >= _U32:
+            raise ValueError(f"{name}: state dicts of 4 GiB or more are not supported")
+        start = offset + 30 + len(full) + 4
+        pad = -start % ALIGNMENT
+        extra = b"FB" + struct.pack("<H", pad) + b"Z" * pad
+        crc = zlib.crc32(data)
+        flags = 0x0808 if size else 0x0800  # UTF-8 names; sizes follow in a data descriptor
+        f.write(struct.pack("<4s5H3L2H", b"PK\x03\x04", 0, flags, 0, 0, 0, 0, 0, 0,
+                            len(full), len(extra)) + full + extra)
+        f.write(data)
+        if size:
+            f.write(struct.pack("<4s3L", b"PK\x07\x08", crc, size, size))
+        central.append(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 0, 0, flags, 0, 0, 0,
+                                   crc, size, size, len(full), 0, 0, 0, 0, 0, offset) + full)
+        offset = start + pad + size + (16 if size else 0)
+    directory = b"".join(central)
+    n = len(central)
+    f.write(directory)
+    f.write(struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 0x031E, 45, 0, 0, n, n,
+                        len(directory), offset))
+    f.write(struct.pack("<4sLQL", b"PK\x06\x07", 0, offset + len(directory), 1))
+    f.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, n, n, len(directory), offset, 0))
 
 
 class _Unpickler(pickle.Unpickler):

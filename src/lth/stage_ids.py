@@ -1,33 +1,20 @@
-"""Stage IDs and paths: which settings each stage kind consumes, hashed with its upstream IDs;
-the files each kind writes; the seeds of controls, copies and perturbations; the Stage, Run
-and Plan records that lth.plan fills.
+"""Stage IDs and paths: the settings a stage consumes (lth.registry names the keys), hashed
+with its kind's code version and upstream IDs; the seeds of controls, copies and
+perturbations; the Stage, Run and Plan records that lth.plan fills.
 
-A stage's ID is sha256 over canonical JSON of {kind, settings it consumes with schema
-defaults omitted, upstream stage IDs}. So an edit reruns exactly the stages that consume
+A stage's ID is sha256 over canonical JSON (lth.canonical) of {kind, code version, settings
+it consumes with schema defaults omitted, upstream stage IDs}. So an edit reruns exactly the stages that consume
 the edited setting and everything downstream of them; a new setting whose default keeps
 the old behaviour keeps every old ID. Torch-free and pure.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 
-ID_LENGTH = 12
+from . import canonical, registry
 
-# Which config sections each stage kind consumes. Execution settings (results, data_dir,
-# threads) are never hashed: they change where or how fast, not what.
-CONSUMES = {
-    "init": ("model", "init"),
-    "train": ("data", "train"),
-    "prune": ("prune",),
-    "rewind": ("rewind",),
-    "snapshot": ("data", "train"),
-    "reinit": ("model",),
-    "randmask": (),
-    "smalldense": ("model",),
-    "correlation": ("analysis",),
-}
+ID_LENGTH = 12
 
 # Keys that may hold a list: the plan runs one lottery per combination of their values.
 # The stages that do not consume a key are shared: two rewind points and two rates still
@@ -36,35 +23,24 @@ EXPANDABLE = (("prune", "rate"), ("prune", "strategy"), ("prune", "schedule"), (
               ("init", "seed"), ("train", "seed"), ("train", "lr"))
 REPLICATE_KEYS = ("init.seed", "train.seed")  # replicates of one lottery, averaged in summaries
 
-# Each stage kind's files, by the name rules and code use for them.
-OUTPUTS = {
-    "init": {"weights": "weights.pt", "model": "model.json", "spec": "spec.json"},
-    "train": {"weights": "weights.pt", "metrics": "metrics.parquet", "stats": "stats.json",
-              "spec": "spec.json"},
-    "prune": {"mask": "mask.parquet", "spec": "spec.json"},
-    "rewind": {"start": "start.pt", "spec": "spec.json"},
-    "snapshot": {"weights": "weights.pt", "spec": "spec.json"},
-    "reinit": {"start": "start.pt", "spec": "spec.json"},
-    "randmask": {"mask": "mask.parquet", "spec": "spec.json"},
-    "smalldense": {"weights": "weights.pt", "model": "model.json", "spec": "spec.json"},
-    "correlation": {"table": "correlation.parquet", "by_p": "rp_vs_p.png",
-                    "by_remaining": "rp_vs_remaining.png", "spec": "spec.json"},
-    "summary": {"table": "summary.parquet", "csv": "summary.csv", "replicates": "replicates.csv",
-                "plot": "accuracy.png", "early_stop": "early_stop.png", "spec": "spec.json"},
-    "perturb": {"start": "start.pt", "spec": "spec.json"},
-    "interpolate": {"table": "path.parquet", "spec": "spec.json"},
-    "instability": {"table": "instability.parquet", "summary": "summary.csv", "by_alpha": "error_vs_alpha.png",
-                    "by_k": "instability_vs_k.png", "by_remaining": "instability_vs_remaining.png",
-                    "spec": "spec.json"},
-    "anatomy": {"table": "anatomy.parquet", "init_hist": "init_histograms.png", "distance": "distance.png",
-                "connectivity": "connectivity.png", "spec": "spec.json"},
-    "classes": {"table": "classes.csv", "plot": "classes.png", "spec": "spec.json"},
-}
+
+def consumed(kind: str, cfg: dict, **extra) -> dict:
+    """The settings a stage of `kind` hashes: the registry's keys of cfg (nested by section,
+    e.g. {"train": {"lr": ...}}) plus kind-specific extras (a seed, a rewind point)."""
+    out: dict = {}
+    for dotted in registry.get(kind).consumes:
+        *sections, key = dotted.split(".")
+        source, target = cfg, out
+        for section in sections:
+            source = source[section]
+            target = target.setdefault(section, {})
+        target[key] = source[key]
+    return {**out, **extra}
 
 
 def output_patterns(root: str, kind: str, wildcard: str = "{id}") -> dict:
-    """Output paths of a stage kind with the ID left as a Snakemake wildcard."""
-    return {name: f"{root}/{kind}/{wildcard}/{f}" for name, f in OUTPUTS[kind].items()}
+    """Every file of a stage kind with the ID left as a Snakemake wildcard."""
+    return {name: f"{root}/{kind}/{wildcard}/{f}" for name, f in registry.get(kind).files.items()}
 
 
 CONTROLS = ("random_reinit", "random_prune", "small_dense")
@@ -100,10 +76,6 @@ def perturbations(cfg: dict) -> list[tuple[str, str, float | None]]:
     return out
 
 
-def canonical_json(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
 def _without_defaults(settings: dict, defaults: dict) -> dict:
     out = {}
     for key, value in settings.items():
@@ -117,9 +89,13 @@ def _without_defaults(settings: dict, defaults: dict) -> dict:
     return out
 
 
-def stage_id(kind: str, settings: dict, upstream: dict, defaults: dict) -> str:
-    payload = {"kind": kind, "settings": _without_defaults(settings, defaults), "upstream": upstream}
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:ID_LENGTH]
+def stage_id(kind: str, settings: dict, upstream: dict, defaults: dict, version: int | None = None) -> str:
+    """sha256 over canonical JSON of the kind, its code version, the settings it consumes
+    (those at their canonical default left out) and its upstream IDs."""
+    version = registry.get(kind).version if version is None else version
+    payload = {"kind": kind, "version": version, "settings": _without_defaults(settings, defaults),
+               "upstream": upstream}
+    return canonical.digest(payload, ID_LENGTH)
 
 
 @dataclass(frozen=True)
@@ -131,22 +107,28 @@ class Stage:
     upstream: dict           # name -> upstream stage ID (hashed)
     inputs: dict             # name -> path (not hashed: paths follow from IDs)
     root: str
+    version: int = 1
 
     @property
     def dir(self) -> str:
         return f"{self.root}/{self.kind}/{self.id}"
 
     def output(self, name: str) -> str:
-        return f"{self.dir}/{OUTPUTS[self.kind][name]}"
+        return f"{self.dir}/{registry.get(self.kind).files[name]}"
 
     @property
     def outputs(self) -> dict:
-        return {name: self.output(name) for name in OUTPUTS[self.kind]}
+        """Every file of the stage, its spec.json and record.json included."""
+        return {name: f"{self.dir}/{f}" for name, f in registry.get(self.kind).files.items()}
 
     def spec(self) -> dict:
         """What spec.json holds: exactly the settings and upstream IDs that produced the stage."""
-        return {"kind": self.kind, "id": self.id, "level": self.level,
+        return {"kind": self.kind, "id": self.id, "version": self.version, "level": self.level,
                 "settings": self.settings, "upstream": self.upstream}
+
+    def manifest(self) -> dict:
+        """What a job reads (lth.jobs): the spec, plus where its inputs and outputs are."""
+        return {**self.spec(), "dir": self.dir, "inputs": self.inputs, "outputs": self.outputs}
 
 
 @dataclass
@@ -168,16 +150,23 @@ class Plan:
     config: dict
     stages: dict = field(default_factory=dict)      # id -> Stage
     runs: list = field(default_factory=list)
-    summary: Stage | None = None
-    correlation: Stage | None = None
-    anatomy: list = field(default_factory=list)     # one Stage per run
-    instability: Stage | None = None
-    classes: Stage | None = None
+    finals: dict = field(default_factory=dict)      # final stage kind -> [Stage] (lth.registry's planners)
 
     @property
     def levels(self) -> list:
         """The first lottery's levels (the only one unless a key holds a list)."""
         return self.runs[0].levels
+
+    def final(self, kind: str) -> Stage | None:
+        found = self.finals.get(kind, [])
+        return found[0] if found else None
+
+    # the built-in final stages by name, for the code and tests that read them
+    summary = property(lambda self: self.final("summary"))
+    correlation = property(lambda self: self.final("correlation"))
+    instability = property(lambda self: self.final("instability"))
+    classes = property(lambda self: self.final("classes"))
+    anatomy = property(lambda self: self.finals.get("anatomy", []))
 
     def add(self, stage: Stage) -> Stage:
         known = self.stages.get(stage.id)
@@ -193,5 +182,6 @@ class Plan:
         return stage
 
     def targets(self) -> list[str]:
-        finals = [self.summary, self.correlation, *self.anatomy, self.instability, self.classes]
-        return [path for stage in finals if stage is not None for path in stage.outputs.values()]
+        """Every file of every stage: a missing one (spec.json and record.json included)
+        reruns its stage, which Snakemake checks only for files something asks for."""
+        return [path for stage in self.stages.values() for path in stage.outputs.values()]

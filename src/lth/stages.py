@@ -1,7 +1,9 @@
-"""What each workflow stage does, given its spec (from lth.plan) and its input paths.
+"""What each workflow stage does, given its job (lth.jobs.StageJob: spec, verified input
+paths, output paths, execution settings).
 
-The rules call these through `python -m lth`. Each reads its inputs, calls the logic
-modules, and writes every output atomically plus a spec.json.
+`python -m lth run MANIFEST` calls these through lth.registry. Each reads its inputs, calls
+the logic modules and writes its outputs atomically; lth.jobs then writes spec.json and the
+record. A runner may return the stage's key figures for its record (the catalog's columns).
 
 Only the stages that build models import torch (lazily, inside the function): prune,
 rewind, randmask and perturb work on numpy arrays read with lth.ptfile, which saves ~2 s of
@@ -66,14 +68,13 @@ def masked(state: dict, mask: dict) -> dict:
             for name, value in state.items()}
 
 
-def run_init(spec: dict, out: Path) -> None:
+def run_init(job) -> None:
     from . import models  # torch
-    settings = spec["settings"]
+    spec, out, settings = job.spec, job.dir, job.settings
     model = models.build(settings["model"]["name"], settings["init"]["seed"])
     state = {k: v.numpy() for k, v in model.state_dict().items()}
     ptfile.save(out / "weights.pt", state)
     write_json(out / "model.json", models.describe(settings["model"]["name"], model))
-    write_json(out / "spec.json", spec)
     _log(f"init {spec['id']}: {settings['model']['name']} seed {settings['init']['seed']}")
 
 
@@ -84,14 +85,17 @@ def start_iteration(spec: dict, steps_per_epoch: int) -> int:
     return 0 if point in ("reset", "continue") else Step.parse(point).iterations(steps_per_epoch)
 
 
-def run_train(spec: dict, model_info: Path, start: Path, mask_path: Path | None, out: Path,
-              data_dir: str | None = None, threads: int | None = None, device: str = "auto",
-              checkpoint_path: Path | None = None, checkpoint_every: str = "2000it") -> None:
+def run_train(job) -> dict | None:
+    """A training (or, for a snapshot, the dense recipe's first k iterations)."""
     import torch  # noqa: F401  (training stages are the ones that import torch)
 
     from . import checkpoint, data, devices, models
     from .steps import Step
     from .training import epoch_steps, prepare, train
+    spec, out, ex = job.spec, job.dir, job.execution
+    model_info, start, mask_path = job.inputs["model"], job.inputs["start"], job.inputs.get("mask")
+    threads, device, data_dir = ex.threads, ex.device, ex.data_dir
+    checkpoint_path, checkpoint_every = job.checkpoint, ex.checkpoint_every
     if threads:
         torch.set_num_threads(threads)
     began = time.perf_counter()
@@ -124,18 +128,32 @@ def run_train(spec: dict, model_info: Path, start: Path, mask_path: Path | None,
                    log=lambda line: _log(f"{spec['kind']} {spec['id']}: {line}"))
 
     ptfile.save(out / "weights.pt", {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
-    write_json(out / "spec.json", spec)
+    figures = None
     if spec["kind"] != "snapshot":
         write_metrics(out / "metrics.parquet", result.metrics)
-        write_json(out / "stats.json", {
+        stats = {
             "level": spec["level"], "weights_kept": kept, "weights_total": total,
             "iterations": result.iterations, "train_seconds": round(result.train_seconds, 3),
             "eval_seconds": round(result.eval_seconds, 3),
             "job_seconds": round(time.perf_counter() - began, 3),
             "threads": torch.get_num_threads(), "device": device, "start_iteration": first,
-        })
+        }
+        write_json(out / "stats.json", stats)
+        figures = key_figures(result.metrics, stats)
     if ckpt:
         checkpoint.remove(ckpt)  # only now: every output is in place
+    return figures
+
+
+def key_figures(rows: list, stats: dict) -> dict:
+    """A training's numbers for its record (and so the catalog), as the summary reads them."""
+    import pandas as pd
+
+    from .summary import level_row
+    row = level_row({"label": ""}, "", stats["level"], "", pd.DataFrame(rows), stats)
+    keys = ("weights_remaining_pct", "early_stop_iteration", "early_stop_test_accuracy", "final_iteration",
+            "final_test_accuracy", "final_train_accuracy")
+    return {key: row[key] for key in keys}
 
 
 def write_metrics(path, rows: list) -> None:
@@ -153,7 +171,9 @@ def write_metrics(path, rows: list) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
-def run_prune(spec: dict, model_info: Path, weights_path: Path, mask_path: Path | None, out: Path) -> None:
+def run_prune(job) -> dict:
+    spec, out = job.spec, job.dir
+    model_info, weights_path, mask_path = job.inputs["model"], job.inputs["weights"], job.inputs.get("mask")
     info = read_model_info(model_info)
     state = load_weights(weights_path, info)
     prunable = info["prunable"]
@@ -163,46 +183,48 @@ def run_prune(spec: dict, model_info: Path, weights_path: Path, mask_path: Path 
     new = pruning.prune({n: state[n] for n in prunable}, current, prunable, info["output_layer"],
                         p["strategy"], p["rate"], p["output_rate"], p.get("conv_rate"), rounds)
     masks.write(out / "mask.parquet", new)
-    write_json(out / "spec.json", spec)
     kept, total = masks.counts(new)
     _log(f"prune {spec['id']} -> level {spec['level']}: {kept}/{total} weights kept ({100 * kept / total:.2f}%)")
+    return {"weights_kept": kept, "weights_total": total}
 
 
-def run_rewind(spec: dict, model_info: Path, init_path: Path, mask_path: Path, out: Path) -> None:
+def run_rewind(job) -> None:
     """Start weights of the next level: theta_0 masked (reset). Rewinding to a saved
-    iteration k changes only which weights file is `init_path`."""
+    iteration k changes only which weights file is the `init` input."""
+    spec, out = job.spec, job.dir
+    model_info, init_path, mask_path = job.inputs["model"], job.inputs["init"], job.inputs["mask"]
     info = read_model_info(model_info)
     state = masked(load_weights(init_path, info), load_mask(mask_path, info))
     ptfile.save(out / "start.pt", state)
-    write_json(out / "spec.json", spec)
     _log(f"rewind {spec['id']} level {spec['level']}: theta_0 masked by {mask_path}")
 
 
-def run_reinit(spec: dict, model_info: Path, mask_path: Path, out: Path) -> None:
+def run_reinit(job) -> None:
     """Random-reinitialisation control: the level's mask on a fresh init drawn from the
     stage's recorded seed (Frankle & Carbin 2019)."""
+    spec, out, model_info, mask_path = job.spec, job.dir, job.inputs["model"], job.inputs["mask"]
     from . import models  # torch
     info = read_model_info(model_info)
     seed = spec["settings"]["seed"]
     fresh = {k: v.numpy() for k, v in models.build(info["name"], seed).state_dict().items()}
     ptfile.save(out / "start.pt", masked(fresh, load_mask(mask_path, info)))
-    write_json(out / "spec.json", spec)
     _log(f"reinit {spec['id']} level {spec['level']}: fresh init seed {seed} masked by {mask_path}")
 
 
-def run_randmask(spec: dict, model_info: Path, like_path: Path, out: Path) -> None:
+def run_randmask(job) -> None:
     """Random-pruning control: a random mask with the level's per-layer sparsity."""
+    spec, out, model_info, like_path = job.spec, job.dir, job.inputs["model"], job.inputs["like"]
     info = read_model_info(model_info)
     mask = pruning.random_like(load_mask(like_path, info), spec["settings"]["seed"])
     masks.write(out / "mask.parquet", mask)
-    write_json(out / "spec.json", spec)
     kept, total = masks.counts(mask)
     _log(f"randmask {spec['id']} level {spec['level']}: {kept}/{total} weights kept at random")
 
 
-def run_smalldense(spec: dict, model_info: Path, like_path: Path, out: Path) -> None:
+def run_smalldense(job) -> None:
     """Small-dense baseline (Ma et al. 2021): the model family narrowed until its dense
     weight count matches the level's surviving weights, freshly initialised."""
+    spec, out, model_info, like_path = job.spec, job.dir, job.inputs["model"], job.inputs["like"]
     from . import models  # torch
     info = read_model_info(model_info)
     kept, total = masks.counts(load_mask(like_path, info))
@@ -210,13 +232,13 @@ def run_smalldense(spec: dict, model_info: Path, like_path: Path, out: Path) -> 
     model = models.build(info["name"], spec["settings"]["seed"], width=width)
     ptfile.save(out / "weights.pt", {k: v.numpy() for k, v in model.state_dict().items()})
     write_json(out / "model.json", models.describe(info["name"], model, width=width, reference_weights=total))
-    write_json(out / "spec.json", spec)
     _log(f"smalldense {spec['id']} level {spec['level']}: width {width:.4f}, "
          f"{models.prunable_count(model)} weights for a mask of {kept}")
 
 
-def run_perturb(spec: dict, inputs: dict, out: Path) -> None:
+def run_perturb(job) -> None:
     """Early-phase perturbation of the rewound subnetwork (lth.perturb)."""
+    spec, inputs, out = job.spec, job.inputs, job.dir
     from . import perturb
     info = read_model_info(inputs["model"])
     mask = load_mask(inputs["mask"], info)
@@ -226,6 +248,5 @@ def run_perturb(spec: dict, inputs: dict, out: Path) -> None:
     state = perturb.perturb(s["perturbation"], start, load_weights(inputs["init"], info), mask, s["seed"],
                             s.get("noise", 1.0))
     ptfile.save(out / "start.pt", state)
-    write_json(out / "spec.json", spec)
     _log(f"perturb {spec['id']} level {spec['level']}: {s['perturbation']} seed {s['seed']}"
          + (f" noise {s['noise']}" if "noise" in s else ""))

@@ -83,13 +83,13 @@ def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.
 def learning_rate(settings: dict, iteration: int, steps_per_epoch: int) -> float:
     """The rate for step `iteration` (0-based): linear warmup over the first `warmup` steps,
     then multiplied by gamma at each milestone passed."""
-    lr = settings["lr"]
+    lr = float(settings["lr"])
     warmup = Step.parse(settings.get("warmup", 0)).iterations(steps_per_epoch)
     if iteration < warmup:
         lr = lr * (iteration + 1) / warmup
     for milestone in settings.get("milestones", []):
         if iteration >= Step.parse(milestone).iterations(steps_per_epoch):
-            lr = lr * settings["gamma"]
+            lr = lr * float(settings["gamma"])
     return lr
 
 

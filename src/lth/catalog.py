@@ -1,0 +1,103 @@
+"""`python -m lth catalog [results] [--out FILE]`: one Parquet table with a row per finished
+stage of a results folder, built from the stage records and specs alone (no config needed),
+to slice many runs at once in pandas or DuckDB.
+
+Columns: kind, id, version, level, lottery (the list-valued settings found in the stage's
+own settings and everything upstream of it: a dense training shared by several lotteries
+names only what it depends on), one column per consumed setting ("train.lr", "prune.rate",
+extras such as "seed" or "at"), upstream (JSON), the record's key figures (trainings:
+weights remaining, early stop, final accuracies; prunes: weights kept) and path. Stages
+without an intact record are left out and counted on stderr. Torch-free.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from . import records
+from .artifacts import ArtifactError, read_json
+from .registry import SPEC
+from .stage_ids import EXPANDABLE
+from .verify import stage_dirs
+
+LOTTERY_KEYS = [f"{section}.{key}" for section, key in EXPANDABLE]
+
+
+def _flatten(settings: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, list) else value
+    return out
+
+
+def _upstream_ids(upstream) -> list[str]:
+    """Every stage ID an upstream mapping names (nested lists and mappings of IDs)."""
+    if isinstance(upstream, str):
+        return [upstream]
+    if isinstance(upstream, dict):
+        return [i for value in upstream.values() for i in _upstream_ids(value)]
+    if isinstance(upstream, list):
+        return [i for value in upstream for i in _upstream_ids(value)]
+    return []
+
+
+def rows(results: Path) -> tuple[list[dict], int]:
+    stages, skipped = {}, 0
+    for stage_dir in stage_dirs(results):
+        try:
+            record = records.read(stage_dir)
+            spec = read_json(stage_dir / SPEC)
+        except ArtifactError:
+            skipped += 1
+            continue
+        stages[spec["id"]] = (stage_dir, record, spec)
+
+    lottery_of: dict = {}
+
+    def lottery(sid: str) -> dict:
+        """The list-valued settings this stage depends on, through its upstream stages."""
+        if sid not in lottery_of:
+            lottery_of[sid] = {}
+            _, _, spec = stages[sid]
+            found = {k: v for k, v in _flatten(spec["settings"]).items() if k in LOTTERY_KEYS}
+            if spec["kind"] not in ("summary", "correlation", "instability", "classes"):  # all lotteries
+                for up in _upstream_ids(spec["upstream"]):
+                    if up in stages:
+                        found = {**lottery(up), **found}
+            lottery_of[sid] = found
+        return lottery_of[sid]
+
+    out = []
+    for sid, (stage_dir, record, spec) in stages.items():
+        label = " ".join(f"{k}={v}" for k, v in sorted(lottery(sid).items()))
+        out.append({"kind": spec["kind"], "id": sid, "version": spec.get("version"), "level": spec.get("level"),
+                    "lottery": label or "all", **_flatten(spec["settings"]),
+                    "upstream": json.dumps(spec["upstream"], sort_keys=True), **record.get("figures", {}),
+                    "path": str(stage_dir)})
+    return out, skipped
+
+
+def write(results: Path, out: Path | None = None) -> Path:
+    import pandas as pd
+
+    from .artifacts import atomic_path
+    results = Path(results)
+    if not results.is_dir():
+        raise ArtifactError(f"{results} is not a results folder; give the folder snakemake wrote (results by default)")
+    found, skipped = rows(results)
+    if skipped:
+        print(f"catalog: {skipped} stage folders without an intact record left out "
+              f"(see python -m lth verify {results})", file=sys.stderr)
+    frame = pd.DataFrame(found)
+    for column in frame.columns:  # a column of mixed types (a word here, a number there) as text
+        if frame[column].dtype == object and frame[column].dropna().map(type).nunique() > 1:
+            frame[column] = frame[column].map(lambda v: None if v is None else str(v))
+    out = Path(out) if out else results / "catalog.parquet"
+    with atomic_path(out) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return out

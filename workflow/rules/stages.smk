@@ -1,0 +1,23 @@
+# One rule per registered stage kind (lth.registry): the same fixed-size command for all,
+# `python -m lth run MANIFEST`; the stage's settings and paths are in the manifest.
+for _kind in lth_registry.kinds():
+
+    rule:
+        name:
+            _kind.name
+        input:
+            unpack(stage_inputs(_kind.name)),
+        output:
+            **stage_outputs(_kind),
+        params:
+            python=PYTHON,
+            manifest=manifest(_kind.name),
+            execution=execution_flags(_kind),
+        threads: config["threads"] if _kind.resources == "train" else 1
+        resources:
+            **RESOURCES[_kind.resources],
+        log:
+            f"{ROOT}/logs/{_kind.name}/{{id}}.log",
+        shell:
+            "{params.python:q} -m lth run {params.manifest:q} --threads {threads} {params.execution} "
+            "> {log:q} 2>&1"
