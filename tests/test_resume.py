@@ -74,40 +74,44 @@ def test_corrupt_or_foreign_checkpoints_are_ignored(tmp_path):
 
 
 def test_kill_9_mid_run_then_rerun_gives_identical_outputs(tmp_path, small_idx_dataset):
-    """A real training process (the library CLI), killed with SIGKILL after its first
-    checkpoint, rerun: final weights and metrics equal an uninterrupted run's exactly."""
-    from lth import config, plan
-    cfg = config.validate({"data_dir": str(small_idx_dataset), "levels": 0,
-                           "data": {"validation_size": 200}, "train": {"iterations": "3000it", "eval_every": "500it"}})
-    p = plan.build(cfg)
-    init, stage = p.stages[p.levels[0]["train"].upstream["start"]], p.levels[0]["train"]
+    """A real training job (`python -m lth run MANIFEST`), killed with SIGKILL after its
+    first checkpoint, rerun: final weights and metrics equal an uninterrupted run's exactly."""
+    from lth import config, jobs, plan
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
 
-    def lth(*args, **kw):
-        return subprocess.Popen([sys.executable, "-m", "lth", *map(str, args)], cwd=tmp_path, env=env,
+    def lth(manifest, **kw):
+        return subprocess.Popen([sys.executable, "-m", "lth", "run", manifest, "--data-dir", str(small_idx_dataset),
+                                 "--threads", "1", "--checkpoint-every", "200it"], cwd=tmp_path, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
-    assert lth("init", "--spec", json.dumps(init.spec()), "--out", init.dir).wait() == 0
+    manifests = {}
+    for root in ("whole", "killed"):  # the same stage (same ID) in two results folders
+        cfg = config.validate({"results": root, "levels": 0, "data": {"validation_size": 200},
+                               "train": {"iterations": "3000it", "eval_every": "500it"}})
+        p = plan.build(cfg)
+        init, stage = p.stages[p.levels[0]["train"].upstream["start"]], p.levels[0]["train"]
+        # the manifests name paths relative to the working directory (tmp_path)
+        jobs.write_manifests([init, stage], str(tmp_path / root))
+        manifests[root] = {s.kind: jobs.manifest_path(str(tmp_path / root), s.kind, s.id) for s in (init, stage)}
+        out, _ = lth(manifests[root]["init"]).communicate()
+        assert "error" not in out, out
+    ckpt = tmp_path / "killed" / "checkpoints" / f"{stage.id}.pt"
 
-    def train_cmd(out, ckpt):
-        return ["train", "--spec", json.dumps(stage.spec()), "--model", init.output("model"),
-                "--start", init.output("weights"), "--data-dir", small_idx_dataset, "--threads", 1,
-                "--out", out, "--checkpoint", ckpt, "--checkpoint-every", "200it"]
-
-    assert lth(*train_cmd("whole", "whole.ckpt")).wait() == 0
-    victim = lth(*train_cmd("killed", "killed.ckpt"))
+    assert lth(manifests["whole"]["train"]).wait() == 0
+    victim = lth(manifests["killed"]["train"])
     deadline = time.time() + 120
-    while not (tmp_path / "killed.ckpt").exists() and victim.poll() is None and time.time() < deadline:
+    while not ckpt.exists() and victim.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     assert victim.poll() is None, "training finished before it could be killed: make it longer"
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
-    assert (tmp_path / "killed.ckpt").exists() and not (tmp_path / "killed" / "weights.pt").exists()
+    killed_dir, whole_dir = tmp_path / "killed" / "train" / stage.id, tmp_path / "whole" / "train" / stage.id
+    assert ckpt.exists() and not (killed_dir / "weights.pt").exists()
 
-    rerun = lth(*train_cmd("killed", "killed.ckpt"))
+    rerun = lth(manifests["killed"]["train"])
     output, _ = rerun.communicate()
     assert rerun.returncode == 0, output
     assert "resuming from checkpoint at iteration" in output
-    assert not (tmp_path / "killed.ckpt").exists() and not (tmp_path / "whole.ckpt").exists()
-    for name in ("weights.pt", "metrics.parquet"):
-        assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    assert not ckpt.exists() and not (tmp_path / "whole" / "checkpoints" / f"{stage.id}.pt").exists()
+    for name in ("weights.pt", "metrics.parquet", "spec.json"):
+        assert (killed_dir / name).read_bytes() == (whole_dir / name).read_bytes(), name

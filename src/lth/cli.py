@@ -130,6 +130,12 @@ def _print_summary(where: Path) -> int:
         print(f"error: {where} holds no summary table (summary.parquet, or summary/<ID>/summary.parquet)",
               file=sys.stderr)
         return 1
+    from .verify import summary_problems
+    problems = summary_problems(found[0])
+    if problems:
+        print(f"error: the summary {found[0]} is built from damaged stages ({len(problems)}): {problems[0]}; run "
+              f"`python -m lth verify {found[0].parent.parent} --repair`, then snakemake again", file=sys.stderr)
+        return 2
     print(f"{found[0] / 'summary.parquet'}\n{summary.format_table(summary.read_summary(found[0] / 'summary.parquet'))}")
     for other in found[1:]:
         print(f"(older: {other})")

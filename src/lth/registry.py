@@ -62,6 +62,9 @@ def _resolve(target: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
+# names Snakemake's input/output lists keep for themselves
+_SNAKEMAKE_RESERVED = {"count", "index", "keys", "items", "get", "size_files", "size_files_kb", "size_files_mb",
+                       "size_files_gb", "size", "size_kb", "size_mb", "size_gb"}
 _KINDS: dict[str, StageKind] = {}
 _plugins_loaded: set = set()
 
@@ -70,8 +73,10 @@ def register(kind: StageKind) -> StageKind:
     known = _KINDS.get(kind.name)
     if known is not None and known != kind:
         raise ValueError(f"stage kind {kind.name!r} is registered twice, differently")
-    if {"spec", "record"} & set(kind.outputs):
-        raise ValueError(f"stage kind {kind.name!r}: outputs may not be named spec or record")
+    reserved = {"spec", "record"} | _SNAKEMAKE_RESERVED
+    if reserved & set(kind.outputs) or not all(name.isidentifier() for name in kind.outputs):
+        raise ValueError(f"stage kind {kind.name!r}: output names must be identifiers other than "
+                         f"{', '.join(sorted(reserved))}")
     _KINDS[kind.name] = kind
     return kind
 

@@ -1,0 +1,210 @@
+"""Verified artifacts: every stage's record (sha256 and size of each file), damage detected
+by `lth verify`, by the consumers and by `lth summary`, and healed by `verify --repair` plus
+a plain rerun, which rebuilds the originals byte for byte."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from test_workflow import jobs, run, snakemake, tiny_config
+
+from lth import masks, ptfile, records
+
+
+def lth(workdir, *args):
+    return subprocess.run([sys.executable, "-m", "lth", *map(str, args)], cwd=workdir, capture_output=True, text=True)
+
+
+# ---- one stage directory, every file kind, every damage (no Snakemake) ----
+
+def _stage(tmp_path) -> Path:
+    stage = tmp_path / "results" / "train" / "0123456789ab"
+    stage.mkdir(parents=True)
+    ptfile.save(stage / "weights.pt", {"w": np.arange(12, dtype=np.float32).reshape(3, 4)})
+    masks.write(stage / "mask.parquet", {"w": np.arange(12).reshape(3, 4) % 3 > 0})
+    (stage / "stats.json").write_text(json.dumps({"iterations": 300}))
+    spec = {"kind": "train", "id": stage.name, "version": 1, "level": 0, "settings": {}, "upstream": {}}
+    (stage / "spec.json").write_text(json.dumps(spec))
+    records.write(stage, spec, {"weights": "weights.pt", "mask": "mask.parquet", "stats": "stats.json",
+                                "spec": "spec.json"})
+    return stage
+
+
+def _replace_same_shape(path: Path) -> None:
+    """A valid file of the same kind and shapes with other contents."""
+    if path.suffix == ".pt":
+        state = ptfile.load(path)
+        ptfile.save(path, {k: v + 1 for k, v in state.items()})
+    elif path.name == "mask.parquet":
+        masks.write(path, masks.ones_like({k: v.shape for k, v in masks.read(path).items()}))
+    else:  # JSON: the same keys, one number changed
+        data = json.loads(path.read_text())
+        key = next(k for k in ("iterations", "level", "weights_kept") if isinstance(data.get(k), int))
+        path.write_text(json.dumps({**data, key: data[key] + 1}))
+
+
+DAMAGES = {
+    "delete": lambda p: p.unlink(),
+    "truncate": lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
+    "bitflip": lambda p: p.write_bytes(bytes(b ^ (0x01 if i == len(p.read_bytes()) // 2 else 0)
+                                             for i, b in enumerate(p.read_bytes()))),
+    "replace": _replace_same_shape,
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+@pytest.mark.parametrize("name", ["weights.pt", "mask.parquet", "stats.json", "spec.json", "record.json"])
+def test_every_damage_of_every_file_kind_is_detected(tmp_path, name, damage):
+    stage = _stage(tmp_path)
+    assert records.problems(stage) == []
+    if name == "record.json" and damage == "replace":
+        record = json.loads((stage / name).read_text())
+        record["files"]["stats"]["size"] += 1  # a hand edit
+        (stage / name).write_text(json.dumps(record))
+    else:
+        DAMAGES[damage](stage / name)
+    found = records.problems(stage)
+    assert found, f"{damage} of {name} went unnoticed"
+    proc = lth(tmp_path, "verify", "results")
+    assert proc.returncode == 1 and f"damaged: results/train/{stage.name}" in proc.stdout, proc.stdout + proc.stderr
+    verifier = records.Verifier()
+    target = stage / ("stats.json" if name == "record.json" else name)
+    with pytest.raises(records.ArtifactError, match=f"damaged stage .*{stage.name}: .*lth verify .* --repair"):
+        verifier(target)
+
+
+def test_a_file_not_in_its_record_is_refused(tmp_path):
+    stage = _stage(tmp_path)
+    (stage / "extra.parquet").write_bytes(b"x")
+    with pytest.raises(records.ArtifactError, match="extra.parquet is not in its record.json"):
+        records.Verifier()(stage / "extra.parquet")
+
+
+# ---- a real workflow: consumers refuse, verify --repair and a rerun heal ----
+
+def _snapshot(results: Path) -> dict:
+    """Every file's bytes, less what legitimately differs between two runs: timings in
+    stats.json (and so the record that hashes it), and the manifests' folder."""
+    out = {}
+    for path in sorted(results.rglob("*")):
+        rel = path.relative_to(results)
+        if not path.is_file() or rel.parts[0] in (".lth", "logs", "catalog.parquet") or path.name == "record.json":
+            continue
+        data = path.read_bytes()
+        if path.name == "stats.json":
+            stats = json.loads(data)
+            data = json.dumps({k: v for k, v in stats.items() if not k.endswith("_seconds")}).encode()
+        out[str(rel)] = data
+    return out
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, small_idx_dataset):
+    directory = tmp_path_factory.mktemp("verify")
+    counts = run(directory, tiny_config(small_idx_dataset, levels=1))
+    assert counts == {"init": 1, "train": 2, "prune": 1, "rewind": 1, "summary": 1, "correlation": 1, "anatomy": 1}
+    return directory
+
+
+def _stage_dir(workdir, kind, level=None) -> Path:
+    from lth import config, plan
+    p = plan.build(config.load(workdir / "config.yaml"))
+    if kind in ("summary", "correlation"):
+        return workdir / p.final(kind).dir
+    if kind == "anatomy":
+        return workdir / p.anatomy[0].dir
+    if kind == "init":
+        return workdir / p.stages[p.levels[0]["train"].upstream["start"]].dir
+    return workdir / p.levels[level][kind].dir
+
+
+def test_damage_everywhere_is_listed_repaired_and_rebuilt_byte_for_byte(tmp_path, finished):
+    workdir = tmp_path / "wf"
+    shutil.copytree(finished, workdir, symlinks=True)
+    original = _snapshot(workdir / "results")
+    damage = {  # one stage of each kind, a different damage and file kind each
+        ("init", None): ("model.json", "truncate"), ("train", 0): ("weights.pt", "bitflip"),
+        ("prune", 1): ("mask.parquet", "replace"), ("rewind", 1): ("start.pt", "delete"),
+        ("train", 1): ("metrics.parquet", "bitflip"), ("summary", None): ("spec.json", "delete"),
+        ("correlation", None): ("record.json", "bitflip"), ("anatomy", None): ("anatomy.parquet", "truncate"),
+    }
+    damaged = set()
+    for (kind, level), (name, how) in damage.items():
+        stage = _stage_dir(workdir, kind, level)
+        path = stage / name
+        before = path.stat().st_mtime_ns
+        DAMAGES[how](path)
+        if path.exists():  # keep the mtime: Snakemake alone would see nothing to do
+            os.utime(path, ns=(before, before))
+        damaged.add(str(stage.relative_to(workdir)))
+    proc = lth(workdir, "verify", "results")
+    listed = {line.split(": ")[1] for line in proc.stdout.splitlines() if line.startswith("damaged: ")}
+    assert proc.returncode == 1 and listed == damaged, proc.stdout
+    summary = lth(workdir, "summary")
+    assert summary.returncode == 2 and "built from damaged stages" in summary.stderr, summary.stderr
+    assert "Traceback" not in summary.stderr and len(summary.stderr.strip().splitlines()) == 1
+
+    repaired = lth(workdir, "verify", "results", "--repair")
+    assert repaired.returncode == 0 and f"removed {len(damage)} damaged" in repaired.stdout, repaired.stdout
+    assert not any((workdir / d).exists() for d in damaged)
+    counts = jobs(snakemake(workdir))
+    assert counts == {"init": 1, "train": 2, "prune": 1, "rewind": 1, "summary": 1, "correlation": 1, "anatomy": 1}
+    assert lth(workdir, "verify", "results").returncode == 0
+    assert _snapshot(workdir / "results") == original
+
+
+def test_a_consumer_refuses_a_damaged_input_in_one_line(tmp_path, finished):
+    workdir = tmp_path / "wf"
+    shutil.copytree(finished, workdir, symlinks=True)
+    prune = _stage_dir(workdir, "prune", 1)
+    _replace_same_shape(prune / "mask.parquet")  # valid, right shapes, all ones: newer, so consumers rerun
+    proc = snakemake(workdir, check=False)
+    assert proc.returncode != 0
+    log = next((workdir / "results" / "logs" / "rewind").glob("*.log")).read_text()
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert len(lines) == 1 and re.fullmatch(
+        f"error: damaged stage {prune.relative_to(workdir)}: mask.parquet (has .* bytes, its record says .*|differs "
+        r"from its record \(sha256\)); run `python -m lth verify results --repair`, then snakemake again to rebuild it",
+        lines[0]), log
+
+
+def test_a_missing_spec_or_record_reruns_its_stage(tmp_path, finished):
+    workdir = tmp_path / "wf"
+    shutil.copytree(finished, workdir, symlinks=True)
+    train1 = _stage_dir(workdir, "train", 1)
+    (train1 / "spec.json").unlink()
+    counts = jobs(snakemake(workdir))
+    assert counts["train"] == 1 and "init" not in counts and "prune" not in counts
+    assert (train1 / "spec.json").exists()
+    (train1 / "record.json").unlink()
+    counts = jobs(snakemake(workdir))
+    assert counts["train"] == 1 and "init" not in counts and "prune" not in counts
+    assert records.problems(train1) == []
+
+
+def test_catalog_has_a_row_per_stage_from_the_records_alone(tmp_path, finished):
+    import pandas as pd
+    workdir = tmp_path / "wf"
+    shutil.copytree(finished, workdir, symlinks=True)
+    (workdir / "config.yaml").unlink()  # the catalog needs no config
+    proc = lth(workdir, "catalog", "results", "--out", "cat.parquet")
+    assert proc.returncode == 0, proc.stderr
+    frame = pd.read_parquet(workdir / "cat.parquet")
+    assert sorted(frame.kind) == sorted(["init", "train", "train", "prune", "rewind", "summary", "correlation",
+                                         "anatomy"])
+    trains = frame[frame.kind == "train"].sort_values("level")
+    assert trains["train.lr"].tolist() == [0.0012, 0.0012] and trains["train.iterations"].tolist() == ["20it"] * 2
+    assert trains.weights_remaining_pct.round(1).tolist() == [100.0, 80.0]
+    assert trains.final_test_accuracy.between(0, 1).all()
+    assert trains.lottery.tolist()[0] == "init.seed=0 train.lr=0.0012 train.seed=0"  # the dense run: no pruning key
+    assert "prune.rate=0.2" in trains.lottery.tolist()[1]
+    prune = frame[frame.kind == "prune"].iloc[0]
+    assert prune["prune.rate"] == 0.2 and json.loads(prune.upstream) == {"trained": trains.id.tolist()[0]}
+    assert all((workdir / path).is_dir() for path in frame.path)
