@@ -8,16 +8,16 @@ VENV ?= .venv
 setup:
 	bash tools/setup.sh
 
-# Jobs run `python -m lth`: the venv's bin goes first on PATH. The HTML report comes last.
+# Jobs run with the interpreter that runs snakemake (the venv's). The HTML report comes last.
 run: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --cores $(CORES)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --cores $(CORES) --report report.html
+	$(VENV)/bin/snakemake --cores $(CORES)
+	$(VENV)/bin/snakemake --cores $(CORES) --report report.html
 
 test: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q
 
 lint: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --lint
+	$(VENV)/bin/snakemake --lint
 
 # Screenshots of every figure as the HTML report shows it (needs chromium: apt-get install chromium).
 screenshots:

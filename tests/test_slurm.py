@@ -74,7 +74,7 @@ def test_tiny_workflow_runs_through_slurm_with_gpus_granted(cluster, tmp_path, s
     rule_of = {jobid: rule for rule, jobid in re.findall(r"rule (\w+):\n(?:    .*\n)*?    jobid: (\d+)", output)}
     asked = collections.Counter(rule_of[job] for job, sid in submitted.items() if sid in with_gpu)
     assert asked == {"train": 4, "interpolate": 1}, "the trainings and the interpolation ask SLURM for a GPU, only they"
-    train_logs = [p.read_text() for p in (tmp_path / "logs" / "train").glob("*.log")]
+    train_logs = [p.read_text() for p in (tmp_path / "results" / "logs" / "train").glob("*.log")]
     assert len(train_logs) == 4
     # SLURM's CUDA_VISIBLE_DEVICES reached every training job. (This host has no real GPU, so
     # the jobs train on the CPU; that a set CUDA_VISIBLE_DEVICES skips the lease is tested

@@ -8,10 +8,12 @@ ID = "[0-9a-f]{%d}" % lth_plan.ID_LENGTH
 PYTHON = sys.executable
 
 
-# Training jobs on a GPU declare gpu=1, so `--resources gpu=N` caps them (and the SLURM
-# executor turns it into --gpus=1); CPU runs declare no gpu resource at all.
+# Resources by the registry's class of each kind. Training jobs on a GPU declare gpu=1, so
+# `--resources gpu=N` caps them (and the SLURM executor turns it into --gpus=1); CPU runs
+# declare no gpu resource at all. Runtimes (minutes) are SLURM limits for the short CPU
+# kinds; a cluster profile's set-resources overrides them per rule, and sets the trainings'.
 USES_GPU = config["device"] == "cuda" or (config["device"] == "auto" and lth_devices.gpu_expected())
-RESOURCES = {"train": {"gpu": 1} if USES_GPU else {}, "analysis": {}, "small": {}}
+RESOURCES = {"train": {"gpu": 1} if USES_GPU else {}, "analysis": {"runtime": 15}, "small": {"runtime": 10}}
 
 
 wildcard_constraints:
