@@ -18,6 +18,11 @@ from lth import config as lth_config, data as lth_data, devices as lth_devices, 
 from lth import plan as lth_plan, registry as lth_registry
 
 
+# Snakemake's own message for an empty config file is several lines: say it in one.
+if Path("config.yaml").is_file() and not Path("config.yaml").read_text().strip(" \n\t-"):
+    sys.exit("config file config.yaml: empty; write at least one key (see the project's config.yaml)")
+
+
 configfile: "config.yaml"
 
 

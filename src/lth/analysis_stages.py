@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .artifacts import read_json, read_table
 from .summary import remaining_pct
-from .stages import _log, check_masked, load_mask, load_weights, read_model_info, weight_counts
+from .stages import _log, check_data, check_masked, load_mask, load_weights, read_model_info, weight_counts
 
 
 def run_summary(job) -> dict:
@@ -116,6 +116,7 @@ def run_interpolate(job) -> None:
         check_masked(inputs["b"], b, mask, inputs["mask"])
     kept, total = weight_counts(info, mask)
     dataset = data.load(settings["data"]["dataset"], data_dir)
+    check_data(dataset, info, settings, data_dir)
     splits = prepare(dataset, settings["data"]["validation_size"], settings["data"]["split_seed"], device)
     ic = settings["instability"]
     subset = Split(splits["train"].x[:ic["train_subset"]], splits["train"].y[:ic["train_subset"]])

@@ -77,6 +77,7 @@ def rows(results: Path) -> tuple[list[dict], int]:
         label = " ".join(f"{k}={v}" for k, v in sorted(lottery(sid).items()))
         out.append({"kind": spec["kind"], "id": sid, "version": spec.get("version"), "level": spec.get("level"),
                     "lottery": label or "all", **_flatten(spec["settings"]),
+                    **_flatten(spec.get("resolved", {}), "resolved."),
                     "upstream": json.dumps(spec["upstream"], sort_keys=True), **record.get("figures", {}),
                     "path": str(stage_dir)})
     return out, skipped

@@ -147,11 +147,12 @@ def main(argv=None) -> int:
     from .artifacts import ArtifactError
     from .config import ConfigError
     from .data import DataError
+    from .divergence import Diverged
     try:
         if argv[:1] == ["run"]:  # the job command: its own small parser (lth.jobs)
             from . import jobs
             return jobs.main(argv[1:])
         return _run(_parser().parse_args(argv))
-    except (ConfigError, DataError, ArtifactError) as exc:
+    except (ConfigError, DataError, ArtifactError, Diverged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

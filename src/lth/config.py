@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -143,14 +145,105 @@ def validate(cfg: dict, schema: dict | None = None) -> dict:
     schema = schema or load_schema()
     if not isinstance(cfg, dict):
         raise ConfigError("config: the top level must be a mapping of keys to values")
-    filled = fill_defaults(coerce_strings(cfg, schema), schema)
+    coerced = coerce_strings(cfg, schema)
+    _check_finite(coerced, schema)
+    filled = fill_defaults(coerced, schema)
     errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(filled),
                     key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         raise ConfigError(_one_line(errors[0]))
     filled = canonicalise(filled, schema)
+    _check_distinct(filled, schema)
     check_combination(filled)
+    _check_results(filled["results"])
+    _check_size(filled)
+    check_with_data(filled)
     return filled
+
+
+def _description(schema: dict, path: list) -> str:
+    """The schema's description of a key (a list item's is its list's)."""
+    node = schema
+    for part in path:
+        if not isinstance(part, int):
+            node = node.get("properties", {}).get(part, {})
+    return node.get("description", "")
+
+
+def _walk(value, path=()):
+    """(path, leaf) of every scalar in a nested config."""
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            yield from _walk(sub, (*path, key))
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            yield from _walk(sub, (*path, i))
+    else:
+        yield path, value
+
+
+def _key_of(path) -> str:
+    """config.key, without list positions (the message names the value)."""
+    return ".".join(str(p) for p in path if not isinstance(p, int))
+
+
+def _check_finite(cfg: dict, schema: dict) -> None:
+    """NaN and infinities pass JSON schema range checks (nan > 0 is False, not an error) and
+    no stage can use them: refuse every one, wherever it is."""
+    for path, value in _walk(cfg):
+        if isinstance(value, float) and not math.isfinite(value):
+            allowed = _description(schema, list(path))
+            raise ConfigError(f"config: {_key_of(path)} = {value} is not allowed (not a finite number)"
+                              + (f"; expected {allowed}" if allowed else ""))
+
+
+def _check_distinct(cfg: dict, schema: dict, path=()) -> None:
+    """List values must be distinct once canonical ([1, 1.0], ["500", "500it"] are one value
+    twice): a repeated seed or rate would run, and count, one experiment twice."""
+    if isinstance(cfg, dict):
+        for key, sub in cfg.items():
+            _check_distinct(sub, schema, (*path, key))
+    elif isinstance(cfg, list):
+        seen = set()
+        for value in cfg:
+            text = canonical.canonical_json(value)
+            if text in seen:
+                raise ConfigError(f"config: {_key_of(path)} lists {json.dumps(value)} twice; list values must be "
+                                  "distinct (a repeated value would run and count one experiment twice)")
+            seen.add(text)
+
+
+def _check_results(results: str) -> None:
+    """The results folder: a directory, or a path that can be created; never a file."""
+    path = Path(results)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"config: results = {json.dumps(results)} is an existing file, not a folder; "
+                          "name a folder (it is created if missing)")
+    existing = next((p for p in (path.absolute(), *path.absolute().parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"config: results = {json.dumps(results)} cannot be created or written "
+                          f"({existing} is not a writable folder); choose another results folder")
+
+
+MAX_STAGES = 200_000  # a plan this size takes ~10 s and ~1 GB to build; beyond it, split the sweep
+
+
+def _check_size(cfg: dict) -> None:
+    """Bound the DAG before building it: the product of the list-valued keys times the
+    stages per level, an upper estimate."""
+    from .stage_ids import EXPANDABLE, perturbations
+    lotteries = 1
+    for section, key in EXPANDABLE:
+        value = cfg[section][key]
+        lotteries *= len(value) if isinstance(value, list) else 1
+    per_level = 3 + 3 * sum(bool(cfg["controls"][c]) for c in ("random_reinit", "random_prune", "small_dense")) \
+        + 2 * len(perturbations(cfg))
+    pairs = 3 * cfg["instability"]["pairs"] * len(cfg["instability"]["levels"]) * \
+        (len(cfg["instability"]["variants"]) + len(cfg["instability"]["points"]))
+    estimate = lotteries * (2 + cfg["levels"] * per_level + pairs)
+    if estimate > MAX_STAGES:
+        raise ConfigError(f"config: this experiment would plan about {estimate:,} stages, more than the "
+                          f"{MAX_STAGES:,} allowed; use fewer levels, list values or pairs, or split the sweep")
 
 
 # Image shape (channels, height, width) each model takes and each dataset gives; models'
@@ -178,7 +271,6 @@ def check_combination(cfg: dict) -> None:
         if missing:
             raise ConfigError(f"config: classes.enabled needs controls.{missing[0]}: true (the ticket classes "
                               f"compare against it); turn it on or set classes.enabled: false")
-    _check_steps(cfg)
     model, dataset = cfg["model"]["name"], cfg["data"]["dataset"]
     if model_input(model) != DATASET_SHAPES[dataset]:
         shape = "x".join(map(str, model_input(model)))
@@ -186,20 +278,43 @@ def check_combination(cfg: dict) -> None:
                           f"{'x'.join(map(str, DATASET_SHAPES[dataset]))}; pick a matching model or dataset")
 
 
-def _check_steps(cfg: dict) -> None:
-    """Rewind points must come before the end of training (a snapshot at or past it has no
-    training left to rewind into). Compared only in the same unit: an epoch's length
-    depends on the dataset files, which parse time does not read."""
-    def parsed(value):
-        return Step.parse(value) if isinstance(value, (int, str)) and value not in ("reset", "continue") else None
-    total = parsed(cfg["train"]["iterations"])
+def iterations(value, steps_per_epoch: int) -> int:
+    """A step ("500it", "2ep") in iterations: the one place epochs become iterations."""
+    return Step.parse(value).iterations(steps_per_epoch)
+
+
+def steps_per_epoch(train_examples: int, validation_size: int, batch_size: int) -> int:
+    """Optimisation steps per epoch of the training split (the last partial batch dropped)."""
+    return max(1, (train_examples - validation_size) // batch_size)
+
+
+def check_with_data(cfg: dict) -> None:
+    """Cross-key checks that need the training set's size (read from the dataset's file
+    headers, or the standard size where the files are missing): the validation split and one
+    batch fit; every rewind point lies before the end of training, both in iterations."""
+    from . import data
+    examples, where = data.train_size(cfg["data"]["dataset"], cfg["data_dir"])
+    validation, batch = cfg["data"]["validation_size"], cfg["train"]["batch_size"]
+    if validation + batch > examples:
+        raise ConfigError(f"config: data.validation_size = {validation} with train.batch_size = {batch} does not fit "
+                          f"the {examples} training examples ({where}); expected validation_size + batch_size "
+                          f"<= {examples}")
+    per_epoch = steps_per_epoch(examples, validation, batch)
+    total = iterations(cfg["train"]["iterations"], per_epoch)
     points = cfg["rewind"]["to"] if isinstance(cfg["rewind"]["to"], list) else [cfg["rewind"]["to"]]
     for key, values in (("rewind.to", points), ("instability.points", cfg["instability"]["points"])):
         for value in values:
-            k = parsed(value)
-            if k is not None and k.unit == total.unit and k.count >= total.count:
-                raise ConfigError(f"config: {key} has {value}, not before the end of training "
-                                  f"(train.iterations = {cfg['train']['iterations']}); rewind to an earlier step")
+            if value in ("reset", "continue"):
+                continue
+            k = iterations(value, per_epoch)
+            if k >= total:
+                raise ConfigError(f"config: {key} has {value} = iteration {k}, not before the end of training "
+                                  f"(train.iterations = {cfg['train']['iterations']} = {total} iterations at "
+                                  f"{per_epoch} per epoch); rewind to an earlier step")
+    subset = cfg["instability"]["train_subset"]
+    if cfg["instability"]["levels"] and subset > examples - validation:
+        raise ConfigError(f"config: instability.train_subset = {subset} is more than the {examples - validation} "
+                          "examples of the training split; expected a smaller number")
 
 
 def notes(cfg: dict) -> list[str]:
@@ -221,12 +336,15 @@ def load(path: Path | str | list, overrides: dict | None = None) -> dict:
     cfg: dict = {}
     for one in [path] if isinstance(path, (str, Path)) else path:
         try:
-            loaded = yaml.safe_load(Path(one).read_text()) or {}
+            loaded = yaml.safe_load(Path(one).read_text())
         except OSError as error:
             raise ConfigError(f"config file {one}: cannot be read ({error.strerror}); "
                               "give the path of a YAML config such as config.yaml") from None
         except yaml.YAMLError as error:
             raise ConfigError(f"config file {one}: not valid YAML ({_yaml_problem(error)})") from None
+        if loaded is None:  # as snakemake, which refuses an empty config file
+            raise ConfigError(f"config file {one}: empty; write at least one key (see config.yaml), "
+                              "or leave the file out")
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {one}: must hold a mapping of keys (like config.yaml), "
                               f"not a {type(loaded).__name__}")

@@ -169,6 +169,62 @@ def load(name: str, data_dir: str | None = None) -> Dataset:
     return src.reader(src, src.directory(data_dir))
 
 
+STANDARD_TRAIN_SIZE = {"fashion_mnist": 60000, "mnist": 60000, "cifar10": 50000}
+CIFAR_BATCH_SIZE = 10000  # examples per python batch file of the standard CIFAR-10 release
+
+
+def train_size(name: str, data_dir: str | None = None) -> tuple[int, str]:
+    """(examples in the training set, where that came from), read from file headers only
+    (cheap enough for parse time). Where the files are missing: the standard release's size,
+    "standard size" (the first training job then reads the real files and checks again)."""
+    src = source(name)
+    directory = src.directory(data_dir)
+    if src.reader is _read_cifar10:
+        found = [directory / n for n in CIFAR_BATCHES["train"] if (directory / n).is_file()]
+        if found:
+            return CIFAR_BATCH_SIZE * len(found), str(directory)
+    else:
+        path = next((p for p in _idx_candidates(directory, IDX_STEMS["train"][1]) if p.is_file()), None)
+        if path is not None:
+            try:
+                with _open(path) as f:
+                    header = f.read(8)
+                if len(header) == 8 and header[:2] == b"\0\0" and header[3] == 1:
+                    return int.from_bytes(header[4:8], "big"), str(path)
+            except (OSError, EOFError):
+                pass  # a malformed file: the training job names it
+    return STANDARD_TRAIN_SIZE[name], "standard size"
+
+
+def check_fits(dataset: Dataset, data_dir: str | None, num_classes: int, input_shape: tuple,
+               validation_size: int, batch_size: int) -> None:
+    """Before training: labels within the model's classes, images of the model's shape,
+    enough examples for the validation split and one batch; one line naming the file."""
+    src = source(dataset.name)
+    directory = src.directory(data_dir)
+    cifar = src.reader is _read_cifar10
+    for split, arrays in (("train", dataset.train), ("test", dataset.test)):
+        bad = np.flatnonzero((arrays.y < 0) | (arrays.y >= num_classes))
+        if bad.size:
+            where = (directory / (CIFAR_BATCHES[split][bad[0] // CIFAR_BATCH_SIZE] if split == "train"
+                                  else CIFAR_BATCHES["test"][0])) if cifar else \
+                next(p for p in _idx_candidates(directory, IDX_STEMS[split][1]) if p.is_file())
+            raise DataError(f"{dataset.name}: label {int(arrays.y[bad[0]])} of example {int(bad[0])} in {where} is "
+                            f"outside the model's {num_classes} classes (0..{num_classes - 1}); check the file")
+        shape = (1, *arrays.x.shape[1:]) if arrays.x.ndim == 3 else tuple(arrays.x.shape[1:])
+        if shape != tuple(input_shape):
+            where = directory if cifar else next(p for p in _idx_candidates(directory, IDX_STEMS[split][0])
+                                                 if p.is_file())
+            raise DataError(f"{dataset.name}: images in {where} are {'x'.join(map(str, shape))}, the model takes "
+                            f"{'x'.join(map(str, input_shape))}; pick the matching dataset or model")
+    if len(dataset.train) < validation_size + batch_size:
+        where = directory if cifar else next(p for p in _idx_candidates(directory, IDX_STEMS["train"][1])
+                                             if p.is_file())
+        raise DataError(f"{dataset.name}: the training set in {where} has {len(dataset.train)} examples, fewer than "
+                        f"data.validation_size ({validation_size}) + train.batch_size ({batch_size}); "
+                        "lower validation_size or use the full dataset")
+
+
 def required_files(name: str, data_dir: str | None = None) -> list[list[Path]]:
     """The files load() reads, each as its accepted alternatives (IDX: gzipped or not)."""
     src = source(name)

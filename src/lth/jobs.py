@@ -24,6 +24,7 @@ from pathlib import Path
 from . import config as config_mod
 from . import records, registry
 from .artifacts import ArtifactError, atomic_path, write_json
+from .divergence import Diverged
 from .stage_ids import stage_id
 
 MANIFESTS = ".lth/manifests"
@@ -45,6 +46,7 @@ class StageJob:
     outputs: dict                # name -> Path, the kind's own files (spec and record are written here)
     dir: Path
     execution: Execution = field(default_factory=Execution)
+    resolved: dict = field(default_factory=dict)  # what the runner worked out (steps in iterations), for spec.json
 
     @property
     def settings(self) -> dict:
@@ -113,11 +115,14 @@ def run(manifest: Path, execution: Execution) -> None:
     for path in job.inputs.values():
         verify(path)
     job.dir.mkdir(parents=True, exist_ok=True)
-    figures = kind.runner_function()(job) or {}
+    try:
+        figures = kind.runner_function()(job) or {}
+    except Diverged as exc:  # name the stage; nothing of it is written
+        raise Diverged(f"{kind.name} {job.dir}: {exc}") from None
     missing = [name for name, path in job.outputs.items() if not path.is_file()]
     if missing:
         raise ArtifactError(f"stage {job.dir}: the {kind.name} runner did not write {', '.join(missing)}")
-    write_json(job.dir / registry.SPEC, job.spec)
+    write_json(job.dir / registry.SPEC, {**job.spec, "resolved": job.resolved} if job.resolved else job.spec)
     records.write(job.dir, job.spec, {n: f for n, f in kind.files.items() if n != "record"}, figures)
 
 

@@ -107,7 +107,8 @@ def get(name: str) -> StageKind:
 # iterations, so the length and evaluation interval are not its business.
 _DATA = ("data.dataset", "data.validation_size", "data.split_seed")
 _RECIPE = ("train.optimizer", "train.lr", "train.momentum", "train.weight_decay", "train.batch_size",
-           "train.seed", "train.warmup", "train.milestones", "train.gamma", "train.dropout", "train.augment")
+           "train.seed", "train.warmup", "train.milestones", "train.gamma", "train.dropout", "train.augment",
+           "train.divergence_factor")
 _TRAIN = _DATA + _RECIPE + ("train.iterations", "train.eval_every")
 
 for _kind in (

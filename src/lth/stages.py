@@ -112,6 +112,7 @@ def run_train(job) -> dict | None:
         mask = load_mask(mask_path, info)
         check_masked(start, state, mask, mask_path)
     dataset = data.load(settings["data"]["dataset"], data_dir)
+    check_data(dataset, info, settings, data_dir)
     splits = prepare(dataset, settings["data"]["validation_size"], settings["data"]["split_seed"], device)
     model = models.build(info["name"], dropout=settings["train"].get("dropout", 0.0), width=info.get("width", 1.0))
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
@@ -122,6 +123,12 @@ def run_train(job) -> dict | None:
          f"({100 * kept / total:.1f}%), {settings['train']['iterations']} on {device}")
     per_epoch = epoch_steps(len(splits["train"]), settings["train"]["batch_size"])
     first = start_iteration(spec, per_epoch)
+    last = Step.parse(settings["train"]["iterations"]).iterations(per_epoch)
+    if spec["kind"] == "train" and first >= last:  # the config check prevents this; the data may differ
+        raise data.DataError(f"train {spec['id']}: starts at iteration {first} (rewind point "
+                             f"{settings['rewind']['to']}) but trains only to {last}; rewind to an earlier step")
+    # the steps in iterations with this dataset, recorded in spec.json (lth.jobs)
+    job.resolved.update({"steps_per_epoch": per_epoch, "start_iteration": first, "iterations": last})
     ckpt = checkpoint.Checkpointing(Path(checkpoint_path), Step.parse(checkpoint_every).iterations(per_epoch),
                                     spec["id"]) if checkpoint_path else None
     result = train(model, mask, splits, settings["train"], start=first, checkpointing=ckpt,
@@ -143,6 +150,14 @@ def run_train(job) -> dict | None:
     if ckpt:
         checkpoint.remove(ckpt)  # only now: every output is in place
     return figures
+
+
+def check_data(dataset, info: dict, settings: dict, data_dir) -> None:
+    """The dataset fits the model and the split (lth.data.check_fits), before training."""
+    from . import config, data
+    classes = info["tensors"][info["output_layer"]][0]
+    data.check_fits(dataset, data_dir, classes, config.model_input(info["name"]),
+                    settings["data"]["validation_size"], settings["train"]["batch_size"])
 
 
 def key_figures(rows: list, stats: dict) -> dict:

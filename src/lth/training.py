@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from . import checkpoint, optim
+from . import checkpoint, divergence, optim
 from .data import Dataset, split_validation
 from .steps import Step
 
@@ -164,8 +164,14 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
 
     def record(iteration, names=("validation", "test")):
         began = time.perf_counter()
+        with torch.no_grad():
+            finite = bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+        if not finite:
+            raise divergence.Diverged(f"diverged at iteration {iteration}: a weight is not finite; "
+                                      + divergence._cause(settings))
         for name in names:
             loss, acc = evaluate(model, splits[name])
+            divergence.check_loss(iteration, loss, settings, f"{name} loss")
             result.metrics.append({"iteration": iteration, "split": name, "loss": loss, "accuracy": acc})
         result.eval_seconds += time.perf_counter() - began
 
@@ -193,6 +199,7 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
             f"test_acc={result.metrics[-1]['accuracy']:.4f}")
     model.train()
     x, y = train_split.x, train_split.y
+    check_every = 1 if device.type == "cpu" else divergence.CHECK_EVERY_GPU  # .item() waits for a GPU
     started = time.perf_counter()
     for it in range(first, total):
         if it == first or it % steps_per_epoch == 0:  # this epoch's permutation, one batch per row
@@ -214,6 +221,8 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
             torch._foreach_mul_([p.grad for p in masked_params], masks)
         optimizer.step()  # pruned weights stay exactly 0 (module docstring)
         done = it + 1
+        if done % check_every == 0:
+            divergence.check_loss(done, loss.item(), settings)
         snapshot(done)
         if done % every == 0 or done == total:
             result.train_seconds += time.perf_counter() - started
@@ -233,4 +242,5 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
             started = time.perf_counter()
     if total <= start:
         record(start, ("train",))
+    divergence.check_final(result.metrics, start, settings)
     return result

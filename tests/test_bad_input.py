@@ -1,0 +1,144 @@
+"""Bad input, one table: every row goes through the real entry points (`python -m lth
+check-config`, `plan`, `summary` and `snakemake -n`) and must stop with exactly one line
+naming the key, with no traceback and a non-zero exit, before any job runs.
+
+The next key added to the schema is one more row here."""
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+SNAKEFILE = ROOT / "Snakefile"
+# (row id, config.yaml text, --config strings, text the one line must contain)
+ROWS = [
+    ("results empty", 'results: ""', [], "results"),
+    ("results is a file", "results: /etc/hostname", [], "results"),
+    ("results under a file", "results: /etc/hostname/sub", [], "results"),
+    ("results blank", 'results: "  "', [], "results"),
+    ("levels negative", "levels: -1", [], "levels"),
+    ("levels fractional", "levels: 2.5", [], "levels"),
+    ("levels huge", "levels: 1000000000", [], "levels"),
+    ("levels word", "levels: many", [], "levels"),
+    ("threads zero", "threads: 0", [], "threads"),
+    ("device unknown", "device: gpu", [], "device"),
+    ("checkpoint zero", "checkpoint_every: 0it", [], "checkpoint_every"),
+    ("unknown key", "bogus: 1", [], "bogus"),
+    ("data_dir a number", "data_dir: 5", [], "data_dir"),
+    ("model unknown", "model: {name: resnet}", [], "model.name"),
+    ("model vs dataset", "model: {name: conv2}", [], "model.name"),
+    ("init seed negative", "init: {seed: -1}", [], "init.seed"),
+    ("init seed too large", "init: {seed: 1099511627776}", [], "init.seed"),
+    ("init seed twice", "init: {seed: [0, 0]}", [], "init.seed"),
+    ("init seed empty list", "init: {seed: []}", [], "init.seed"),
+    ("dataset unknown", "data: {dataset: imagenet}", [], "data.dataset"),
+    ("validation zero", "data: {validation_size: 0}", [], "data.validation_size"),
+    ("validation too large", "data: {validation_size: 59990}", [], "data.validation_size"),
+    ("split seed fractional", "data: {split_seed: 1.5}", [], "data.split_seed"),
+    ("lr nan", "train: {lr: .nan}", [], "train.lr"),
+    ("lr inf", "train: {lr: .inf}", [], "train.lr"),
+    ("lr negative", "train: {lr: -1}", [], "train.lr"),
+    ("lr twice", "train: {lr: [0.1, 0.1]}", [], "train.lr"),
+    ("lr twice spelled differently", "train: {lr: [0.001, 1.0e-3]}", [], "train.lr"),
+    ("optimizer unknown", "train: {optimizer: rmsprop}", [], "train.optimizer"),
+    ("momentum one", "train: {momentum: 1}", [], "train.momentum"),
+    ("batch zero", "train: {batch_size: 0}", [], "train.batch_size"),
+    ("batch fractional", "train: {batch_size: 60.5}", [], "train.batch_size"),
+    ("iterations words", "train: {iterations: 10 epochs}", [], "train.iterations"),
+    ("iterations zero", "train: {iterations: 0}", [], "train.iterations"),
+    ("gamma inf", "train: {gamma: .inf}", [], "train.gamma"),
+    ("dropout one", "train: {dropout: 1}", [], "train.dropout"),
+    ("milestones twice", "train: {milestones: [500it, 500]}", [], "train.milestones"),
+    ("warmup negative", "train: {warmup: -5}", [], "train.warmup"),
+    ("divergence factor one", "train: {divergence_factor: 1}", [], "train.divergence_factor"),
+    ("weight decay negative", "train: {weight_decay: -0.1}", [], "train.weight_decay"),
+    ("augment word", "train: {augment: maybe}", [], "train.augment"),
+    ("prune rate above one", "prune: {rate: 1.5}", [], "prune.rate"),
+    ("prune rate nan", "prune: {rate: .nan}", [], "prune.rate"),
+    ("prune strategy unknown", "prune: {strategy: random}", [], "prune.strategy"),
+    ("conv rate with global", "prune: {strategy: global, conv_rate: 0.1}", [], "prune.conv_rate"),
+    ("output rate zero", "prune: {output_rate: 0}", [], "prune.output_rate"),
+    ("rewind in epochs past iterations", "rewind: {to: 1ep}\ntrain: {iterations: 300it}", [], "rewind.to"),
+    ("rewind word", "rewind: {to: later}", [], "rewind.to"),
+    ("rewind twice", "rewind: {to: [reset, reset]}", [], "rewind.to"),
+    ("control flag word", "controls: {random_reinit: maybe}", [], "controls.random_reinit"),
+    ("control seed negative", "controls: {seed: -3}", [], "controls.seed"),
+    ("rp fraction zero", "analysis: {rp_fractions: [0, 0.5]}", [], "analysis.rp_fractions"),
+    ("rp fraction twice", "analysis: {rp_fractions: [0.1, 0.1]}", [], "analysis.rp_fractions"),
+    ("instability level twice", "instability: {levels: [0, 0]}", [], "instability.levels"),
+    ("instability pairs zero", "instability: {pairs: 0}", [], "instability.pairs"),
+    ("instability pairs huge", "instability: {pairs: 1000}", [], "instability.pairs"),
+    ("instability alphas one", "instability: {alphas: 1}", [], "instability.alphas"),
+    ("instability variant without control", "instability: {levels: [1], variants: [random_prune]}", [],
+     "instability.variants"),
+    ("instability threshold one", "instability: {threshold: 1}", [], "instability.threshold"),
+    ("instability point past the end", "instability: {points: [100000it]}\ntrain: {iterations: 5000it}", [],
+     "instability.points"),
+    ("perturb kind unknown", "perturb: {kinds: [flip]}", [], "perturb.kinds"),
+    ("perturb noise negative", "perturb: {noise: [-1]}", [], "perturb.noise"),
+    ("perturb level zero", "perturb: {levels: [0]}", [], "perturb.levels"),
+    ("classes without controls", "classes: {enabled: true}", [], "classes.enabled"),
+    ("classes margin negative", "classes: {margin: -1}", [], "classes.margin"),
+    ("sweep too large", "levels: 100\ninit: {seed: [" + ", ".join(map(str, range(100))) + "]}\n"
+     "train: {lr: [" + ", ".join(f"0.{i + 1:03d}" for i in range(30)) + "]}", [], "stages"),
+    ("--config NaN", "levels: 2", ['prune={"rate": NaN}'], "prune.rate"),
+    ("--config float levels", "levels: 2", ["levels=1e9"], "levels"),
+    ("--config word lr", "levels: 2", ['train={"lr": "abc"}'], "train.lr"),
+    ("--config inf gamma", "levels: 2", ["train={gamma: inf}"], "train.gamma"),
+    ("empty config file", "", [], "empty"),
+]
+BANNER = ("Using workflow specific profile", "Assuming unrestricted shared filesystem",
+          "Config file config.yaml is extended by additional config")
+
+
+def one_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip() and not line.startswith(BANNER)]
+    assert "Traceback" not in output and len(lines) == 1, output
+    return lines[0]
+
+
+@pytest.mark.parametrize("text, overrides, key", [row[1:] for row in ROWS], ids=[row[0] for row in ROWS])
+def test_bad_input_stops_every_entry_point_in_one_line(tmp_path, text, overrides, key):
+    (tmp_path / "config.yaml").write_text(text + "\n" if text else "")
+    extra = ["--config", *overrides] if overrides else []
+    lth = subprocess.run([sys.executable, "-m", "lth", "check-config", *extra], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert lth.returncode == 2 and lth.stdout == ""
+    line = one_line(lth.stderr)
+    assert line.startswith(("error: config: ", "error: config file ")) and key in line, line
+    snake = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-n", "--cores", "1", *extra],
+                           cwd=tmp_path, capture_output=True, text=True)
+    assert snake.returncode != 0
+    assert one_line(snake.stdout + snake.stderr) == line.removeprefix("error: ") or \
+        line.startswith("error: config file ")  # snakemake's config.yaml message words it its own way
+    assert not (tmp_path / "results").exists() and not (tmp_path / ".snakemake" / "log").exists() or \
+        not any((tmp_path / ".snakemake" / "log").iterdir())
+
+
+@pytest.mark.parametrize("command", ["plan", "summary"])
+@pytest.mark.parametrize("row", [r for r in ROWS if r[0] in ("lr nan", "levels huge", "rewind in epochs past "
+                                                               "iterations", "--config NaN", "init seed twice")],
+                         ids=lambda r: r[0])
+def test_plan_and_summary_refuse_alike(tmp_path, command, row):
+    _, text, overrides, key = row
+    (tmp_path / "config.yaml").write_text(text + "\n")
+    proc = subprocess.run([sys.executable, "-m", "lth", command, *(["--config", *overrides] if overrides else [])],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2 and key in one_line(proc.stderr)
+
+
+def test_the_table_covers_every_section_and_enough_inputs():
+    from lth import config
+    sections = set(config.load_schema()["properties"])
+    covered = {row[3].split(".")[0] for row in ROWS} | {row[1].split(":")[0] for row in ROWS if row[1]}
+    assert sections <= covered, sections - covered
+    assert len(ROWS) >= 40
+
+
+def test_validation_size_must_fit_the_real_files(tmp_path, small_idx_dataset):
+    """The training set's size comes from the dataset files' headers (1,200 examples here)."""
+    (tmp_path / "config.yaml").write_text(f"data_dir: {small_idx_dataset}\ndata: {{validation_size: 1190}}\n")
+    proc = subprocess.run([sys.executable, "-m", "lth", "check-config"], cwd=tmp_path, capture_output=True, text=True)
+    line = one_line(proc.stderr)
+    assert proc.returncode == 2 and "data.validation_size = 1190" in line and "1200 training examples" in line
