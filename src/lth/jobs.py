@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config as config_mod
-from . import records, registry
+from . import lifeline, records, registry
 from .artifacts import ArtifactError, atomic_path, write_json
 from .divergence import Diverged
 from .stage_ids import stage_id
@@ -47,6 +47,11 @@ class StageJob:
     dir: Path
     execution: Execution = field(default_factory=Execution)
     resolved: dict = field(default_factory=dict)  # what the runner worked out (steps in iterations), for spec.json
+    scheduler: "lifeline.Scheduler | None" = None  # the snakemake this job belongs to, if any
+
+    def stop(self) -> str | None:
+        """Why a long job should stop now (its snakemake is gone), or None."""
+        return self.scheduler.gone() if self.scheduler else None
 
     @property
     def settings(self) -> dict:
@@ -111,6 +116,9 @@ def load(manifest: Path, execution: Execution) -> StageJob:
 def run(manifest: Path, execution: Execution) -> None:
     job = load(manifest, execution)
     kind = registry.get(job.spec["kind"])
+    # one writer per stage, for as long as this process lives (lth.lifeline)
+    _lock = lifeline.StageLock(job.dir.parent.parent / ".lth" / "locks" / f"{job.spec['id']}.lock", job.dir)
+    job.scheduler = lifeline.Scheduler.find()
     verify = records.Verifier()
     for path in job.inputs.values():
         verify(path)

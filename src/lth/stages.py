@@ -131,7 +131,7 @@ def run_train(job) -> dict | None:
     job.resolved.update({"steps_per_epoch": per_epoch, "start_iteration": first, "iterations": last})
     ckpt = checkpoint.Checkpointing(Path(checkpoint_path), Step.parse(checkpoint_every).iterations(per_epoch),
                                     spec["id"]) if checkpoint_path else None
-    result = train(model, mask, splits, settings["train"], start=first, checkpointing=ckpt,
+    result = train(model, mask, splits, settings["train"], start=first, checkpointing=ckpt, stop=job.stop,
                    log=lambda line: _log(f"{spec['kind']} {spec['id']}: {line}"))
 
     ptfile.save(out / "weights.pt", {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from . import checkpoint, divergence, optim
+from . import checkpoint, divergence, lifeline, optim
 from .data import Dataset, split_validation
 from .steps import Step
 
@@ -138,12 +138,14 @@ def apply_mask(model, mask: dict | None) -> list:
 
 
 def train(model, mask: dict | None, splits: dict, settings: dict, log=None, start: int = 0,
-          capture: tuple = (), checkpointing: checkpoint.Checkpointing | None = None) -> Result:
+          capture: tuple = (), checkpointing: checkpoint.Checkpointing | None = None, stop=None) -> Result:
     """Train `model` in place up to settings["iterations"] with the masked weights held at
     zero. `start` > 0 resumes the schedule and data order at that iteration (late
     resetting); `capture` lists iterations whose weights are copied into Result.snapshots.
     With `checkpointing`, a checkpoint is written every so many iterations and a valid one
-    found at the start is resumed from (the results are the same bits as without)."""
+    found at the start is resumed from (the results are the same bits as without). `stop`,
+    called after every step, returns None or why to stop now: the loop then saves a
+    checkpoint at that step and raises lifeline.Orphaned."""
     log = log or (lambda line: None)
     train_split = splits["train"]
     batch = settings["batch_size"]
@@ -178,6 +180,13 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
     def snapshot(iteration):
         if iteration in capture:
             result.snapshots[iteration] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def save_checkpoint(done):
+        checkpoint.save(checkpointing, {
+            "iteration": done, "model": model.state_dict(), "optimizer": optimizer.state(),
+            "metrics": result.metrics, "rng": torch.get_rng_state(),
+            "device_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0),
+            "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds})
 
     saved = checkpoint.load(checkpointing, log) if checkpointing else None
     first = start
@@ -234,12 +243,16 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
             started = time.perf_counter()
         if checkpointing and done % checkpointing.every == 0 and done < total:
             result.train_seconds += time.perf_counter() - started
-            checkpoint.save(checkpointing, {
-                "iteration": done, "model": model.state_dict(), "optimizer": optimizer.state(),
-                "metrics": result.metrics, "rng": torch.get_rng_state(),
-                "device_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0),
-                "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds})
+            save_checkpoint(done)
             started = time.perf_counter()
+        reason = stop() if stop is not None and done < total else None
+        if reason:
+            result.train_seconds += time.perf_counter() - started
+            if checkpointing:
+                save_checkpoint(done)
+            raise lifeline.Orphaned(f"{reason}: stopped at iteration {done}"
+                                    + (", checkpoint saved" if checkpointing else "")
+                                    + "; run snakemake with --rerun-incomplete to resume")
     if total <= start:
         record(start, ("train",))
     divergence.check_final(result.metrics, start, settings)

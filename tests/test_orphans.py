@@ -1,0 +1,110 @@
+"""No orphans, one writer per stage: a training job stops within seconds when the snakemake
+that started it is killed with -9, leaving its checkpoint, and `--rerun-incomplete` resumes
+it to the bits of an uninterrupted run; a second process for a running stage fails in one
+line."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from test_workflow import SNAKEFILE, jobs, snakemake, tiny_config
+
+
+def long_config(data_dir):
+    return tiny_config(data_dir, levels=0, checkpoint_every="200it",
+                       train={"iterations": "6000it", "eval_every": "1000it"})
+
+
+def job_pids(manifest_part: str) -> list[int]:
+    """PIDs of `python -m lth run` processes whose command line names manifest_part."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if b"lth" in argv and b"run" in argv and any(manifest_part.encode() in a for a in argv) and state != "Z":
+                found.append(int(proc.name))
+    return found
+
+
+def wait_for(condition, timeout, step=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return False
+
+
+def test_kill_9_of_snakemake_stops_the_training_and_rerun_incomplete_resumes_it(tmp_path, small_idx_dataset):
+    from lth import config, plan
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    for workdir in (whole, killed):
+        workdir.mkdir()
+        (workdir / "config.yaml").write_text(yaml.safe_dump(long_config(small_idx_dataset)))
+    stage = plan.build(config.load(killed / "config.yaml")).levels[0]["train"]
+    ckpt = killed / "results" / "checkpoints" / f"{stage.id}.pt"
+
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    victim = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--cores", "1"],
+                              cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        assert wait_for(ckpt.exists, 120), "no checkpoint appeared"
+        assert job_pids(f"train/{stage.id}.json"), "the training job should be running"
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+        began = time.time()
+        assert wait_for(lambda: not job_pids(f"train/{stage.id}.json"), 10), "the training job outlived snakemake"
+        print(f"training job gone {time.time() - began:.2f} s after snakemake")
+    finally:
+        os.killpg(victim.pid, signal.SIGKILL) if victim.poll() is None else None
+    assert ckpt.exists() and not (killed / stage.output("record")).exists()
+    log = (killed / "results" / "logs" / "train" / f"{stage.id}.log").read_text()
+    assert "is gone: stopped at iteration" in log and "checkpoint saved" in log
+
+    snakemake(killed, "--unlock")
+    resumed = snakemake(killed, "--rerun-incomplete")
+    assert jobs(resumed)["train"] == 1
+    log = (killed / "results" / "logs" / "train" / f"{stage.id}.log").read_text()
+    assert "resuming from checkpoint at iteration" in log
+    assert not ckpt.exists()
+
+    snakemake(whole)
+    for name in ("weights", "metrics", "spec"):
+        assert (killed / stage.output(name)).read_bytes() == (whole / stage.output(name)).read_bytes(), name
+
+
+def test_a_second_process_for_a_running_stage_fails_in_one_line(tmp_path, small_idx_dataset):
+    from lth import config, jobs as lth_jobs, plan
+    cfg = config.validate(long_config(small_idx_dataset))
+    p = plan.build(cfg)
+    init, stage = p.stages[p.levels[0]["train"].upstream["start"]], p.levels[0]["train"]
+    lth_jobs.write_manifests([init, stage], str(tmp_path / "results"))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+
+    def run(kind, **kw):
+        return subprocess.Popen([sys.executable, "-m", "lth", "run", lth_jobs.manifest_path("results", kind, p_ids[kind]),
+                                 "--data-dir", str(small_idx_dataset), "--checkpoint-every", "200it"],
+                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+    p_ids = {"init": init.id, "train": stage.id}
+    assert run("init").wait() == 0
+    first = run("train")
+    try:
+        assert wait_for(lambda: (tmp_path / "results" / "checkpoints" / f"{stage.id}.pt").exists(), 120)
+        second = run("train")
+        out, err = second.communicate(timeout=60)
+        assert second.returncode == 2 and out == ""
+        assert err.strip() == (f"error: stage results/train/{stage.id} is being written by another process "
+                               f"(pid {first.pid}); let it finish or stop it, then run snakemake again")
+    finally:
+        first.kill()
+        first.wait()
