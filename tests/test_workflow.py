@@ -133,6 +133,8 @@ def test_stage_artifacts_are_consistent(workdir, small_idx_dataset):
             assert torch.count_nonzero(start[name][pruned]) == 0
             assert torch.count_nonzero(trained[name][pruned]) == 0
         spec = json.loads((workdir / level["train"].output("spec")).read_text())
+        # what the job worked out with this dataset: 1,000 training examples / 60 per batch
+        assert spec.pop("resolved") == {"iterations": 20, "start_iteration": 0, "steps_per_epoch": 16}
         assert spec == json.loads(json.dumps(level["train"].spec()))
 
 

@@ -311,10 +311,6 @@ def check_with_data(cfg: dict) -> None:
                 raise ConfigError(f"config: {key} has {value} = iteration {k}, not before the end of training "
                                   f"(train.iterations = {cfg['train']['iterations']} = {total} iterations at "
                                   f"{per_epoch} per epoch); rewind to an earlier step")
-    subset = cfg["instability"]["train_subset"]
-    if cfg["instability"]["levels"] and subset > examples - validation:
-        raise ConfigError(f"config: instability.train_subset = {subset} is more than the {examples - validation} "
-                          "examples of the training split; expected a smaller number")
 
 
 def notes(cfg: dict) -> list[str]:
