@@ -86,7 +86,7 @@ def test_kill_9_mid_run_then_rerun_gives_identical_outputs(tmp_path, small_idx_d
 
     manifests = {}
     for root in ("whole", "killed"):  # the same stage (same ID) in two results folders
-        cfg = config.validate({"results": root, "levels": 0, "data": {"validation_size": 200},
+        cfg = config.validate({"results": root, "levels": 0, "data": {"validation_size": 200}, "device": "cpu",
                                "train": {"iterations": "3000it", "eval_every": "500it"}})
         p = plan.build(cfg)
         init, stage = p.stages[p.levels[0]["train"].upstream["start"]], p.levels[0]["train"]
@@ -115,3 +115,17 @@ def test_kill_9_mid_run_then_rerun_gives_identical_outputs(tmp_path, small_idx_d
     assert not ckpt.exists() and not (tmp_path / "whole" / "checkpoints" / f"{stage.id}.pt").exists()
     for name in ("weights.pt", "metrics.parquet", "spec.json"):
         assert (killed_dir / name).read_bytes() == (whole_dir / name).read_bytes(), name
+
+
+def test_a_cpu_checkpoint_resumes_on_a_gpu_with_a_reseeded_generator(monkeypatch):
+    """A checkpoint written on the CPU keeps no GPU RNG state (an empty float tensor): on a
+    GPU it used to reach torch.cuda.set_rng_state ("RNG state must be a ByteTensor")."""
+    from lth import training
+    calls, lines = [], []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: calls.append(("set", state.dtype)))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(("seed", seed)))
+    training.restore_device_rng(torch.empty(0), "cuda:0", 1234, lines.append)
+    assert calls == [("seed", 1234)] and "reseeded with 1234" in lines[0]
+    calls.clear()
+    training.restore_device_rng(torch.zeros(16, dtype=torch.uint8), "cuda:0", 1234, lines.append)
+    assert calls == [("set", torch.uint8)]

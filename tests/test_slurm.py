@@ -52,7 +52,7 @@ def slurm_test_profile(tmp_path) -> Path:
 def test_tiny_workflow_runs_through_slurm_with_gpus_granted(cluster, tmp_path, small_idx_dataset):
     # One instability pair of the dense net: its copies and the interpolation ask for GPUs too.
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(
-        tiny_config(small_idx_dataset, levels=1, instability={"levels": [0]})))
+        tiny_config(small_idx_dataset, levels=1, instability={"levels": [0]}, device="auto")))
     profile = slurm_test_profile(tmp_path)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                TMPDIR=str(tmp_path / "tmp"))

@@ -18,7 +18,8 @@ SNAKEFILE = ROOT / "Snakefile"
 
 
 def tiny_config(data_dir, **overrides):
-    cfg = {"data_dir": str(data_dir), "threads": 1, "levels": 3,
+    # device: cpu, since these tests compare bits (a GPU machine would train on its GPU)
+    cfg = {"data_dir": str(data_dir), "threads": 1, "levels": 3, "device": "cpu",
            "data": {"dataset": "fashion_mnist", "validation_size": 200},
            "train": {"iterations": "20it", "eval_every": "10it", "batch_size": 60}}
     for key, value in overrides.items():

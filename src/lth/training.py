@@ -122,6 +122,18 @@ class Result:
     snapshots: dict = field(default_factory=dict)  # iteration -> state dict copy
 
 
+def restore_device_rng(state, device, seed: int, log) -> None:
+    """A checkpoint resumes on any device: a GPU RNG state from a GPU run is restored; one
+    a checkpoint cannot give (written on the CPU, where none is kept) is replaced by a
+    generator seeded from the stage's seed and the iteration, and the log says so (dropout
+    draws on the GPU then differ from an uninterrupted GPU run's)."""
+    if isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.numel() > 0:
+        torch.cuda.set_rng_state(state, device)
+        return
+    torch.cuda.manual_seed(seed)  # the current device: lth.devices selects it
+    log(f"checkpoint holds no GPU RNG state (written on the CPU): GPU generator reseeded with {seed}")
+
+
 def apply_mask(model, mask: dict | None) -> list:
     """Zero the pruned weights; return [(parameter, float mask)] for the training loop."""
     if not mask:
@@ -196,7 +208,8 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
         optimizer.load(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
         if device.type == "cuda":
-            torch.cuda.set_rng_state(saved["device_rng"], device)
+            restore_device_rng(saved["device_rng"], device, derived_seed(settings["seed"], saved["iteration"],
+                                                                         DROPOUT_STREAM), log)
         result.metrics = saved["metrics"]
         result.train_seconds, result.eval_seconds = saved["train_seconds"], saved["eval_seconds"]
         first = saved["iteration"]
