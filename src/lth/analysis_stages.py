@@ -99,7 +99,7 @@ def run_interpolate(job) -> None:
     import pyarrow.parquet as pq
     import torch
 
-    from . import data, devices, instability, models
+    from . import data, devices, instability, models, numerics
     from .artifacts import atomic_path
     from .training import Split, prepare
     spec, inputs, out = job.spec, job.inputs, job.dir
@@ -107,6 +107,7 @@ def run_interpolate(job) -> None:
     if threads:
         torch.set_num_threads(threads)
     device, lease = devices.resolve(device)
+    numerics.configure(spec["settings"]["train"].get("precision", "fp32"), job.execution.deterministic)
     settings = spec["settings"]
     info = read_model_info(inputs["model"])
     a, b = load_weights(inputs["a"], info), load_weights(inputs["b"], info)

@@ -149,11 +149,12 @@ def main(argv=None) -> int:
     from .data import DataError
     from .divergence import Diverged
     from .lifeline import Orphaned
+    from .numerics import NumericsError
     try:
         if argv[:1] == ["run"]:  # the job command: its own small parser (lth.jobs)
             from . import jobs
             return jobs.main(argv[1:])
         return _run(_parser().parse_args(argv))
-    except (ConfigError, DataError, ArtifactError, Diverged, Orphaned) as exc:
+    except (ConfigError, DataError, ArtifactError, Diverged, Orphaned, NumericsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -37,6 +37,7 @@ class Execution:
     device: str = "auto"
     data_dir: str | None = None
     checkpoint_every: str = "2000it"
+    deterministic: bool = False
 
 
 @dataclass
@@ -142,8 +143,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--data-dir")
     parser.add_argument("--checkpoint-every", default="2000it")
+    parser.add_argument("--deterministic", action="store_true")
     args = parser.parse_args(argv)
-    run(args.manifest, Execution(args.threads, args.device, args.data_dir or None, args.checkpoint_every))
+    run(args.manifest, Execution(args.threads, args.device, args.data_dir or None, args.checkpoint_every,
+                                 args.deterministic))
     return 0
 
 

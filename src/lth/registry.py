@@ -108,7 +108,7 @@ def get(name: str) -> StageKind:
 _DATA = ("data.dataset", "data.validation_size", "data.split_seed")
 _RECIPE = ("train.optimizer", "train.lr", "train.momentum", "train.weight_decay", "train.batch_size",
            "train.seed", "train.warmup", "train.milestones", "train.gamma", "train.dropout", "train.augment",
-           "train.divergence_factor")
+           "train.divergence_factor", "train.precision")
 _TRAIN = _DATA + _RECIPE + ("train.iterations", "train.eval_every")
 
 for _kind in (
@@ -129,7 +129,7 @@ for _kind in (
     StageKind("smalldense", 1, "lth.stages:run_smalldense", {"weights": "weights.pt", "model": "model.json"}),
     StageKind("perturb", 1, "lth.stages:run_perturb", {"start": "start.pt"}),
     StageKind("interpolate", 1, "lth.analysis_stages:run_interpolate", {"table": "path.parquet"},
-              consumes=_DATA + ("train.batch_size", "instability.alphas", "instability.train_subset",
+              consumes=_DATA + ("train.batch_size", "train.precision", "instability.alphas", "instability.train_subset",
                                 "instability.bn_batches"), resources="train"),
     StageKind("summary", 1, "lth.analysis_stages:run_summary",
               {"table": "summary.parquet", "csv": "summary.csv", "replicates": "replicates.csv",

@@ -89,7 +89,7 @@ def run_train(job) -> dict | None:
     """A training (or, for a snapshot, the dense recipe's first k iterations)."""
     import torch  # noqa: F401  (training stages are the ones that import torch)
 
-    from . import checkpoint, data, devices, models
+    from . import checkpoint, data, devices, models, numerics
     from .steps import Step
     from .training import epoch_steps, prepare, train
     spec, out, ex = job.spec, job.dir, job.execution
@@ -100,6 +100,7 @@ def run_train(job) -> dict | None:
         torch.set_num_threads(threads)
     began = time.perf_counter()
     device, lease = devices.resolve(device)  # the lease lives as long as this process
+    numerics.configure(job.settings["train"].get("precision", "fp32"), ex.deterministic)  # before any CUDA op
     _log(f"{spec['kind']} {spec['id']}: {devices.describe(device, lease)}")
     settings = spec["settings"]
     if spec["kind"] == "snapshot":  # the dense run's first k iterations: theta_k
@@ -131,8 +132,11 @@ def run_train(job) -> dict | None:
     job.resolved.update({"steps_per_epoch": per_epoch, "start_iteration": first, "iterations": last})
     ckpt = checkpoint.Checkpointing(Path(checkpoint_path), Step.parse(checkpoint_every).iterations(per_epoch),
                                     spec["id"]) if checkpoint_path else None
-    result = train(model, mask, splits, settings["train"], start=first, checkpointing=ckpt, stop=job.stop,
-                   log=lambda line: _log(f"{spec['kind']} {spec['id']}: {line}"))
+    try:
+        result = train(model, mask, splits, settings["train"], start=first, checkpointing=ckpt, stop=job.stop,
+                       log=lambda line: _log(f"{spec['kind']} {spec['id']}: {line}"))
+    except RuntimeError as exc:  # torch refusing a non-deterministic operation: one line
+        raise numerics.explain(exc) or exc
 
     ptfile.save(out / "weights.pt", {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
     figures = None
@@ -144,6 +148,7 @@ def run_train(job) -> dict | None:
             "eval_seconds": round(result.eval_seconds, 3),
             "job_seconds": round(time.perf_counter() - began, 3),
             "threads": torch.get_num_threads(), "device": device, "start_iteration": first,
+            "device_info": numerics.device_info(device), "deterministic": ex.deterministic,
         }
         write_json(out / "stats.json", stats)
         figures = key_figures(result.metrics, stats)

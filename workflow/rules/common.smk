@@ -44,6 +44,8 @@ def manifest(kind):
 def execution_flags(kind):
     """How the job runs, never what it computes: fixed-size flags."""
     flags = f"--device {config['device']} --checkpoint-every {config['checkpoint_every']}"
+    if config["deterministic"]:
+        flags += " --deterministic"
     if config["data_dir"]:
         flags += f" --data-dir {shlex.quote(str(config['data_dir']))}"
     return flags
