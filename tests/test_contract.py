@@ -97,6 +97,7 @@ def test_every_schema_key_is_consumed_by_a_stage_kind_or_execution_only():
     """A new config key must be hashed by the kinds that read it (or be declared
     execution-only here): otherwise two experiments would share one ID."""
     execution = {"results", "data_dir", "device", "threads", "checkpoint_every", "deterministic",
+                 "train.divergence_factor",  # judges a result, never changes it (a job flag)
                  "levels",  # how many stages, not what one computes
                  "controls.random_reinit", "controls.random_prune", "controls.small_dense",  # which stages exist
                  "controls.seed", "perturb.seed", "perturb.kinds", "perturb.noise", "perturb.levels",  # in extras
@@ -193,5 +194,7 @@ def test_jobs_run_with_snakemakes_python_logs_stay_in_their_results_folder_and_s
         logs = sorted(p.relative_to(tmp_path / results).parts[1] for p in (tmp_path / results / "logs").rglob("*.log"))
         assert logs == ["anatomy", "correlation", "init", "summary", "train"], results
     assert not (tmp_path / "logs").exists()
+    from lth import config as config_mod  # a number where a folder name belongs, as snakemake reads it
+    assert config_mod.load([tmp_path / "config.yaml"], config_mod.parse_overrides(["results=2024"]))["results"] == "2024"
     ids = [sorted(p.name for p in (tmp_path / r / "train").iterdir()) for r in ("first results", "second")]
     assert ids[0] == ids[1]  # `results` is never in an ID

@@ -108,3 +108,14 @@ def test_a_second_process_for_a_running_stage_fails_in_one_line(tmp_path, small_
     finally:
         first.kill()
         first.wait()
+
+
+def test_a_filesystem_without_flock_runs_unlocked_with_a_warning(tmp_path, monkeypatch, capsys):
+    import errno
+    from lth import lifeline
+
+    def refuse(*_):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(lifeline.fcntl, "flock", refuse)
+    lifeline.StageLock(tmp_path / "locks" / "x.lock", tmp_path / "train" / "x")
+    assert "running unlocked" in capsys.readouterr().err

@@ -119,6 +119,7 @@ def test_pruning_variants_run_side_by_side_on_one_dense_run():
 
 def test_continued_training_starts_from_the_previous_levels_weights():
     p = build(rewind={"to": "continue"})
+    assert not any(s.kind == "snapshot" for s in p.stages.values())  # nothing rewinds to a theta_k
     for level in (1, 2, 3):
         rewind = p.levels[level]["rewind"]
         assert rewind.inputs["init"] == p.levels[level - 1]["train"].output("weights")
@@ -250,3 +251,14 @@ def test_plan_command_reads_a_preset_over_config_yaml_like_snakemake():
     lines = proc.stdout.splitlines()
     assert f"classes {p.classes.id} -> elsewhere/classes/{p.classes.id}" in lines
     assert sum(line.startswith("train.lr=") for line in lines) == 3  # the preset's three learning rates
+
+
+def test_noise_scales_that_print_alike_stay_two_variants():
+    p = build(perturb={"kinds": ["noise"], "noise": [0.1234561, 0.1234562], "levels": [1]})
+    assert {"noise_0.1234561", "noise_0.1234562"} <= set(p.levels[1])
+    assert "noise_1" in build(perturb={"kinds": ["noise"], "levels": [1]}).levels[1]  # 1.0 keeps its old name
+
+
+def test_a_rewind_point_of_zero_epochs_is_the_dense_start_once():
+    p = build(instability={"levels": [0], "points": ["0ep"]})
+    assert [(e["level"], e["k"]) for e in p.runs[0].pairs] == [(0, "0it")]

@@ -208,3 +208,8 @@ def test_catalog_has_a_row_per_stage_from_the_records_alone(tmp_path, finished):
     prune = frame[frame.kind == "prune"].iloc[0]
     assert prune["prune.rate"] == 0.2 and json.loads(prune.upstream) == {"trained": trains.id.tolist()[0]}
     assert all((workdir / path).is_dir() for path in frame.path)
+    spec = workdir / prune.path / "spec.json"  # a hand-edited spec: its row cannot be trusted
+    spec.write_text(spec.read_text().replace('"rate": 0.2', '"rate": 0.3'))
+    proc = lth(workdir, "catalog", "results", "--out", "cat.parquet")
+    assert proc.returncode == 0 and "1 stage folders without an intact record left out" in proc.stderr
+    assert len(pd.read_parquet(workdir / "cat.parquet")) == len(frame) - 1

@@ -49,12 +49,10 @@ def _upstream_ids(upstream) -> list[str]:
 def rows(results: Path) -> tuple[list[dict], int]:
     stages, skipped = {}, 0
     for stage_dir in stage_dirs(results):
-        try:
-            record = records.read(stage_dir)
-            spec = read_json(stage_dir / SPEC)
-        except ArtifactError:
+        if records.problems(stage_dir):  # damaged or unfinished: its settings cannot be trusted
             skipped += 1
             continue
+        record, spec = records.read(stage_dir), read_json(stage_dir / SPEC)
         stages[spec["id"]] = (stage_dir, record, spec)
 
     lottery_of: dict = {}

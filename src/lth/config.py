@@ -127,6 +127,9 @@ def coerce_strings(cfg, schema: dict):
         items = next((b["items"] for b in branches if b.get("type") == "array"), {})
         return [coerce_strings(v, items) for v in cfg]
     types = _types(schema)
+    if isinstance(cfg, (int, float)) and not isinstance(cfg, bool) and "string" in types \
+            and not {"integer", "number"} & set(types):
+        return str(cfg)  # `--config results=2024`: snakemake reads a number; the key wants a name
     if isinstance(cfg, str):
         for name in ("integer", "number", "boolean", "null"):
             if name in types:
@@ -216,10 +219,14 @@ def _check_distinct(cfg: dict, schema: dict, path=()) -> None:
 def _check_results(results: str) -> None:
     """The results folder: a directory, or a path that can be created; never a file."""
     path = Path(results)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"config: results = {json.dumps(results)} is an existing file, not a folder; "
-                          "name a folder (it is created if missing)")
-    existing = next((p for p in (path.absolute(), *path.absolute().parents) if p.exists()), None)
+    try:
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"config: results = {json.dumps(results)} is an existing file, not a folder; "
+                              "name a folder (it is created if missing)")
+        existing = next((p for p in (path.absolute(), *path.absolute().parents) if p.exists()), None)
+    except OSError as exc:
+        raise ConfigError(f"config: results = {json.dumps(results[:80])} is not a usable path ({exc.strerror}); "
+                          "choose another results folder") from None
     if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"config: results = {json.dumps(results)} cannot be created or written "
                           f"({existing} is not a writable folder); choose another results folder")

@@ -38,6 +38,7 @@ class Execution:
     data_dir: str | None = None
     checkpoint_every: str = "2000it"
     deterministic: bool = False
+    divergence_factor: float = 10.0  # decides whether a result is accepted, not what it is
 
 
 @dataclass
@@ -97,9 +98,15 @@ def load(manifest: Path, execution: Execution) -> StageJob:
         data = json.loads(Path(manifest).read_text())
         kind = registry.get(data["kind"])
         spec = {key: data[key] for key in ("kind", "id", "version", "level", "settings", "upstream")}
+        outputs = {name: Path(path) for name, path in data["outputs"].items()}
+        inputs = {name: Path(path) for name, path in data["inputs"].items()}
+        stage_dir = Path(data["dir"])
+        missing = set(kind.outputs) - set(outputs)
+        if missing:
+            raise KeyError(f"outputs {sorted(missing)}")
     except FileNotFoundError:
         raise ArtifactError(f"manifest {manifest} is missing; run snakemake (not a dry run) to write it") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ArtifactError(f"manifest {manifest} is unreadable ({type(exc).__name__}: {exc}); delete it and "
                             "run snakemake again to rewrite it") from None
     if spec["version"] != kind.version:
@@ -109,9 +116,7 @@ def load(manifest: Path, execution: Execution) -> StageJob:
     if expected != spec["id"]:
         raise ArtifactError(f"manifest {manifest} does not hash to its ID {spec['id']} (it gives {expected}): "
                             "altered, or written by other code; delete it and run snakemake again")
-    outputs = {name: Path(path) for name, path in data["outputs"].items()}
-    return StageJob(spec, {name: Path(path) for name, path in data["inputs"].items()},
-                    {name: outputs[name] for name in kind.outputs}, Path(data["dir"]), execution)
+    return StageJob(spec, inputs, {name: outputs[name] for name in kind.outputs}, stage_dir, execution)
 
 
 def run(manifest: Path, execution: Execution) -> None:
@@ -144,9 +149,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--data-dir")
     parser.add_argument("--checkpoint-every", default="2000it")
     parser.add_argument("--deterministic", action="store_true")
+    parser.add_argument("--divergence-factor", type=float, default=10.0)
     args = parser.parse_args(argv)
     run(args.manifest, Execution(args.threads, args.device, args.data_dir or None, args.checkpoint_every,
-                                 args.deterministic))
+                                 args.deterministic, args.divergence_factor))
     return 0
 
 

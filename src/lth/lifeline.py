@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -99,6 +100,10 @@ class StageLock:
             self.handle.close()
             raise ArtifactError(f"stage {stage_dir} is being written by another process (pid {holder}); let it "
                                 "finish or stop it, then run snakemake again") from None
+        except OSError as exc:  # a filesystem without flock (Lustre without -o flock, NFSv3 without lockd)
+            print(f"warning: no lock for stage {stage_dir} ({exc.strerror} on {path.parent}); running unlocked",
+                  file=sys.stderr, flush=True)
+            return
         self.handle.seek(0)
         self.handle.truncate()
         self.handle.write(str(os.getpid()))

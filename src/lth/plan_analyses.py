@@ -41,8 +41,8 @@ def instability_pairs(cfg: dict, run: Run, plan: Plan, make) -> list[dict]:
         if level == 0:
             dense = stages["train"]
             own = "0it" if point in ("reset", "continue") else point
-            for k in dict.fromkeys([own, *ic["points"]]):
-                if k in ("0it", "0ep"):
+            for k in dict.fromkeys("0it" if p == "0ep" else p for p in [own, *ic["points"]]):
+                if k == "0it":
                     networks.append(("ticket", "0it", dense.settings, dense.upstream, dense.inputs))
                     continue
                 snap = snapshot(cfg, plan.stages[dense.upstream["start"]], k, make)

@@ -21,7 +21,7 @@ def chain(cfg: dict, make) -> list:
     levels = [{"train": train}]
     point = cfg["rewind"]["to"]
     source = init
-    if point != "reset":  # late resetting: the dense run's weights at iteration k
+    if point not in ("reset", "continue"):  # late resetting: the dense run's weights at iteration k
         source = snapshot(cfg, init, point, make)
     dense = train
     oneshot = cfg["prune"]["schedule"] == "oneshot"

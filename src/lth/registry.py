@@ -108,7 +108,7 @@ def get(name: str) -> StageKind:
 _DATA = ("data.dataset", "data.validation_size", "data.split_seed")
 _RECIPE = ("train.optimizer", "train.lr", "train.momentum", "train.weight_decay", "train.batch_size",
            "train.seed", "train.warmup", "train.milestones", "train.gamma", "train.dropout", "train.augment",
-           "train.divergence_factor", "train.precision")
+           "train.precision")
 _TRAIN = _DATA + _RECIPE + ("train.iterations", "train.eval_every")
 
 for _kind in (

@@ -70,7 +70,8 @@ def perturbations(cfg: dict) -> list[tuple[str, str, float | None]]:
     out = []
     for kind in cfg["perturb"]["kinds"]:
         if kind == "noise":
-            out += [(f"noise_{n:g}", kind, n) for n in cfg["perturb"]["noise"]]
+            # the canonical number, whole (noise_1, noise_0.5): names of distinct scales never collide
+            out += [(f"noise_{n}", kind, n) for n in cfg["perturb"]["noise"]]
         else:
             out.append((kind, kind, None))
     return out

@@ -102,7 +102,8 @@ def run_train(job) -> dict | None:
     device, lease = devices.resolve(device)  # the lease lives as long as this process
     numerics.configure(job.settings["train"].get("precision", "fp32"), ex.deterministic)  # before any CUDA op
     _log(f"{spec['kind']} {spec['id']}: {devices.describe(device, lease)}")
-    settings = spec["settings"]
+    # the divergence factor judges the result without changing it: an execution setting
+    settings = {**spec["settings"], "train": {**spec["settings"]["train"], "divergence_factor": ex.divergence_factor}}
     if spec["kind"] == "snapshot":  # the dense run's first k iterations: theta_k
         settings = {**settings, "train": {**settings["train"], "iterations": settings["at"],
                                           "eval_every": settings["at"]}}
@@ -149,6 +150,7 @@ def run_train(job) -> dict | None:
             "job_seconds": round(time.perf_counter() - began, 3),
             "threads": torch.get_num_threads(), "device": device, "start_iteration": first,
             "device_info": numerics.device_info(device), "deterministic": ex.deterministic,
+            "divergence_factor": ex.divergence_factor,
         }
         write_json(out / "stats.json", stats)
         figures = key_figures(result.metrics, stats)

@@ -43,7 +43,8 @@ def manifest(kind):
 
 def execution_flags(kind):
     """How the job runs, never what it computes: fixed-size flags."""
-    flags = f"--device {config['device']} --checkpoint-every {config['checkpoint_every']}"
+    flags = (f"--device {config['device']} --checkpoint-every {config['checkpoint_every']} "
+             f"--divergence-factor {config['train']['divergence_factor']}")
     if config["deterministic"]:
         flags += " --deterministic"
     if config["data_dir"]:
