@@ -74,17 +74,16 @@ def test_every_damage_of_every_file_kind_is_detected(tmp_path, name, damage):
     assert found, f"{damage} of {name} went unnoticed"
     proc = lth(tmp_path, "verify", "results")
     assert proc.returncode == 1 and f"damaged: results/train/{stage.name}" in proc.stdout, proc.stdout + proc.stderr
-    verifier = records.Verifier()
     target = stage / ("stats.json" if name == "record.json" else name)
     with pytest.raises(records.ArtifactError, match=f"damaged stage .*{stage.name}: .*lth verify .* --repair"):
-        verifier(target)
+        records.verify([target])
 
 
 def test_a_file_not_in_its_record_is_refused(tmp_path):
     stage = _stage(tmp_path)
     (stage / "extra.parquet").write_bytes(b"x")
     with pytest.raises(records.ArtifactError, match="extra.parquet is not in its record.json"):
-        records.Verifier()(stage / "extra.parquet")
+        records.verify([stage / "extra.parquet"])
 
 
 # ---- a real workflow: consumers refuse, verify --repair and a rerun heal ----

@@ -14,14 +14,20 @@ from .summary import remaining_pct
 from .stages import _log, check_data, check_masked, load_mask, load_weights, read_model_info, weight_counts
 
 
+def _by_training(inputs: dict) -> dict:
+    """Inputs named <train ID>_<what> as train ID -> {what: path}."""
+    out: dict = {}
+    for name, path in inputs.items():
+        tid, _, what = name.rpartition("_")
+        out.setdefault(tid, {})[what] = path
+    return out
+
+
 def run_summary(job) -> dict:
     """The per-level table of every training of every lottery, and its plots (lth.summary);
     inputs are named <train ID>_metrics and <train ID>_stats."""
     from . import summary
-    paths = {}
-    for name, path in job.inputs.items():
-        tid, _, what = name.rpartition("_")
-        paths.setdefault(tid, {})[what] = path
+    paths = _by_training(job.inputs)
     frame = summary.table(job.spec["upstream"]["runs"], {tid: (p["metrics"], p["stats"]) for tid, p in paths.items()})
     summary.write(frame, job.dir)
     _log(summary.format_table(frame))
@@ -44,10 +50,7 @@ def run_correlation(job) -> None:
     from . import correlation, plots
     from .artifacts import atomic_path
     spec, out = job.spec, job.dir
-    trainings: dict = {}
-    for name, path in job.inputs.items():
-        tid, _, what = name.rpartition("_")
-        trainings.setdefault(tid, {})[what] = path
+    trainings = _by_training(job.inputs)
     ps = spec["settings"]["analysis"]["rp_fractions"]
     cache = {}
 

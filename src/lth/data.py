@@ -93,11 +93,15 @@ def _idx_candidates(directory: Path, stem: str) -> list[Path]:
     return [directory / f"{stem}.gz", directory / stem]  # gzipped (as Debian ships them) or not
 
 
+def _idx_path(directory: Path, stem: str) -> Path | None:
+    """The IDX file of `stem` that exists (gzipped or not), or None."""
+    return next((p for p in _idx_candidates(directory, stem) if p.is_file()), None)
+
+
 def _idx_file(source: Source, directory: Path, stem: str) -> np.ndarray:
-    candidates = _idx_candidates(directory, stem)
-    path = next((p for p in candidates if p.is_file()), None)
+    path = _idx_path(directory, stem)
     if path is None:
-        raise _fix(source, candidates[0], "missing file")
+        raise _fix(source, _idx_candidates(directory, stem)[0], "missing file")
     try:
         return read_idx(path)
     except ValueError as exc:
@@ -184,7 +188,7 @@ def train_size(name: str, data_dir: str | None = None) -> tuple[int, str]:
         if found:
             return CIFAR_BATCH_SIZE * len(found), str(directory)
     else:
-        path = next((p for p in _idx_candidates(directory, IDX_STEMS["train"][1]) if p.is_file()), None)
+        path = _idx_path(directory, IDX_STEMS["train"][1])
         if path is not None:
             try:
                 with _open(path) as f:
@@ -208,18 +212,16 @@ def check_fits(dataset: Dataset, data_dir: str | None, num_classes: int, input_s
         if bad.size:
             where = (directory / (CIFAR_BATCHES[split][bad[0] // CIFAR_BATCH_SIZE] if split == "train"
                                   else CIFAR_BATCHES["test"][0])) if cifar else \
-                next(p for p in _idx_candidates(directory, IDX_STEMS[split][1]) if p.is_file())
+                _idx_path(directory, IDX_STEMS[split][1])
             raise DataError(f"{dataset.name}: label {int(arrays.y[bad[0]])} of example {int(bad[0])} in {where} is "
                             f"outside the model's {num_classes} classes (0..{num_classes - 1}); check the file")
         shape = (1, *arrays.x.shape[1:]) if arrays.x.ndim == 3 else tuple(arrays.x.shape[1:])
         if shape != tuple(input_shape):
-            where = directory if cifar else next(p for p in _idx_candidates(directory, IDX_STEMS[split][0])
-                                                 if p.is_file())
+            where = directory if cifar else _idx_path(directory, IDX_STEMS[split][0])
             raise DataError(f"{dataset.name}: images in {where} are {'x'.join(map(str, shape))}, the model takes "
                             f"{'x'.join(map(str, input_shape))}; pick the matching dataset or model")
     if len(dataset.train) < validation_size + batch_size:
-        where = directory if cifar else next(p for p in _idx_candidates(directory, IDX_STEMS["train"][1])
-                                             if p.is_file())
+        where = directory if cifar else _idx_path(directory, IDX_STEMS["train"][1])
         raise DataError(f"{dataset.name}: the training set in {where} has {len(dataset.train)} examples, fewer than "
                         f"data.validation_size ({validation_size}) + train.batch_size ({batch_size}); "
                         "lower validation_size or use the full dataset")

@@ -125,9 +125,7 @@ def run(manifest: Path, execution: Execution) -> None:
     # one writer per stage, for as long as this process lives (lth.lifeline)
     _lock = lifeline.StageLock(job.dir.parent.parent / ".lth" / "locks" / f"{job.spec['id']}.lock", job.dir)
     job.scheduler = lifeline.Scheduler.find()
-    verify = records.Verifier()
-    for path in job.inputs.values():
-        verify(path)
+    records.verify(job.inputs.values())
     job.dir.mkdir(parents=True, exist_ok=True)
     try:
         figures = kind.runner_function()(job) or {}

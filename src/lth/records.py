@@ -52,30 +52,37 @@ def damaged(stage_dir, problem: str) -> ArtifactError:
     return ArtifactError(f"damaged stage {stage_dir}: {problem}; {fix_hint(stage_dir)}")
 
 
-def read(stage_dir) -> dict:
-    """The stage's record, checked against its own digest."""
+def _load(stage_dir) -> tuple[dict | None, str | None]:
+    """(record, None) when the record is intact, else (None, what is wrong with it)."""
     path = Path(stage_dir) / RECORD
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:
-        raise damaged(stage_dir, f"no {RECORD} (unfinished, or written by an older version)") from None
+        return None, f"no {RECORD} (unfinished, or written by an older version)"
     except (OSError, ValueError) as exc:
-        raise damaged(stage_dir, f"{RECORD} is unreadable ({type(exc).__name__})") from None
+        return None, f"{RECORD} is unreadable ({type(exc).__name__})"
     if not isinstance(record, dict) or record.get("record_sha256") != _self_digest(record) \
             or not isinstance(record.get("files"), dict):
-        raise damaged(stage_dir, f"{RECORD} was altered (its digest does not match)")
+        return None, f"{RECORD} was altered (its digest does not match)"
     if record.get("id") != Path(stage_dir).name:
-        raise damaged(stage_dir, f"{RECORD} belongs to stage {record.get('id')}")
+        return None, f"{RECORD} belongs to stage {record.get('id')}"
+    return record, None
+
+
+def read(stage_dir) -> dict:
+    """The stage's record, checked against its own digest."""
+    record, problem = _load(stage_dir)
+    if problem:
+        raise damaged(stage_dir, problem)
     return record
 
 
 def problems(stage_dir, names=None) -> list[str]:
     """What is wrong with a stage directory (empty: intact). names: only these files'
     entries are hashed (None: all of them)."""
-    try:
-        record = read(stage_dir)
-    except ArtifactError as exc:
-        return [str(exc).split(": ", 1)[1].rsplit("; ", 1)[0]]
+    record, problem = _load(stage_dir)
+    if problem:
+        return [problem]
     out = [f"{name} is not in its {RECORD}" for name in sorted(set(names or ()) -
                                                              {e["file"] for e in record["files"].values()})]
     for entry in record["files"].values():
@@ -93,17 +100,13 @@ def problems(stage_dir, names=None) -> list[str]:
     return out
 
 
-class Verifier:
-    """Checks input files against their stages' records, each file once per process."""
-
-    def __init__(self):
-        self._done: set = set()
-
-    def __call__(self, path) -> None:
-        path = Path(path)
-        if path in self._done:
-            return
-        found = problems(path.parent, {path.name})
+def verify(paths) -> None:
+    """Check files against their stages' records (each record read once), or raise the
+    one-line error naming the first damaged stage."""
+    by_stage: dict = {}
+    for path in map(Path, paths):
+        by_stage.setdefault(path.parent, set()).add(path.name)
+    for stage_dir, names in by_stage.items():
+        found = problems(stage_dir, names)
         if found:
-            raise damaged(path.parent, "; ".join(found))
-        self._done.add(path)
+            raise damaged(stage_dir, "; ".join(found))

@@ -12,7 +12,6 @@ process time per job. The analysis stages are in lth.analysis_stages.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -95,7 +94,6 @@ def run_train(job) -> dict | None:
     spec, out, ex = job.spec, job.dir, job.execution
     model_info, start, mask_path = job.inputs["model"], job.inputs["start"], job.inputs.get("mask")
     threads, device, data_dir = ex.threads, ex.device, ex.data_dir
-    checkpoint_path, checkpoint_every = job.checkpoint, ex.checkpoint_every
     if threads:
         torch.set_num_threads(threads)
     began = time.perf_counter()
@@ -131,8 +129,7 @@ def run_train(job) -> dict | None:
                              f"{settings['rewind']['to']}) but trains only to {last}; rewind to an earlier step")
     # the steps in iterations with this dataset, recorded in spec.json (lth.jobs)
     job.resolved.update({"steps_per_epoch": per_epoch, "start_iteration": first, "iterations": last})
-    ckpt = checkpoint.Checkpointing(Path(checkpoint_path), Step.parse(checkpoint_every).iterations(per_epoch),
-                                    spec["id"]) if checkpoint_path else None
+    ckpt = checkpoint.Checkpointing(job.checkpoint, Step.parse(ex.checkpoint_every).iterations(per_epoch), spec["id"])
     try:
         result = train(model, mask, splits, settings["train"], start=first, checkpointing=ckpt, stop=job.stop,
                        log=lambda line: _log(f"{spec['kind']} {spec['id']}: {line}"))
@@ -154,8 +151,7 @@ def run_train(job) -> dict | None:
         }
         write_json(out / "stats.json", stats)
         figures = key_figures(result.metrics, stats)
-    if ckpt:
-        checkpoint.remove(ckpt)  # only now: every output is in place
+    checkpoint.remove(ckpt)  # only now: every output is in place
     return figures
 
 
