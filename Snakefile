@@ -15,7 +15,7 @@ min_version("8.0")
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from lth import config as lth_config, data as lth_data, devices as lth_devices, jobs as lth_jobs
-from lth import plan as lth_plan, registry as lth_registry
+from lth import job_groups as lth_job_groups, plan as lth_plan, registry as lth_registry
 
 
 # Snakemake's own message for an empty config file is several lines: say it in one.
@@ -30,7 +30,11 @@ report: "workflow/report/workflow.rst"
 
 
 try:
-    _validated = lth_config.validate(config)
+    # config.yaml, then each --configfile (a preset's `base: defaults` starts over: lth.config.layer),
+    # then --config: snakemake's own merge, except for that rule
+    _validated = lth_config.load([p for p in ["config.yaml"] if Path(p).is_file()]
+                                 + [str(p) for p in workflow.config_settings.configfiles],
+                                 dict(workflow.config_settings.config))
 except lth_config.ConfigError as _error:
     sys.exit(str(_error))
 config.clear()

@@ -79,6 +79,8 @@ ROWS = [
     ("instability threshold one", "instability: {threshold: 1}", [], "instability.threshold"),
     ("instability point past the end", "instability: {points: [100000it]}\ntrain: {iterations: 5000it}", [],
      "instability.points"),
+    ("landscape grid even", "landscape: {grid: 10}", [], "landscape.grid"),
+    ("landscape span zero", "landscape: {span: 0}", [], "landscape.span"),
     ("perturb kind unknown", "perturb: {kinds: [flip]}", [], "perturb.kinds"),
     ("perturb noise negative", "perturb: {noise: [-1]}", [], "perturb.noise"),
     ("perturb level zero", "perturb: {levels: [0]}", [], "perturb.levels"),

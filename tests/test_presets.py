@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from lth import config, plan
 from conftest import ROOT
@@ -71,3 +72,28 @@ def test_lmc20_presets_prune_to_the_table_1_density(name):
     closest = min(range(1, 30), key=lambda rounds: abs(density_after(model, cfg["prune"], rounds) - target))
     assert cfg["levels"] == closest, f"{name}: {closest} rounds give {density_after(model, cfg['prune'], closest):.2f} %"
     assert cfg["levels"] in cfg["instability"]["levels"]  # the paper's subnetwork is analysed
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_a_preset_means_the_same_whatever_the_default_experiment(preset, tmp_path):
+    """A preset starts from the schema defaults (`base: defaults`), not from config.yaml:
+    config.yaml + preset plans exactly what the defaults + preset plan, and so does another
+    default experiment; only config.yaml's execution keys (where and how to run) carry over."""
+    alone = plan.build(config.load([preset]))
+    other = tmp_path / "config.yaml"
+    other.write_text("levels: 2\ndata_dir: /elsewhere\nresults: out\ntrain: {lr: 0.5, iterations: 7it}\n"
+                     "controls: {random_prune: true}\nlandscape: {levels: [1]}\ninstability: {levels: [1]}\n")
+    for default in (ROOT / "config.yaml", other):
+        layered = config.load([default, preset])
+        assert sorted(plan.build(layered).stages) == sorted(alone.stages)  # stage IDs
+    kept = config.load([other, preset])
+    if "data_dir" not in yaml.safe_load(preset.read_text()):
+        assert kept["data_dir"] == "/elsewhere"
+    assert kept["results"] == "out" and kept["levels"] == alone.config["levels"]
+
+
+def test_an_unknown_base_is_refused_in_one_line(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("base: config\nlevels: 1\n")
+    with pytest.raises(config.ConfigError, match=r"p.yaml: base: 'config' is not known; write `base: defaults`"):
+        config.load([ROOT / "config.yaml", bad])

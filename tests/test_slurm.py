@@ -1,7 +1,6 @@
 """The tiny workflow through a real single-node SLURM on loopback (tests/cluster/start.sh),
 with the project's SLURM profile changed only where a test must: partition, status checks
 (squeue, 5 s), and CPUs per training job (the node has 2)."""
-import collections
 import os
 import re
 import subprocess
@@ -40,44 +39,63 @@ def slurm_test_profile(tmp_path) -> Path:
         if "cpus_per_task" in resources:
             resources["cpus_per_task"] = 1
     profile["set-threads"] = {rule: 1 for rule in profile["set-threads"]}
+    profile["cores"] = 1  # the node has 2 CPUs: the analyses job runs its stages one by one
     profile["slurm-status-command"] = "squeue"
     profile["slurm-init-seconds-before-status-checks"] = 5
     directory = tmp_path / "profile"
     directory.mkdir()
     (directory / "config.yaml").write_text(yaml.safe_dump(profile))
-    assert profile["set-resources"]["train"]["gpu"] == 1 and profile["slurm-requeue"] is True
+    # GPUs follow `device`, never the profile (a CPU run through this profile asks for none)
+    assert not any("gpu" in r for r in profile["set-resources"].values()) and profile["slurm-requeue"] is True
     return directory
 
 
-def test_tiny_workflow_runs_through_slurm_with_gpus_granted(cluster, tmp_path, small_idx_dataset):
-    # One instability pair of the dense net: its copies and the interpolation ask for GPUs too.
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
-        tiny_config(small_idx_dataset, levels=1, instability={"levels": [0]}, device="auto")))
-    profile = slurm_test_profile(tmp_path)
+def run_through_slurm(tmp_path, cfg, profile):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                TMPDIR=str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp").mkdir(exist_ok=True)
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
                            "--workflow-profile", str(profile), "--jobs", "4"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-4000:]
-
-    submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", output))
-    # init, 4 trainings (2 levels, 2 copies), prune, rewind, interpolate, instability, summary,
-    # correlation, anatomy: all through SLURM
-    assert len(submitted) == 12
+    # (sacct needs SLURM accounting, which this test cluster has not: the executor's
+    # submission lines and scontrol count and describe the jobs instead)
+    submitted = dict(re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)", output))
     shown = {sid: subprocess.run(["scontrol", "show", "job", sid], capture_output=True, text=True).stdout
              for sid in submitted.values()}
+    return proc.returncode, output, shown
+
+
+def test_tiny_workflow_runs_through_slurm_in_grouped_jobs(cluster, tmp_path, small_idx_dataset):
+    """One instability pair of the dense net, device: cpu. Before grouping this was 12 SLURM
+    jobs, one per stage; now a training's job also runs the next level's prune and rewind,
+    and the final analyses are one job: 7."""
+    from lth import config, job_groups, plan
+    cfg = tiny_config(small_idx_dataset, levels=1, instability={"levels": [0]}, device="cpu")
+    code, output, shown = run_through_slurm(tmp_path, cfg, slurm_test_profile(tmp_path))
+    assert code == 0, output[-4000:]
+    built = plan.build(config.validate(cfg))
+    assert len(built.stages) == 12
+    assert len(shown) == len(set(job_groups.assign(built).values())) == 7
     assert all("JobState=COMPLETED" in text for text in shown.values()), shown
-    with_gpu = {sid for sid, text in shown.items() if "TresPerJob=gres:gpu:1" in text}
-    rule_of = {jobid: rule for rule, jobid in re.findall(r"rule (\w+):\n(?:    .*\n)*?    jobid: (\d+)", output)}
-    asked = collections.Counter(rule_of[job] for job, sid in submitted.items() if sid in with_gpu)
-    assert asked == {"train": 4, "interpolate": 1}, "the trainings and the interpolation ask SLURM for a GPU, only they"
+    assert not any("gpu" in text.split("TresPerJob=")[-1].split()[0] for text in shown.values()
+                   if "TresPerJob=" in text), "device: cpu asks SLURM for no GPU"
     train_logs = [p.read_text() for p in (tmp_path / "results" / "logs" / "train").glob("*.log")]
-    assert len(train_logs) == 4
-    # SLURM's CUDA_VISIBLE_DEVICES reached every training job. (This host has no real GPU, so
-    # the jobs train on the CPU; that a set CUDA_VISIBLE_DEVICES skips the lease is tested
-    # with fake GPU counts in test_devices.)
-    assert all(re.search(r"CUDA_VISIBLE_DEVICES=\d+ set by the scheduler; no lease", text) for text in train_logs)
+    assert len(train_logs) == 4 and all("device cpu" in text for text in train_logs)
     assert list((tmp_path / "results" / "summary").glob("*/summary.csv"))
+
+
+def test_auto_on_a_gpu_node_torch_cannot_use_stops_in_one_line(cluster, tmp_path, small_idx_dataset):
+    """device: auto through SLURM asks for a GPU (the submit host has none: it follows
+    `device`); on this node torch (a CPU build) cannot use it, so the training stops with
+    the one-line fix instead of training on the CPU."""
+    cfg = tiny_config(small_idx_dataset, levels=0, instability={"levels": []}, device="auto")
+    code, output, shown = run_through_slurm(tmp_path, cfg, slurm_test_profile(tmp_path))
+    assert code != 0
+    with_gpu = [text for text in shown.values() if "TresPerJob=gres:gpu:1" in text]
+    assert len(with_gpu) == 1, shown  # the training's job (init runs in it)
+    (log,) = (tmp_path / "results" / "logs" / "train").glob("*.log")
+    error = log.read_text().strip().splitlines()[-1]
+    assert "device: auto: the scheduler allocated a GPU" in error and "torch.version.cuda" in error, error
+    assert not list((tmp_path / "results" / "train").glob("*/record.json"))

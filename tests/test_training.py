@@ -156,18 +156,33 @@ def test_learning_rate_warmup_and_milestones():
 
 
 def test_augment_crops_and_flips_each_image():
-    from lth.training import augment
+    from lth.training import augment, augment_draws
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8) + 1
-    out = augment(x, torch.Generator().manual_seed(0), pad=2)
+    offsets, flips = augment_draws(0, 5, 6, 2, pad=2)
+    out = augment(x, offsets[0], flips[0], pad=2)
     assert out.shape == x.shape
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(2):
         candidates = [padded[i, :, r:r + 8, c:c + 8] for r in range(5) for c in range(5)]
         candidates += [t.flip(2) for t in candidates]
         assert any(torch.equal(out[i], t) for t in candidates)
-    again = augment(x, torch.Generator().manual_seed(0), pad=2)
+    again = augment(x, *(t[0] for t in augment_draws(0, 5, 6, 2, pad=2)), pad=2)
     assert torch.equal(out, again)
-    assert augment(x[:, 0], torch.Generator().manual_seed(0), pad=2).shape == (2, 8, 8)
+    assert augment(x[:, 0], offsets[0], flips[0], pad=2).shape == (2, 8, 8)
+
+
+def test_an_epochs_draws_at_once_are_each_steps_own_draws():
+    """The loop draws an epoch's crops and flips in one go (one copy to a GPU, no per-step
+    sync); each step's draws are still those of its own seeded generator, as when they were
+    drawn step by step, so results (and stage IDs) did not change, and any step resumes."""
+    from lth.training import AUGMENT_STREAM, augment_draws, derived_seed
+    offsets, flips = augment_draws(7, 10, 14, 6)
+    for row, it in enumerate(range(10, 14)):
+        generator = torch.Generator().manual_seed(derived_seed(7, it, AUGMENT_STREAM))
+        assert torch.equal(offsets[row], torch.randint(0, 9, (2, 6), generator=generator))
+        assert torch.equal(flips[row], torch.rand(6, generator=generator) < 0.5)
+    late_start, _ = augment_draws(7, 12, 14, 6)
+    assert torch.equal(late_start, offsets[2:])
 
 
 def test_dropout_and_augmentation_training_is_deterministic():

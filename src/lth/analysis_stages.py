@@ -24,13 +24,17 @@ def _by_training(inputs: dict) -> dict:
 
 
 def run_summary(job) -> dict:
-    """The per-level table of every training of every lottery, and its plots (lth.summary);
-    inputs are named <train ID>_metrics and <train ID>_stats."""
-    from . import summary
+    """The per-level table of every training of every lottery, its plots (lth.summary) and
+    its verdict (lth.verdict: the ticket against each control, the sparsest level matching
+    the dense network); inputs are named <train ID>_metrics and <train ID>_stats."""
+    from . import summary, verdict
     paths = _by_training(job.inputs)
     frame = summary.table(job.spec["upstream"]["runs"], {tid: (p["metrics"], p["stats"]) for tid, p in paths.items()})
     summary.write(frame, job.dir)
+    said = verdict.lines(frame)
+    verdict.write(job.dir / verdict.FILE, said)
     _log(summary.format_table(frame))
+    _log("\n".join(said))
     return {"rows": len(frame)}
 
 
@@ -109,7 +113,7 @@ def run_interpolate(job) -> None:
     threads, device, data_dir = job.execution.threads, job.execution.device, job.execution.data_dir
     if threads:
         torch.set_num_threads(threads)
-    device, lease = devices.resolve(device)
+    device, lease = devices.claim(device, job.execution.gpu_slots)
     numerics.configure(spec["settings"]["train"].get("precision", "fp32"), job.execution.deterministic)
     settings = spec["settings"]
     info = read_model_info(inputs["model"])

@@ -89,7 +89,9 @@ def _run(args) -> int:
             print(f"error: no summary yet at {table_path}; run the workflow with this config first",
                   file=sys.stderr)
             return 1
-        return _print_summary(table_path.parent)
+        # the verdict's instability line: this config's own instability stage, when it finished
+        analysed = Path(plan.instability.output("summary")) if plan.instability is not None else None
+        return _print_summary(table_path.parent, instability=analysed, search=False)
     raise AssertionError(args.command)
 
 
@@ -117,10 +119,13 @@ def _config_files(given: list) -> list:
     return files or [base]
 
 
-def _print_summary(where: Path) -> int:
-    """Print a summary stage's table: `where` is its directory, or a results folder whose
-    newest summary is printed (the others are listed)."""
-    from . import summary
+def _print_summary(where: Path, instability: Path | None = None, search: bool = True) -> int:
+    """Print a summary stage's table and its verdict (lth.verdict, computed from the table,
+    so summaries made before the verdict existed get one too): `where` is its directory, or
+    a results folder whose newest summary is printed (the others are listed). `instability`:
+    the instability summary.csv of the same config; `search`: look for the instability
+    stage of this summary in its results folder instead."""
+    from . import summary, verdict
     if (where / "summary.parquet").exists():
         found = [where]
     else:
@@ -136,7 +141,14 @@ def _print_summary(where: Path) -> int:
         print(f"error: the summary {found[0]} is built from damaged stages ({len(problems)}): {problems[0]}; run "
               f"`python -m lth verify {found[0].parent.parent} --repair`, then snakemake again", file=sys.stderr)
         return 2
-    print(f"{found[0] / 'summary.parquet'}\n{summary.format_table(summary.read_summary(found[0] / 'summary.parquet'))}")
+    frame = summary.read_summary(found[0] / "summary.parquet")
+    print(f"{found[0] / 'summary.parquet'}\n{summary.format_table(frame)}")
+    if search:
+        instability = verdict.instability_for(found[0])
+    analysed = verdict.read_instability(instability) if instability and verdict.intact(instability) else None
+    print("\nverdict:" + "".join(f"\n  {line}" for line in verdict.lines(frame, analysed)))
+    if analysed is not None:
+        print(f"(instability from {instability})")
     for other in found[1:]:
         print(f"(older: {other})")
     return 0

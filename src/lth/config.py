@@ -324,7 +324,7 @@ def notes(cfg: dict) -> list[str]:
     """Warnings about a valid config: analysis levels beyond `levels` are skipped (so
     `--config levels=2` works with the default experiment's instability levels)."""
     out = []
-    for section in ("instability", "perturb"):
+    for section in ("instability", "perturb", "landscape"):
         beyond = [level for level in cfg[section]["levels"] or [] if level > cfg["levels"]]
         if beyond:
             out.append(f"note: {section}.levels {', '.join(map(str, beyond))} are beyond levels "
@@ -351,10 +351,30 @@ def load(path: Path | str | list, overrides: dict | None = None) -> dict:
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {one}: must hold a mapping of keys (like config.yaml), "
                               f"not a {type(loaded).__name__}")
-        cfg = merge(cfg, loaded)
+        cfg = layer(cfg, loaded, one)
     if overrides:
-        cfg = merge(cfg, overrides)
+        cfg = layer(cfg, overrides, "--config")
     return validate(cfg)
+
+
+# Where and how to run, never what is computed: kept when a preset starts over (below), so a
+# data_dir or results folder set in config.yaml still applies to `--configfile presets/X`.
+EXECUTION_KEYS = ("results", "data_dir", "device", "threads", "deterministic", "checkpoint_every", "gpu_slots")
+BASE_KEY = "base"
+
+
+def layer(cfg: dict, loaded: dict, source) -> dict:
+    """`loaded` merged over `cfg`. A file with `base: defaults` (every preset has it) starts
+    from the schema's defaults instead: of what came before it only the execution keys stay,
+    so a preset means the same experiment whatever config.yaml's default experiment is."""
+    loaded = dict(loaded)
+    base = loaded.pop(BASE_KEY, None)
+    if base == "defaults":
+        cfg = {key: value for key, value in cfg.items() if key in EXECUTION_KEYS}
+    elif base is not None:
+        raise ConfigError(f"{source}: {BASE_KEY}: {base!r} is not known; write `{BASE_KEY}: defaults` (start "
+                          "from the schema's defaults, as presets do) or leave the key out (merge over config.yaml)")
+    return merge(cfg, loaded)
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:

@@ -39,6 +39,7 @@ class Execution:
     checkpoint_every: str = "2000it"
     deterministic: bool = False
     divergence_factor: float = 10.0  # decides whether a result is accepted, not what it is
+    gpu_slots: int = 1               # jobs sharing one GPU on a workstation (lth.devices)
 
 
 @dataclass
@@ -148,9 +149,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--checkpoint-every", default="2000it")
     parser.add_argument("--deterministic", action="store_true")
     parser.add_argument("--divergence-factor", type=float, default=10.0)
+    parser.add_argument("--gpu-slots", type=int, default=1)
     args = parser.parse_args(argv)
     run(args.manifest, Execution(args.threads, args.device, args.data_dir or None, args.checkpoint_every,
-                                 args.deterministic, args.divergence_factor))
+                                 args.deterministic, args.divergence_factor, args.gpu_slots))
     return 0
 
 

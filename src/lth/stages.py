@@ -97,7 +97,7 @@ def run_train(job) -> dict | None:
     if threads:
         torch.set_num_threads(threads)
     began = time.perf_counter()
-    device, lease = devices.resolve(device)  # the lease lives as long as this process
+    device, lease = devices.claim(device, ex.gpu_slots)  # the lease lives as long as this process
     numerics.configure(job.settings["train"].get("precision", "fp32"), ex.deterministic)  # before any CUDA op
     _log(f"{spec['kind']} {spec['id']}: {devices.describe(device, lease)}")
     # the divergence factor judges the result without changing it: an execution setting
@@ -129,7 +129,8 @@ def run_train(job) -> dict | None:
                              f"{settings['rewind']['to']}) but trains only to {last}; rewind to an earlier step")
     # the steps in iterations with this dataset, recorded in spec.json (lth.jobs)
     job.resolved.update({"steps_per_epoch": per_epoch, "start_iteration": first, "iterations": last})
-    ckpt = checkpoint.Checkpointing(job.checkpoint, Step.parse(ex.checkpoint_every).iterations(per_epoch), spec["id"])
+    every, seconds = checkpoint.parse_interval(ex.checkpoint_every, per_epoch)
+    ckpt = checkpoint.Checkpointing(job.checkpoint, every, spec["id"], seconds)
     try:
         result = train(model, mask, splits, settings["train"], start=first, checkpointing=ckpt, stop=job.stop,
                        log=lambda line: _log(f"{spec['kind']} {spec['id']}: {line}"))

@@ -63,18 +63,40 @@ def epoch_order(n: int, seed: int, epoch: int, device="cpu") -> torch.Tensor:
     return torch.randperm(n, generator=generator).to(device)
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+PAD = 4  # random crops: zero padding by 4 pixels, then a crop of the original size
+
+
+def augment_draws(seed: int, first: int, stop: int, n: int, pad: int = PAD) -> tuple:
+    """Crop offsets (steps, 2, n) and flips (steps, n) of steps first..stop-1, each step from
+    its own seeded generator (so any iteration can be resumed), drawn on the CPU in one go:
+    the training loop moves a whole epoch's draws to the GPU with one non-blocking copy
+    instead of two blocking copies per step."""
+    offsets = torch.empty((stop - first, 2, n), dtype=torch.int64)
+    flips = torch.empty((stop - first, n), dtype=torch.bool)
+    for row, it in enumerate(range(first, stop)):
+        generator = torch.Generator().manual_seed(derived_seed(seed, it, AUGMENT_STREAM))
+        offsets[row] = torch.randint(0, 2 * pad + 1, (2, n), generator=generator)
+        flips[row] = torch.rand(n, generator=generator) < 0.5
+    return offsets, flips
+
+
+def to_device(tensors: tuple, device) -> tuple:
+    """Host tensors on `device`: pinned and copied without waiting when it is a GPU."""
+    if device.type != "cuda":
+        return tensors
+    return tuple(t.pin_memory().to(device, non_blocking=True) for t in tensors)
+
+
+def augment(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int = PAD) -> torch.Tensor:
     """Random crop after zero padding by `pad`, and a random horizontal flip, for a whole
-    batch of images (N, C, H, W) or (N, H, W) at once on its device; offsets drawn from
-    `generator`."""
+    batch of images (N, C, H, W) or (N, H, W) at once on its device: `offsets` (2, N) are
+    the crops' top-left corners, `flips` (N,) which images are mirrored (augment_draws)."""
     if x.ndim == 3:
-        return augment(x[:, None], generator, pad)[:, 0]
+        return augment(x[:, None], offsets, flips, pad)[:, 0]
     n, _, h, w = x.shape
-    draws = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(x.device)
-    flips = (torch.rand(n, generator=generator) < 0.5).to(x.device)
     padded = F.pad(x, (pad, pad, pad, pad))
-    rows = (draws[0, :, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (draws[1, :, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    rows = (offsets[0, :, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (offsets[1, :, None] + torch.arange(w, device=x.device))[:, None, None, :]
     cropped = padded[torch.arange(n, device=x.device)[:, None, None, None],
                      torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
     return torch.where(flips[:, None, None, None], cropped.flip(3), cropped)
@@ -227,12 +249,15 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
         if it == first or it % steps_per_epoch == 0:  # this epoch's permutation, one batch per row
             order = epoch_order(len(train_split), settings["seed"], it // steps_per_epoch, device)
             batches = order[:steps_per_epoch * batch].view(steps_per_epoch, -1)
+            if settings.get("augment"):  # the rest of this epoch's draws, moved in one copy
+                drawn_from = it
+                offsets, flips = to_device(augment_draws(
+                    settings["seed"], it, min(total, (it // steps_per_epoch + 1) * steps_per_epoch), batch), device)
         index = batches[it % steps_per_epoch]
         # index_select: same rows as x[index], ~2x faster (advanced indexing takes a generic path)
         inputs = x.index_select(0, index)
-        if settings.get("augment"):  # one seed per step: any iteration can be resumed
-            inputs = augment(inputs, torch.Generator().manual_seed(
-                derived_seed(settings["seed"], it, AUGMENT_STREAM)))
+        if settings.get("augment"):
+            inputs = augment(inputs, offsets[it - drawn_from], flips[it - drawn_from])
         if scheduled:
             optimizer.lr = learning_rate(settings, it, steps_per_epoch)
         loss = F.cross_entropy(model(inputs), y.index_select(0, index))
@@ -254,7 +279,7 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
             log(f"it {done}/{total} ({100 * done // total}%) val_loss={val['loss']:.4f} "
                 f"val_acc={val['accuracy']:.4f} test_acc={test['accuracy']:.4f} {rate:.0f} it/s")
             started = time.perf_counter()
-        if checkpointing and done % checkpointing.every == 0 and done < total:
+        if checkpointing and done < total and checkpointing.due(done):
             result.train_seconds += time.perf_counter() - started
             save_checkpoint(done)
             started = time.perf_counter()

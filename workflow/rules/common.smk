@@ -8,12 +8,12 @@ ID = "[0-9a-f]{%d}" % lth_plan.ID_LENGTH
 PYTHON = sys.executable
 
 
-# Resources by the registry's class of each kind. Training jobs on a GPU declare gpu=1, so
-# `--resources gpu=N` caps them (and the SLURM executor turns it into --gpus=1); CPU runs
-# declare no gpu resource at all. Runtimes (minutes) are SLURM limits for the short CPU
-# kinds; a cluster profile's set-resources overrides them per rule, and sets the trainings'.
-USES_GPU = config["device"] == "cuda" or (config["device"] == "auto" and lth_devices.gpu_expected())
-RESOURCES = {"train": {"gpu": 1} if USES_GPU else {}, "analysis": {"runtime": 15}, "small": {"runtime": 10}}
+# Resources by the registry's class of each kind. Training jobs declare gpu=1 when they are
+# meant for a GPU (gpu_request), so `--resources gpu=N` caps them and the SLURM executor
+# turns it into --gpus=1. Runtimes (minutes) are SLURM limits for the short CPU kinds; a
+# cluster profile's set-resources overrides them per rule, and sets the trainings'.
+RESOURCES = {"train": {"gpu": lambda wildcards: gpu_request(wildcards)},
+             "analysis": {"runtime": 15}, "small": {"runtime": 10}}
 
 
 wildcard_constraints:
@@ -47,6 +47,8 @@ def execution_flags(kind):
              f"--divergence-factor {config['train']['divergence_factor']}")
     if config["deterministic"]:
         flags += " --deterministic"
+    if config["gpu_slots"] != 1:
+        flags += f" --gpu-slots {config['gpu_slots']}"
     if config["data_dir"]:
         flags += f" --data-dir {shlex.quote(str(config['data_dir']))}"
     return flags
@@ -62,3 +64,22 @@ def figure_labels(kind, figure):
                            lottery)
         return {"figure": figure.label, "lottery": lottery}
     return labels
+
+
+# Cluster jobs: which stages share one (lth.job_groups); Snakemake ignores groups locally.
+GROUPS = lth_job_groups.assign(PLAN)
+
+
+def job_group(kind):
+    return lambda wildcards: GROUPS[wildcards.id]
+
+
+def gpu_request(wildcards):
+    """1 for a training-class job meant for a GPU. Follows `device`: cuda asks, cpu never
+    does, and auto asks when the job goes to a cluster (whose GPU nodes are why one uses
+    it; set device: cpu on a CPU-only cluster) or when this host has a GPU. Evaluated per
+    job, once the executor is known (a dry run cannot know it and asks as on this host)."""
+    if config["device"] != "auto":
+        return int(config["device"] == "cuda")
+    cluster = workflow.executor_plugin is not None and not workflow.local_exec
+    return int(cluster or workflow.remote_exec or lth_devices.gpu_expected())

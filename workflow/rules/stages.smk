@@ -14,6 +14,8 @@ for _kind in lth_registry.kinds():
             manifest=manifest(_kind.name),
             execution=execution_flags(_kind),
         threads: config["threads"] if _kind.resources == "train" else 1
+        group:
+            job_group(_kind.name)
         resources:
             **RESOURCES[_kind.resources],
         log:
