@@ -24,6 +24,8 @@ ROWS = [
     ("levels huge", "levels: 1000000000", [], "levels"),
     ("levels word", "levels: many", [], "levels"),
     ("threads zero", "threads: 0", [], "threads"),
+    ("gpu slots zero", "gpu_slots: 0", [], "gpu_slots"),
+    ("checkpoint interval in days", "checkpoint_every: 2d", [], "checkpoint_every"),
     ("device unknown", "device: gpu", [], "device"),
     ("checkpoint zero", "checkpoint_every: 0it", [], "checkpoint_every"),
     ("deterministic word", "deterministic: sometimes", [], "deterministic"),

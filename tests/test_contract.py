@@ -96,7 +96,7 @@ def test_bumping_a_kinds_version_changes_its_ids_and_downstream_only(monkeypatch
 def test_every_schema_key_is_consumed_by_a_stage_kind_or_execution_only():
     """A new config key must be hashed by the kinds that read it (or be declared
     execution-only here): otherwise two experiments would share one ID."""
-    execution = {"results", "data_dir", "device", "threads", "checkpoint_every", "deterministic",
+    execution = set(config.EXECUTION_KEYS) | {
                  "train.divergence_factor",  # judges a result, never changes it (a job flag)
                  "levels",  # how many stages, not what one computes
                  "controls.random_reinit", "controls.random_prune", "controls.small_dense",  # which stages exist

@@ -231,10 +231,11 @@ def test_plan_command_lists_levels_pairs_and_final_stages():
     assert proc.returncode == 0, proc.stderr
     p = plan.build(config.load(ROOT / "config.yaml"))
     lines = proc.stdout.splitlines()
-    assert f"  level 8: prune {p.levels[8]['prune'].id}  rewind {p.levels[8]['rewind'].id}  " \
-           f"train {p.levels[8]['train'].id}" in lines
+    level8 = p.levels[8]
+    assert f"  level 8: prune {level8['prune'].id}  rewind {level8['rewind'].id}  train {level8['train'].id}  " \
+           f"random_reinit {level8['random_reinit'].id}" in lines
     assert sum("instability level" in line for line in lines) == len(p.runs[0].pairs) == 3
-    for stage in (p.summary, p.correlation, p.anatomy[0], p.instability):
+    for stage in (p.summary, p.correlation, p.anatomy[0], p.instability, p.final("landscape")):
         assert f"{stage.kind} {stage.id} -> {stage.dir}" in lines
 
 

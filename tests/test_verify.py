@@ -130,7 +130,7 @@ def test_damage_everywhere_is_listed_repaired_and_rebuilt_byte_for_byte(tmp_path
     original = _snapshot(workdir / "results")
     damage = {  # one stage of each kind, a different damage and file kind each
         ("init", None): ("model.json", "truncate"), ("train", 0): ("weights.pt", "bitflip"),
-        ("prune", 1): ("mask.parquet", "replace"), ("rewind", 1): ("start.pt", "delete"),
+        ("prune", 1): ("mask.parquet", "replace"), ("rewind", 1): ("start.json", "delete"),
         ("train", 1): ("metrics.parquet", "bitflip"), ("summary", None): ("spec.json", "delete"),
         ("correlation", None): ("record.json", "bitflip"), ("anatomy", None): ("anatomy.parquet", "truncate"),
     }

@@ -123,11 +123,13 @@ def test_stage_artifacts_are_consistent(workdir, small_idx_dataset):
     import json
     import torch
     from lth import config, masks, plan
+    from lth.stages import load_start
     cfg = config.validate(tiny_config(small_idx_dataset))
     p = plan.build(cfg)
     for level in p.levels[1:]:
         mask = masks.read(workdir / level["prune"].output("mask"))
-        start = torch.load(workdir / level["rewind"].output("start"), weights_only=True)
+        # a rewind's start is a reference (start.json): theta_0 and the mask, applied by load_start
+        start = {k: torch.from_numpy(v) for k, v in load_start(workdir / level["rewind"].output("start")).items()}
         trained = torch.load(workdir / level["train"].output("weights"), weights_only=True)
         for name, keep in mask.items():
             pruned = ~torch.from_numpy(keep)
@@ -213,6 +215,7 @@ def test_imp_and_one_shot_side_by_side_share_the_dense_run_and_reach_the_same_sp
 def test_two_rewind_points_and_two_rates_train_the_dense_network_once(tmp_path, small_idx_dataset):
     import torch
     from lth import config, data, masks, models, plan, training
+    from lth.stages import load_start
     raw = tiny_config(small_idx_dataset, levels=1, rewind={"to": ["reset", "7it"]}, prune={"rate": [0.2, 0.3]})
     counts = run(tmp_path, raw)
     # dense training once; one snapshot (theta_k); a mask per rate; a start and a training per lottery
@@ -236,7 +239,7 @@ def test_two_rewind_points_and_two_rates_train_the_dense_network_once(tmp_path, 
     assert len(late) == 2
     for run_ in late:
         level = run_.levels[1]
-        start = torch.load(tmp_path / level["rewind"].output("start"), weights_only=True)
+        start = {k: torch.from_numpy(v) for k, v in load_start(tmp_path / level["rewind"].output("start")).items()}
         mask = masks.read(tmp_path / level["prune"].output("mask"))
         for name, value in theta_k.items():
             expected = value * torch.from_numpy(mask[name]) if name in mask else value

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from .artifacts import read_json, read_table
 from .summary import remaining_pct
-from .stages import _log, check_data, check_masked, load_mask, load_weights, read_model_info, weight_counts
+from .stages import (_log, check_data, check_masked, load_mask, load_start, load_weights, read_model_info,
+                     weight_counts)
 
 
 def _by_training(inputs: dict) -> dict:
@@ -47,7 +48,8 @@ def run_correlation(job) -> None:
       two weight sets whose magnitudes chose consecutive masks (a mask itself is binary and
       has no top-p set, so R_p of two masks is undefined).
     A pruned level ranks only its surviving weights (level L's mask in both comparisons).
-    Inputs are named <train ID>_<start|trained|model|stats|mask> (no mask at level 0)."""
+    Inputs are named <train ID>_<start|source|trained|model|stats|mask> (no mask at level 0;
+    source: the weights a rewind's start.json names, read through it by load_start)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -64,7 +66,7 @@ def run_correlation(job) -> None:
             info = read_model_info(paths["model"])
             stats = read_json(paths["stats"])
             cache[tid] = {"info": info, "remaining": remaining_pct(stats),
-                          "start": load_weights(paths["start"], info),
+                          "start": load_start(paths["start"], info),
                           "trained": load_weights(paths["trained"], info),
                           "mask": load_mask(paths["mask"], info) if "mask" in paths else None}
         return cache[tid]
@@ -194,7 +196,7 @@ def run_anatomy(job) -> None:
     for lvl in range(count):
         stats = read_json(inputs[f"stats_{lvl}"])
         levels.append({"level": lvl, "weights_remaining_pct": remaining_pct(stats),
-                       "start": load_weights(inputs[f"start_{lvl}"], info),
+                       "start": load_start(inputs[f"start_{lvl}"], info),
                        "trained": load_weights(inputs[f"trained_{lvl}"], info),
                        "mask": masks_[lvl], "next_mask": masks_[lvl + 1] if lvl + 1 < count else None})
     frame = anatomy.table(levels, info["prunable"])

@@ -1,7 +1,8 @@
 """`python -m lth COMMAND`: `run MANIFEST` (what every workflow rule calls, lth.jobs), plus
 user tools: plan (stage IDs of a config), summary (print a results table), verify (check a
 results folder against its records), catalog (one table of every stage), rp (R_p of two
-weight files), fetch (download a dataset where a network exists), check-config.
+weight files), start (write a rewind's start weights as a .pt), fetch (download a dataset
+where a network exists), check-config.
 Torch is imported only by the stages that need it.
 """
 from __future__ import annotations
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
                        help="after the files: overrides exactly as snakemake's --config reads them "
                        "(KEY may also be dotted: prune.rate=0.3)")
+        if name == "summary":
+            p.add_argument("--figure", type=Path, metavar="PNG",
+                           help="also draw the ticket against its controls (accuracy and early-stop iteration) there")
     p = sub.add_parser("verify", help="check every stage of a results folder against its record")
     p.add_argument("results", nargs="?", default="results", type=Path)
     p.add_argument("--repair", action="store_true",
@@ -42,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("catalog", help="one Parquet table of every stage in a results folder")
     p.add_argument("results", nargs="?", default="results", type=Path)
     p.add_argument("--out", type=Path, help="where to write it (default: RESULTS/catalog.parquet)")
+    p = sub.add_parser("start", help="write a stage's start weights as a .pt (a rewind stores them as a reference)")
+    p.add_argument("start", type=Path, help="a rewind (or perturb, reinit) stage directory, or its start file")
+    p.add_argument("-o", "--out", type=Path, help="the .pt to write (default: start-<stage ID>.pt here)")
     p = sub.add_parser("fetch", help="download a dataset (needs a network and torchvision)")
     p.add_argument("dataset")
     p.add_argument("directory")
@@ -68,12 +75,14 @@ def _run(args) -> int:
         out = catalog.write(args.results, args.out)
         print(f"catalog: {out}")
         return 0
+    if args.command == "start":
+        return _write_start(args.start, args.out)
     if args.command == "fetch":
         from . import data
         print(f"{args.dataset}: files in {data.fetch(args.dataset, args.directory)}")
         return 0
     if args.command == "summary" and len(args.config) == 1 and Path(args.config[0]).is_dir():
-        return _print_summary(Path(args.config[0]))
+        return _print_summary(Path(args.config[0]), figure=args.figure)
     files = _config_files(args.config)
     cfg = config_mod.load(files, config_mod.parse_overrides(args.overrides))
     if args.command == "check-config":
@@ -91,8 +100,35 @@ def _run(args) -> int:
             return 1
         # the verdict's instability line: this config's own instability stage, when it finished
         analysed = Path(plan.instability.output("summary")) if plan.instability is not None else None
-        return _print_summary(table_path.parent, instability=analysed, search=False)
+        return _print_summary(table_path.parent, instability=analysed, search=False, figure=args.figure)
     raise AssertionError(args.command)
+
+
+def _write_start(given: Path, out: Path | None) -> int:
+    """Materialise a start (lth.stages.load_start) as a .pt state dict: for a rewind's
+    start.json, its weights file masked by its mask, byte for byte what the rewind stage
+    wrote as start.pt before it stored a reference."""
+    from . import ptfile, registry
+    from .stages import load_start
+    path = given
+    if given.is_dir():
+        found = [given / f for f in ("start.json", "start.pt") if (given / f).is_file()]
+        if not found:
+            print(f"error: {given} holds no start.json or start.pt (a rewind, perturb or reinit stage directory)",
+                  file=sys.stderr)
+            return 2
+        path = found[0]
+    if not path.is_file():
+        print(f"error: {path} does not exist", file=sys.stderr)
+        return 2
+    if (path.parent / registry.RECORD).is_file():  # a stage's own start: check it against its record too
+        from . import records
+        records.verify([path])
+    state = load_start(path)
+    out = out or Path(f"start-{path.parent.name}.pt")
+    ptfile.save(out, state)
+    print(f"{out}: the start of {path} ({len(state)} tensors)")
+    return 0
 
 
 def _print_plan(plan) -> None:
@@ -119,7 +155,8 @@ def _config_files(given: list) -> list:
     return files or [base]
 
 
-def _print_summary(where: Path, instability: Path | None = None, search: bool = True) -> int:
+def _print_summary(where: Path, instability: Path | None = None, search: bool = True,
+                   figure: Path | None = None) -> int:
     """Print a summary stage's table and its verdict (lth.verdict, computed from the table,
     so summaries made before the verdict existed get one too): `where` is its directory, or
     a results folder whose newest summary is printed (the others are listed). `instability`:
@@ -149,6 +186,9 @@ def _print_summary(where: Path, instability: Path | None = None, search: bool = 
     print("\nverdict:" + "".join(f"\n  {line}" for line in verdict.lines(frame, analysed)))
     if analysed is not None:
         print(f"(instability from {instability})")
+    if figure is not None:
+        summary.overview(frame, figure)
+        print(f"figure: {figure}")
     for other in found[1:]:
         print(f"(older: {other})")
     return 0

@@ -17,6 +17,8 @@ def anatomy_of(run: Run, make) -> Stage:
     for level, stages in enumerate(run.levels):
         train = stages["train"]
         inputs[f"start_{level}"] = train.inputs["start"]
+        if "source" in train.inputs:  # a rewind's start is a reference to these weights (and the mask)
+            inputs[f"source_{level}"] = train.inputs["source"]
         inputs[f"trained_{level}"] = train.output("weights")
         inputs[f"stats_{level}"] = train.output("stats")
         if "mask" in train.inputs:
@@ -103,9 +105,9 @@ def correlation(cfg: dict, plan: Plan, make) -> Stage:
     tickets = sorted({lvl["train"].id: lvl["train"] for run in plan.runs for lvl in run.levels}.values(),
                      key=lambda s: s.id)
     inputs = {f"{t.id}_{name}": path for t in tickets
-              for name, path in (("start", t.inputs["start"]), ("trained", t.output("weights")),
-                                 ("model", t.inputs["model"]), ("stats", t.output("stats")),
-                                 ("mask", t.inputs.get("mask")))
+              for name, path in (("start", t.inputs["start"]), ("source", t.inputs.get("source")),
+                                 ("trained", t.output("weights")), ("model", t.inputs["model"]),
+                                 ("stats", t.output("stats")), ("mask", t.inputs.get("mask")))
               if path is not None}
     runs = {"runs": [{"label": run.label, "trains": [lvl["train"].id for lvl in run.levels]} for run in plan.runs]}
     # "ranking": what R_p ranks in a pruned level (its survivors), so the ID changes with it

@@ -13,6 +13,13 @@ def snapshot(cfg: dict, init: Stage, at: str, make) -> Stage:
                 consumed("snapshot", cfg, at=at))
 
 
+def rewound(rewind: Stage) -> dict:
+    """A consumer's inputs for a rewind's start: its start.json and the two files it names
+    (the source weights and the mask; lth.stages.load_start applies one to the other), so
+    Snakemake orders and reruns on those too. Inputs are not hashed: IDs do not change."""
+    return {"start": rewind.output("start"), "source": rewind.inputs["init"], "mask": rewind.inputs["mask"]}
+
+
 def chain(cfg: dict, make) -> list:
     """Levels 0..N of one lottery: init, dense training, then prune -> rewind -> train."""
     init = make("init", None, {}, {}, consumed("init", cfg))
@@ -41,8 +48,7 @@ def chain(cfg: dict, make) -> list:
                       consumed("rewind", cfg))
         # The rewind point is consumed by training too (it resumes at k); at its default
         # (reset) it drops out of the hash, so reset lotteries keep their IDs.
-        train = make("train", level, {"start": rewind.id},
-                     {**model, "start": rewind.output("start"), "mask": prune.output("mask")},
+        train = make("train", level, {"start": rewind.id}, {**model, **rewound(rewind)},
                      consumed("train", cfg, rewind=cfg["rewind"]))
         stages = {"prune": prune, "rewind": rewind, "train": train}
         trained_with = {**model, "mask": prune.output("mask")}
@@ -59,8 +65,7 @@ def chain(cfg: dict, make) -> list:
             start = make("rewind", level, {"mask": randmask.id, "init": source.id},
                          {**model, "init": source.output("weights"), "mask": randmask.output("mask")},
                          consumed("rewind", cfg))
-            stages["random_prune"] = make("train", level, {"start": start.id},
-                                          {**model, "start": start.output("start"), "mask": randmask.output("mask")},
+            stages["random_prune"] = make("train", level, {"start": start.id}, {**model, **rewound(start)},
                                           consumed("train", cfg, rewind=cfg["rewind"]))
         if cfg["controls"]["small_dense"]:
             # a narrower dense model with about as many weights as the level's mask keeps
@@ -77,8 +82,8 @@ def chain(cfg: dict, make) -> list:
             if noise is not None:
                 extra["noise"] = noise
             perturbed = make("perturb", level, {"start": rewind.id, "init": init.id},
-                             {**model, "start": rewind.output("start"), "init": init.output("weights"),
-                              "mask": prune.output("mask")}, consumed("perturb", cfg, **extra))
+                             {**model, **rewound(rewind), "init": init.output("weights")},
+                             consumed("perturb", cfg, **extra))
             stages[name] = make("train", level, {"start": perturbed.id},
                                 {**trained_with, "start": perturbed.output("start")},
                                 consumed("train", cfg, rewind=cfg["rewind"]))

@@ -122,8 +122,9 @@ for _kind in (
     StageKind("prune", 1, "lth.stages:run_prune", {"mask": "mask.parquet"},
               consumes=("prune.strategy", "prune.rate", "prune.conv_rate", "prune.schedule", "prune.output_rate")),
     # A rewind masks its source weights: which source (theta_0, theta_k, the previous level)
-    # is its upstream, so it consumes no setting of its own.
-    StageKind("rewind", 1, "lth.stages:run_rewind", {"start": "start.pt"}),
+    # is its upstream, so it consumes no setting of its own. Its start is a reference to the
+    # source weights and the mask (lth.stages.load_start), not a copy; outputs are not in IDs.
+    StageKind("rewind", 1, "lth.stages:run_rewind", {"start": "start.json"}),
     StageKind("reinit", 1, "lth.stages:run_reinit", {"start": "start.pt"}),
     StageKind("randmask", 1, "lth.stages:run_randmask", {"mask": "mask.parquet"}),
     StageKind("smalldense", 1, "lth.stages:run_smalldense", {"weights": "weights.pt", "model": "model.json"}),
@@ -135,9 +136,9 @@ for _kind in (
               {"table": "summary.parquet", "csv": "summary.csv", "replicates": "replicates.csv",
                "plot": "accuracy.png", "early_stop": "early_stop.png", "verdict": "verdict.txt"},
               resources="analysis", plan="lth.plan_analyses:summary",
-              figures={"plot": Figure("accuracy.rst", "Accuracy", "test accuracy vs weights remaining"),
+              figures={"plot": Figure("accuracy.rst", "Accuracy", "ticket vs controls: test accuracy at early stop"),
                        "early_stop": Figure("early_stop.rst", "Accuracy",
-                                            "early-stop iteration vs weights remaining"),
+                                            "ticket vs controls: early-stop iteration"),
                        "verdict": Figure("verdict.rst", "Accuracy", "verdict")},
               announce="summary: {dir}  (print it with: python -m lth summary {dir})"),
     StageKind("correlation", 1, "lth.analysis_stages:run_correlation",

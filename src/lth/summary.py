@@ -82,24 +82,49 @@ def replicates(frame: pd.DataFrame) -> pd.DataFrame:
 STYLES = {"ticket": "o-", "random_reinit": "^:", "random_prune": "v:", "small_dense": "d-."}
 
 
-def plot(frame: pd.DataFrame, path, column: str = "early_stop_test_accuracy", ylabel: str = "test accuracy (%)",
-         scale: float = 100.0) -> None:
+ACCURACY = ("early_stop_test_accuracy", "test accuracy at early stop (%)", 100.0)
+EARLY_STOP = ("early_stop_iteration", "early-stop iteration (min. validation loss)", 1.0)
+
+
+def draw(ax, frame: pd.DataFrame, column: str, ylabel: str, scale: float) -> None:
     """`column` (mean over replicates, with a +- std band) against weights remaining, one
-    line per lottery and variant."""
-    from .plots import _figure, _save, remaining_axis
-    plt, fig, ax = _figure()
+    line per lottery and variant (the ticket against its controls), and the dense
+    network's value (level 0) as a dotted reference line."""
+    from .plots import remaining_axis
     stats = replicates(frame)
+    several = stats.lottery.nunique() > 1
     for (lottery, variant), rows in stats.groupby(["lottery", "variant"], sort=False):
-        label = variant if stats.lottery.nunique() == 1 else f"{lottery} {variant}"
+        label = f"{lottery} {variant}" if several else variant
         x, y = rows.weights_remaining_pct_mean, scale * rows[f"{column}_mean"]
         line, = ax.plot(x, y, STYLES.get(variant, "s--"), label=label)
         if rows.replicates.max() > 1:  # the band: +- one standard deviation over replicates
             spread = scale * rows[f"{column}_std"].fillna(0)
             ax.fill_between(x, y - spread, y + spread, color=line.get_color(), alpha=0.2)
+        dense = rows[rows.level == 0]
+        if variant == "ticket" and len(dense):
+            ax.axhline(scale * float(dense[f"{column}_mean"].iloc[0]), color=line.get_color(), linestyle=":",
+                       linewidth=1, label=f"{lottery} dense" if several else "dense (level 0)")
     remaining_axis(ax)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
+
+
+def plot(frame: pd.DataFrame, path, column: str = ACCURACY[0], ylabel: str = ACCURACY[1],
+         scale: float = ACCURACY[2]) -> None:
+    from .plots import _figure, _save
+    plt, fig, ax = _figure()
+    draw(ax, frame, column, ylabel, scale)
+    _save(plt, fig, path)
+
+
+def overview(frame: pd.DataFrame, path) -> None:
+    """The claim on one figure: the ticket against its controls, accuracy at early stop and
+    early-stop iteration side by side (the README's figure: `python -m lth summary --figure`)."""
+    from .plots import _figure, _save
+    plt, fig, (left, right) = _figure(1, 2, figsize=(11, 4))
+    draw(left, frame, *ACCURACY)
+    draw(right, frame, *EARLY_STOP)
     _save(plt, fig, path)
 
 
@@ -110,8 +135,8 @@ def write(frame: pd.DataFrame, out: Path) -> None:
         frame.to_csv(tmp, index=False, float_format="%.6g")
     with atomic_path(out / "replicates.csv") as tmp:
         replicates(frame).to_csv(tmp, index=False, float_format="%.6g")
-    plot(frame, out / "accuracy.png", ylabel="test accuracy at early stop (%)")
-    plot(frame, out / "early_stop.png", "early_stop_iteration", "early-stop iteration (min. validation loss)", 1.0)
+    plot(frame, out / "accuracy.png", *ACCURACY)
+    plot(frame, out / "early_stop.png", *EARLY_STOP)
 
 
 def format_table(frame: pd.DataFrame) -> str:

@@ -3,7 +3,9 @@ folder against its record (lth.records), list the damaged ones, and with --repai
 them, so that the next `snakemake` rebuilds exactly those and what depends on them.
 
 A stage is damaged when its record is missing (unfinished or killed), unreadable or
-altered, or when one of its files is missing or differs from the record in size or sha256.
+altered, when one of its files is missing or differs from the record in size or sha256, or
+when it is a rewind whose start reference (start.json) names a file its stage's record now
+says is other bytes (the named stage was rebuilt differently: the reference is stale).
 Torch-free.
 """
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 from pathlib import Path
 
 from . import records, registry
-from .artifacts import read_json
+from .artifacts import ArtifactError, read_json
 
 
 def stage_dirs(results: Path) -> list[Path]:
@@ -30,6 +32,12 @@ def damaged(results: Path) -> dict[Path, list[str]]:
     found = {}
     for stage_dir in stage_dirs(results):
         problems = records.problems(stage_dir)
+        if not problems and (stage_dir / "start.json").is_file():
+            from .stages import reference_problems
+            try:
+                problems = reference_problems(stage_dir / "start.json")
+            except ArtifactError as exc:
+                problems = [str(exc)]
         if problems:
             found[stage_dir] = problems
     return found
