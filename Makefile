@@ -3,7 +3,7 @@
 CORES ?= 2
 VENV ?= .venv
 
-.PHONY: setup run test lint bench screenshots clean
+.PHONY: setup run test lint bench screenshots figure clean
 
 setup:
 	bash tools/setup.sh
@@ -22,6 +22,10 @@ lint: setup
 # Screenshots of every figure as the HTML report shows it (needs chromium: apt-get install chromium).
 screenshots:
 	$(VENV)/bin/python tools/report_screenshots.py report.html report_screenshots
+
+# The README's figure, from the finished default run (after `make run`).
+figure:
+	$(VENV)/bin/python -m lth summary --figure docs/default_run.png
 
 bench: setup
 	$(VENV)/bin/python bench/speed.py

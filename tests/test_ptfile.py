@@ -133,3 +133,20 @@ def test_unsupported_dtype_writes_nothing(tmp_path):
     with pytest.raises(TypeError, match="x: dtype complex64"):
         ptfile.save(tmp_path / "w.pt", {"x": np.zeros(3, np.complex64)})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compressed_files_are_smaller_reproducible_and_read_by_torch(tmp_path):
+    """Masked trainings are saved deflated: a LeNet level must fit in 1 MB (issue 14)."""
+    import torch
+    rng = np.random.default_rng(0)
+    keep = rng.random((300, 784)) < 0.8
+    state = {"w": np.where(keep, rng.standard_normal((300, 784)), 0).astype(np.float32),
+             "b": rng.standard_normal(300).astype(np.float32), "steps": np.arange(3)}
+    for name in ("a", "b"):
+        ptfile.save(tmp_path / f"{name}.pt", state, compress=True)
+    ptfile.save(tmp_path / "stored.pt", state)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert (tmp_path / "a.pt").stat().st_size < 0.85 * (tmp_path / "stored.pt").stat().st_size
+    for loaded in (ptfile.load(tmp_path / "a.pt"), {k: v.numpy() for k, v in
+                                                   torch.load(tmp_path / "a.pt", weights_only=True).items()}):
+        assert all(np.array_equal(loaded[k], state[k]) and loaded[k].dtype == state[k].dtype for k in state)

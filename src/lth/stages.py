@@ -234,7 +234,9 @@ def run_train(job) -> dict | None:
     except RuntimeError as exc:  # torch refusing a non-deterministic operation: one line
         raise numerics.explain(exc) or exc
 
-    ptfile.save(out / "weights.pt", {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
+    # a masked training's weights are mostly zeros at high sparsity: deflated (ptfile.save)
+    ptfile.save(out / "weights.pt", {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
+                compress=mask is not None)
     figures = None
     if spec["kind"] != "snapshot":
         write_metrics(out / "metrics.parquet", result.metrics)
@@ -330,7 +332,7 @@ def run_reinit(job) -> None:
     info = read_model_info(model_info)
     seed = spec["settings"]["seed"]
     fresh = {k: v.numpy() for k, v in models.build(info["name"], seed).state_dict().items()}
-    ptfile.save(out / "start.pt", masked(fresh, load_mask(mask_path, info)))
+    ptfile.save(out / "start.pt", masked(fresh, load_mask(mask_path, info)), compress=True)
     _log(f"reinit {spec['id']} level {spec['level']}: fresh init seed {seed} masked by {mask_path}")
 
 

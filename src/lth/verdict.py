@@ -68,7 +68,7 @@ def lines(summary_frame: pd.DataFrame, instability_frame: pd.DataFrame | None = 
             prefix = f"{lottery}: " if len(lotteries) > 1 else ""
             rows = instability_frame[instability_frame.lottery == lottery]
             if not rows.empty:
-                out.append(prefix + _instability_line(rows))
+                out.append(prefix + instability_line(rows))
     return out
 
 
@@ -232,7 +232,7 @@ def _matching_line(ticket, tolerance: float) -> str:
     return text
 
 
-def _instability_line(rows: pd.DataFrame) -> str:
+def instability_line(rows: pd.DataFrame) -> str:
     """Networks stable and matching in every run of the lottery (instability summary rows)."""
     good, partial, bad = [], [], []
     keys = ["level", "variant", "k"]
