@@ -1,6 +1,7 @@
 """Bytes a pruning level writes (its prune, rewind and train stage directories), before and
-after the rewind stored its start as a reference (start.json) instead of a float copy
-(start.pt): figures, never assertions.
+after issue 14: the rewind stores its start as a reference (start.json) instead of a float
+copy (start.pt), and a masked training's weights.pt is deflated (lth.ptfile): figures, never
+assertions.
 
 Computed from a model's sizes (no training): the .pt files are written here with the
 model's tensor shapes and dtypes (their size depends on nothing else: stored uncompressed,
@@ -12,8 +13,10 @@ lth.stages writes. Spec, record, stats and metrics files are counted as `--small
 Measured, given a results folder: every ticket level's prune + rewind + train directories
 (a training whose start is a rewind of a prune's mask; level 0 is the dense training), with
 the rewind's start file named; "as before" replaces a start.json by the start.pt the
-rewind used to write (the size of the weights file it names: same shapes) and leaves the
-rest as measured.
+rewind used to write (the size of the weights file it names: same shapes, stored) and the
+deflated weights.pt by its stored size, and leaves the rest as measured. The computed
+"after" deflates Gaussian weights under the random mask (trained weights deflate alike:
+their float bits are as incompressible; the zeros are what compresses).
 
     python bench/level_bytes.py [--models lenet_300_100,vgg19] [--kept 0.8] [RESULTS ...]
 """
@@ -66,15 +69,21 @@ def reference_bytes(weights: int, mask: int) -> int:
 def computed(name: str, kept: float, small: int) -> dict:
     state, prunable, _ = model_state(name)
     rng = np.random.default_rng(0)
+    keep = {n: rng.random(state[n].shape) < kept for n in prunable}
+    trained = {n: np.where(keep[n], rng.standard_normal(v.shape), 0).astype(v.dtype) if n in keep else v
+               for n, v in state.items()}
     with tempfile.TemporaryDirectory() as tmp:
         ptfile.save(Path(tmp) / "w.pt", state)
         weights = (Path(tmp) / "w.pt").stat().st_size
-        masks.write(Path(tmp) / "m.parquet", {n: rng.random(state[n].shape) < kept for n in prunable})
+        ptfile.save(Path(tmp) / "t.pt", trained, compress=True)
+        deflated = (Path(tmp) / "t.pt").stat().st_size
+        masks.write(Path(tmp) / "m.parquet", keep)
         mask = (Path(tmp) / "m.parquet").stat().st_size
     params = sum(v.size for v in state.values())
     prunable_count = sum(state[n].size for n in prunable)
     before = {"trained weights.pt": weights, "start.pt": weights, "mask.parquet": mask, "small files": small}
-    after = {**{k: v for k, v in before.items() if k != "start.pt"}, "start.json": reference_bytes(weights, mask)}
+    after = {**{k: v for k, v in before.items() if k != "start.pt"}, "trained weights.pt": deflated,
+             "start.json": reference_bytes(weights, mask)}
     return {"model": name, "parameters": params, "prunable": prunable_count, "before": before, "after": after}
 
 
@@ -107,8 +116,9 @@ def measured(results: Path) -> list[dict]:
             dirs = [prune, rewind, train]
             total = sum(map(_dir_bytes, dirs))
             if (rewind / "start.json").is_file():
-                named = json.loads((rewind / "start.json").read_text())["weights"]["file"]
-                as_before = total - (rewind / "start.json").stat().st_size + (results / named).stat().st_size
+                named = (results / json.loads((rewind / "start.json").read_text())["weights"]["file"]).stat().st_size
+                stored_weights = named - (train / "weights.pt").stat().st_size  # deflated since issue 14
+                as_before = total - (rewind / "start.json").stat().st_size + named + stored_weights
                 start_file = "start.json"
             else:
                 as_before, start_file = total, "start.pt"
