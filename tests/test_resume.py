@@ -129,3 +129,31 @@ def test_a_cpu_checkpoint_resumes_on_a_gpu_with_a_reseeded_generator(monkeypatch
     calls.clear()
     training.restore_device_rng(torch.zeros(16, dtype=torch.uint8), "cuda:0", 1234, lines.append)
     assert calls == [("set", torch.uint8)]
+
+
+def test_checkpoint_intervals_in_iterations_wall_time_or_both(tmp_path, monkeypatch):
+    assert checkpoint.parse_interval("5000it", 100) == (5000, None)
+    assert checkpoint.parse_interval("2ep", 100) == (200, None)
+    assert checkpoint.parse_interval("10min", 100) == (0, 600)
+    assert checkpoint.parse_interval("5000it,30s", 100) == (5000, 30)
+    assert checkpoint.parse_interval(3000, 100) == (3000, None)
+    clock = [1000.0]
+    monkeypatch.setattr(checkpoint.time, "monotonic", lambda: clock[0])
+    timed = checkpoint.Checkpointing(tmp_path / "c.pt", 0, "abc", seconds=600)
+    assert not timed.due(5)
+    clock[0] += 600
+    assert timed.due(6)  # ten minutes since the job started
+    checkpoint.save(timed, {"iteration": 6})
+    assert not timed.due(7)  # the clock restarts at each checkpoint
+    both = checkpoint.Checkpointing(tmp_path / "d.pt", 50, "abc", seconds=600)
+    assert both.due(50) and not both.due(51)
+    clock[0] += 601
+    assert both.due(51)
+
+
+def test_a_checkpoint_is_streamed_and_its_digest_guards_it(tmp_path):
+    ckpt = checkpoint.Checkpointing(tmp_path / "c.pt", 7, "abc")
+    checkpoint.save(ckpt, {"iteration": 3, "model": {"w": torch.arange(5.0)}})
+    raw = ckpt.path.read_bytes()
+    assert raw.startswith(checkpoint.MAGIC) and checkpoint._body(raw) is not None
+    assert checkpoint._body(raw[:-1] + bytes([raw[-1] ^ 1])) is None

@@ -45,6 +45,8 @@ def parse_interval(text: str, steps_per_epoch: int) -> tuple[int, float | None]:
         timed = re.fullmatch(r"0*([1-9][0-9]*)(s|min|h)", part)
         if timed:
             seconds = int(timed.group(1)) * _SECONDS[timed.group(2)]
+        elif part.isdigit():  # a bare integer: iterations (as the schema allows)
+            iterations = int(part)
         else:
             iterations = Step.parse(part).iterations(steps_per_epoch)
     return iterations, seconds
@@ -56,7 +58,7 @@ class Checkpointing:
     every: int                      # iterations between checkpoints (0: by time only)
     identity: str                   # the stage ID: a checkpoint of any other stage is ignored
     seconds: float | None = None    # wall time between checkpoints (None: by iterations only)
-    _last: float = field(default_factory=time.monotonic, repr=False)
+    _last: float = field(default_factory=lambda: time.monotonic(), repr=False)  # when the job started
 
     def due(self, done: int) -> bool:
         """Whether a checkpoint is due after `done` iterations (a clock read: ~50 ns)."""
