@@ -13,7 +13,8 @@ budgets add up to 410 s; --quick shrinks the iteration counts, not the budgets):
   gpu_tests       `pytest tests/gpu -q`: passed / failed / skipped counts
   cpu_lenet       LeNet-300-100 it/s on this machine's CPU, 1 thread, batch 60: the reference
   gpu_speed       it/s on the GPU: LeNet-300-100 and Conv-2 (batch 60), ResNet-20 and VGG-16
-                  (batch 128, with and without augmentation)
+                  (batch 128, with and without augmentation), and each job's peak allocated
+                  memory (100 synthetic batches on the device, not a whole dataset)
   bits_cpu/_gpu   per model, whether two runs with the same seeds give the same bits, in the
                   default and in deterministic mode (lth.numerics.configure), and the
                   deterministic slowdown; one fresh process per mode, since deterministic mode
@@ -118,7 +119,12 @@ def rate(config, device: str, seconds: float, width: float = 1.0, deadline: floa
     """it/s of lth.training.train: a 100-iteration warm-up, a 100-iteration probe, then
     about `seconds` of training (less if the deadline is nearer; the probe's figure if
     there is no room for more)."""
+    import torch
+
     from lth.training import train
+    if device.startswith("cuda"):  # peak memory of this job: what gpu_slots can pack per GPU
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     model, data = build(config, device, width), synthetic(config, device)
     train(model, None, data, settings_for(config, 100))
     result = train(model, None, data, settings_for(config, 100))
@@ -126,8 +132,11 @@ def rate(config, device: str, seconds: float, width: float = 1.0, deadline: floa
     if room > 2 * result.train_seconds:
         result = train(model, None, data, settings_for(config, rounded(room * 100 / result.train_seconds)))
     iterations = result.iterations
-    return {"model": config[0], "batch": config[2], "augment": config[3], "iterations": iterations,
-            "train_seconds": round(result.train_seconds, 4), "it_s": round(iterations / result.train_seconds, 1)}
+    figures = {"model": config[0], "batch": config[2], "augment": config[3], "iterations": iterations,
+               "train_seconds": round(result.train_seconds, 4), "it_s": round(iterations / result.train_seconds, 1)}
+    if device.startswith("cuda"):  # synthetic data: 100 batches, not a whole dataset (bench/gpu_memory.py adds it)
+        figures["peak_allocated_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return figures
 
 
 def label(config) -> str:
@@ -277,7 +286,8 @@ def gpu_speed(ctx, deadline) -> dict:
         if cpu:
             r["vs_cpu_lenet"] = round(r["it_s"] / cpu, 2)
         print(f"  {label(config):24s} {r['it_s']:8.0f} it/s" + (f"  ({r['vs_cpu_lenet']}x this CPU's LeNet, "
-                                                                 f"{cpu:.0f} it/s)" if cpu else ""))
+                                                                 f"{cpu:.0f} it/s)" if cpu else "")
+              + (f", peak {r['peak_allocated_mb']:.0f} MiB" if "peak_allocated_mb" in r else ""))
     return figures
 
 
