@@ -32,9 +32,9 @@ report: "workflow/report/workflow.rst"
 try:
     # config.yaml, then each --configfile (a preset's `base: defaults` starts over: lth.config.layer),
     # then --config: snakemake's own merge, except for that rule
-    _validated = lth_config.load([p for p in ["config.yaml"] if Path(p).is_file()]
-                                 + [str(p) for p in workflow.config_settings.configfiles],
-                                 dict(workflow.config_settings.config))
+    _settings = workflow.config_settings  # --replace-workflow-config drops config.yaml, as snakemake does
+    _validated = lth_config.load([p for p in ["config.yaml"] if Path(p).is_file() and not _settings.replace_workflow_config]
+                                 + [str(p) for p in _settings.configfiles], dict(_settings.config))
 except lth_config.ConfigError as _error:
     sys.exit(str(_error))
 config.clear()

@@ -26,6 +26,7 @@ ROWS = [
     ("threads zero", "threads: 0", [], "threads"),
     ("gpu slots zero", "gpu_slots: 0", [], "gpu_slots"),
     ("checkpoint interval in days", "checkpoint_every: 2d", [], "checkpoint_every"),
+    ("checkpoint interval twice in time", "checkpoint_every: 10min,30s", [], "checkpoint_every"),
     ("device unknown", "device: gpu", [], "device"),
     ("checkpoint zero", "checkpoint_every: 0it", [], "checkpoint_every"),
     ("deterministic word", "deterministic: sometimes", [], "deterministic"),

@@ -72,6 +72,23 @@ def test_several_visible_gpus_are_leased_among_by_their_physical_names(tmp_path)
     assert reordered.index == 0 and (tmp_path / "gpu3.lock").exists()
 
 
+def test_several_gpus_in_one_slurm_allocation_are_leased_per_job(tmp_path):
+    """`sbatch --gpus=4` running snakemake inside: four jobs, four GPUs (SLURM numbers each
+    job's GPUs from 0, so the leases are per job, by index)."""
+    job = {"SLURM_JOB_ID": "42", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}
+    got = [devices.resolve("cuda", job, count=4, lock_dir=tmp_path) for _ in range(4)]
+    assert sorted(device for device, _ in got) == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+    assert sorted(p.name for p in (tmp_path / "slurm-42").iterdir()) == [f"gpu{i}.lock" for i in range(4)]
+    other_job = devices.resolve("cuda", dict(job, SLURM_JOB_ID="43"), count=4, lock_dir=tmp_path)
+    assert other_job[0] == "cuda:0"  # another allocation's GPUs are other GPUs
+
+
+def test_mig_names_make_valid_lock_files(tmp_path):
+    mig = {"CUDA_VISIBLE_DEVICES": "MIG-GPU-1a2b/1/0,MIG-GPU-1a2b/2/0"}
+    device, lease = devices.resolve("cuda", mig, count=2, lock_dir=tmp_path)
+    assert device == "cuda:0" and (tmp_path / "gpuMIG-GPU-1a2b_1_0.lock").exists()
+
+
 def test_one_visible_gpu_is_used_without_a_lease(tmp_path):
     assert devices.resolve("auto", {"CUDA_VISIBLE_DEVICES": "5"}, count=1, lock_dir=tmp_path) == ("cuda:0", None)
     assert devices.resolve("cuda", {}, count=1, lock_dir=tmp_path) == ("cuda:0", None)

@@ -137,6 +137,9 @@ def test_checkpoint_intervals_in_iterations_wall_time_or_both(tmp_path, monkeypa
     assert checkpoint.parse_interval("10min", 100) == (0, 600)
     assert checkpoint.parse_interval("5000it,30s", 100) == (5000, 30)
     assert checkpoint.parse_interval(3000, 100) == (3000, None)
+    for doubled in ("10min,30s", "5000it,2ep", "1it,1s,1h"):
+        with pytest.raises(ValueError, match="one of each"):
+            checkpoint.parse_interval(doubled, 100)
     clock = [1000.0]
     monkeypatch.setattr(checkpoint.time, "monotonic", lambda: clock[0])
     timed = checkpoint.Checkpointing(tmp_path / "c.pt", 0, "abc", seconds=600)

@@ -69,8 +69,8 @@ def run_through_slurm(tmp_path, cfg, profile):
 
 def test_tiny_workflow_runs_through_slurm_in_grouped_jobs(cluster, tmp_path, small_idx_dataset):
     """One instability pair of the dense net, device: cpu. Before grouping this was 12 SLURM
-    jobs, one per stage; now a training's job also runs the next level's prune and rewind,
-    and the final analyses are one job: 7."""
+    jobs, one per stage; now level 1's prune and rewind run in its training's job, and the
+    final analyses are one job: 7."""
     from lth import config, job_groups, plan
     cfg = tiny_config(small_idx_dataset, levels=1, instability={"levels": [0]}, device="cpu")
     code, output, shown = run_through_slurm(tmp_path, cfg, slurm_test_profile(tmp_path))
@@ -96,6 +96,8 @@ def test_auto_on_a_gpu_node_torch_cannot_use_stops_in_one_line(cluster, tmp_path
     with_gpu = [text for text in shown.values() if "TresPerJob=gres:gpu:1" in text]
     assert len(with_gpu) == 1, shown  # the training's job (init runs in it)
     (log,) = (tmp_path / "results" / "logs" / "train").glob("*.log")
-    error = log.read_text().strip().splitlines()[-1]
+    text = log.read_text()
+    error = text.strip().splitlines()[-1]
     assert "device: auto: the scheduler allocated a GPU" in error and "torch.version.cuda" in error, error
+    assert error.startswith("error: ") and "Traceback" not in text, text[-2000:]
     assert not list((tmp_path / "results" / "train").glob("*/record.json"))

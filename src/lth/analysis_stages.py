@@ -177,7 +177,10 @@ def run_instability(job) -> None:
     plots.instability_vs_k(result, out / "instability_vs_k.png", settings["threshold"])
     plots.instability_vs_remaining(result, out / "instability_vs_remaining.png", settings["threshold"])
     from . import verdict  # the report's front page shows this line beside the summary's verdict
-    verdict.write(out / verdict.FILE, [verdict.instability_line(result)])
+    lotteries = list(dict.fromkeys(result.lottery))
+    verdict.write(out / verdict.FILE, [(f"{lottery}: " if len(lotteries) > 1 else "")
+                                       + verdict.instability_line(result[result.lottery == lottery])
+                                       for lottery in lotteries])
     for r in result.itertuples():
         _log(f"{r.run} level {r.level} {r.variant} k={r.k} ({r.weights_remaining_pct:.1f}%): instability "
              f"{100 * r.instability_test:.2f}% ({'stable' if r.stable else 'unstable'}), test acc "

@@ -41,7 +41,10 @@ def parse_interval(text: str, steps_per_epoch: int) -> tuple[int, float | None]:
     """(iterations or 0, seconds or None) of a checkpoint_every value (module docstring)."""
     from .steps import Step
     iterations, seconds = 0, None
-    for part in filter(None, (p.strip() for p in str(text).split(","))):
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if len(parts) > 2 or len({bool(re.fullmatch(r"0*[1-9][0-9]*(s|min|h)", p)) for p in parts}) < len(parts):
+        raise ValueError(f"checkpoint_every {text!r}: give steps, a wall time, or one of each (5000it,10min)")
+    for part in parts:
         timed = re.fullmatch(r"0*([1-9][0-9]*)(s|min|h)", part)
         if timed:
             seconds = int(timed.group(1)) * _SECONDS[timed.group(2)]

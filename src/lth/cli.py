@@ -199,6 +199,7 @@ def main(argv=None) -> int:
     from .artifacts import ArtifactError
     from .config import ConfigError
     from .data import DataError
+    from .devices import DeviceError
     from .divergence import Diverged
     from .lifeline import Orphaned
     from .numerics import NumericsError
@@ -207,6 +208,6 @@ def main(argv=None) -> int:
             from . import jobs
             return jobs.main(argv[1:])
         return _run(_parser().parse_args(argv))
-    except (ConfigError, DataError, ArtifactError, Diverged, Orphaned, NumericsError) as exc:
+    except (ConfigError, DataError, ArtifactError, DeviceError, Diverged, Orphaned, NumericsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

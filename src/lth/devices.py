@@ -6,16 +6,17 @@ GPU a job gets. A job therefore takes a lease: an exclusive, non-blocking flock 
 file per GPU slot, held by an open file descriptor for the life of the process, so the
 kernel frees it however the process ends (kill -9 included). Leases are taken among the
 GPUs the job sees: all of them, or those CUDA_VISIBLE_DEVICES lists (a shell exporting
-`0,1,2,3` leases among those four). A scheduler's job (SLURM sets SLURM_JOB_ID and limits
-CUDA_VISIBLE_DEVICES to what it allocated) and a single visible GPU need no lease: the job
-uses its GPU. Lock files are named by the physical GPU, so jobs with different
-CUDA_VISIBLE_DEVICES still agree, and the directory is shared by every user of the machine
-(world-writable and sticky, like /tmp). Torch-free: the lease is taken before CUDA starts.
+`0,1,2,3` leases among those four). A single visible GPU (what SLURM gives a job asking for
+one) needs no lease: the job uses it. Lock files are named by the physical GPU, so jobs with
+different CUDA_VISIBLE_DEVICES still agree; inside a SLURM allocation of several GPUs (SLURM
+numbers them from 0 in every job) they are leased per job, by index. The directory is
+shared by every user of the machine (world-writable and sticky, like /tmp). Torch-free: the lease is taken before CUDA starts.
 """
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import stat
 import sys
@@ -70,24 +71,33 @@ class Lease:
 
 
 def _shared_dir(lock_dir: Path) -> None:
-    """Create the lease directory usable by every user, whatever this user's umask."""
+    """Create the lease directory usable by every user, whatever this user's umask (created
+    with umask 0, so another user never sees it narrower, even for a moment)."""
     if not lock_dir.is_dir():
-        lock_dir.mkdir(parents=True, exist_ok=True)
+        old = os.umask(0)
         try:
-            os.chmod(lock_dir, 0o1777)
-        except PermissionError:
-            pass  # another user created it just now; theirs has the same mode
+            lock_dir.mkdir(mode=0o1777, parents=True, exist_ok=True)
+        finally:
+            os.umask(old)
 
 
 def _open_lock(path: Path):
+    old = os.umask(0)  # mode 666 from the start: another user may open it at once
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except PermissionError:
-        raise DeviceError(f"GPU lease file {path} is not writable by this user; ask its owner to "
-                          f"`chmod 666` it, or set LTH_LEASE_DIR to another folder for all users") from None
-    if os.fstat(fd).st_uid == os.geteuid():
-        os.fchmod(fd, 0o666)  # the umask narrowed it: other users must open it too
+        what = (f"GPU lease file {path} is not writable by this user; ask its owner to `chmod 666` it"
+                if path.exists() else
+                f"GPU lease folder {path.parent} is not writable by this user; ask its owner to `chmod 1777` it")
+        raise DeviceError(f"{what}, or set LTH_LEASE_DIR to another folder for all users") from None
+    finally:
+        os.umask(old)
     return os.fdopen(fd, "r+")
+
+
+def _file_name(name: str) -> str:
+    """A CUDA_VISIBLE_DEVICES entry as part of a file name (MIG names hold slashes)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
 def try_lease(count: int, lock_dir: Path = DEFAULT_LOCK_DIR, names: list[str] | None = None,
@@ -99,8 +109,8 @@ def try_lease(count: int, lock_dir: Path = DEFAULT_LOCK_DIR, names: list[str] | 
     names = names or [str(i) for i in range(count)]
     for slot in range(slots):  # every GPU's first slot before any second one
         for index in range(count):
-            handle = _open_lock(lock_dir / (f"gpu{names[index]}.lock" if slot == 0 else
-                                            f"gpu{names[index]}.slot{slot}.lock"))
+            name = _file_name(names[index])
+            handle = _open_lock(lock_dir / (f"gpu{name}.lock" if slot == 0 else f"gpu{name}.slot{slot}.lock"))
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -155,9 +165,12 @@ def resolve(requested: str, environ=os.environ, count=None, lock_dir: Path = DEF
         if requested == "cuda" or allocated(environ):
             raise _unusable(requested, environ)
         return "cpu", None
+    if count == 1:
+        return "cuda:0", None  # the only GPU this job sees (a SLURM job's own, say): use it
     names = visible(environ)
-    if environ.get("SLURM_JOB_ID") or count == 1:
-        return "cuda:0", None  # the scheduler's (or the only) GPU: nothing to share out
+    job = environ.get("SLURM_JOB_ID")
+    if job:  # several GPUs in one allocation: SLURM numbers them from 0 in every job, so
+        lock_dir, names = lock_dir / f"slurm-{_file_name(job)}", None  # lease per job, by index
     got = lease(count, lock_dir, names=names[:count] if names else None, slots=slots)
     return f"cuda:{got.index}", got
 
@@ -184,7 +197,7 @@ def describe(device: str, lease: Lease | None, environ=os.environ) -> str:
         slot = f", slot {lease.slot}" if lease.slot else ""
         among = f" among CUDA_VISIBLE_DEVICES={chosen}" if chosen else ""
         return f"device {device} (leased GPU {lease.index}{slot}{among})"
-    if chosen and environ.get("SLURM_JOB_ID"):
+    if device.startswith("cuda") and chosen and environ.get("SLURM_JOB_ID"):
         return f"device {device} (CUDA_VISIBLE_DEVICES={chosen} set by the scheduler; no lease)"
     if device.startswith("cuda"):
         return f"device {device} (the only GPU visible; no lease)"

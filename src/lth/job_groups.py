@@ -1,19 +1,24 @@
 """Which stages share one cluster job (Snakemake's `group`), so that a 20-level lottery is not
-~80 SLURM submissions each with its own queue wait for ~20 trainings. Torch-free.
+~65 SLURM submissions each with its own queue wait for ~21 trainings. Torch-free.
 
 Rules, by the stage kinds' resource classes (lth.registry):
 - every training-class stage (train, snapshot, interpolate) leads its own job;
-- a small stage (init, prune, rewind, reinit, ...) joins the job of the latest training U
-  it follows through small stages (every other such training is one U waits for): it runs
-  right after U, on U's node (the next level's prune and rewind after a training). It
-  could not start before U ends anyway, and it takes seconds.
-- a small stage not placed so whose only consumer is one training T joins T's job
-  (a control's reinit before its training);
-- other small stages are jobs of their own: joining one of several trainings would make
-  the others wait for it (e.g. a rewind whose start weights the instability copies share);
+- a small stage (prune, rewind, reinit, randmask, ...) runs in the job of the first
+  training T its outputs lead to (through small stages), before T, when every other
+  training they lead to waits for T anyway: a level's prune, rewind and training are one
+  job (the next level's prune reads this level's mask, but also this level's training).
+  T needs them, and they take seconds. Analyses reading a small stage's files (anatomy
+  reads masks) do not count: they run last.
+- a small stage leading to trainings that do not wait for one another (a prune whose mask
+  the ticket and its random-reinit control both use, a rewind shared with instability
+  copies, init) is a job of its own: joining one would make the others wait for it;
 - every analysis-class stage joins one final job, ANALYSES (the profile lets that group
   span disconnected stages with `group-components`).
-No grouping ever makes one training wait for another, and the groups form no cycle
+Why before T and not after the training it follows: when any member of a group job fails,
+Snakemake deletes the outputs of every member. A failed prune grouped after a finished
+12-hour training would delete that training; grouped before its own training, a failure
+costs only the seconds-long stages (and the training's checkpoint survives: it is not an
+output). No grouping ever makes one training wait for another, and the groups form no cycle
 (tests/test_job_groups.py checks both on every preset's plan). Locally Snakemake ignores
 groups.
 """
@@ -61,33 +66,26 @@ def assign(plan) -> dict[str, str]:
     for sid, upstream in deps.items():
         for other in upstream:
             consumers[other].add(sid)
-    group: dict[str, str] = {}
-    trainers: dict[str, frozenset] = {}  # small stage -> trainings above it through small stages
-    before: dict[str, frozenset] = {}    # stage -> every training it (transitively) waits for
     order = _topological(deps)
+    before: dict[str, frozenset] = {}  # stage -> every training it (transitively) waits for
     for sid in order:
         before[sid] = frozenset().union(*({d} | before[d] if kind_class[d] == "train" else before[d]
                                           for d in deps[sid]))
+    group: dict[str, str] = {}
+    below: dict[str, frozenset] = {}  # small stage -> the first trainings on its paths down
+    for sid in order[::-1]:  # consumers first
         cls = kind_class[sid]
         if cls == "train":
             group[sid] = f"job-{sid}"
         elif cls == "analysis":
             group[sid] = ANALYSES
         else:
-            above = frozenset().union(*({d} if kind_class[d] == "train" else trainers.get(d, frozenset({d}))
-                                        for d in deps[sid]))
-            trainers[sid] = above
-            # the latest of them: the one every other is (transitively) waited for by
-            latest = [u for u in above if kind_class.get(u) == "train" and above - {u} <= before[u]]
-            if len(latest) == 1:
-                group[sid] = group[latest[0]]
-    for sid in order[::-1]:
-        if sid not in group and kind_class[sid] == "small":
-            after = consumers[sid]
-            if len(after) == 1 and kind_class[next(iter(after))] == "train":
-                group[sid] = group[next(iter(after))]
-            else:
-                group[sid] = f"job-{sid}"
+            below[sid] = frozenset().union(*({c} if kind_class[c] == "train" else below.get(c, frozenset())
+                                             for c in consumers[sid]))
+    for sid, trainings in below.items():  # the trainings have their names now
+        # the one every other waits for: joining its job delays none of them
+        first = [t for t in trainings if all(t in before[other] for other in trainings - {t})]
+        group[sid] = group[first[0]] if len(first) == 1 else f"job-{sid}"
     return group
 
 
