@@ -362,9 +362,12 @@ def test_analyses_run_as_cached_stages_and_make_the_report(tmp_path, small_idx_d
     assert len(result) == 4 and set(result.pairs) == {2} and set(result.level) == {0, 2}
     assert ((result.instability_test < 0.02) == result.stable).all()
     said = (tmp_path / p.instability.output("verdict")).read_text().splitlines()
-    good = result[result.stable & result.matching]
-    assert len(said) == 1 and said[0].startswith("instability: stable and matching at ")
-    assert all(f"{level} (" in said[0] for level in good.level)
+    lotteries = list(dict.fromkeys(result.lottery))
+    assert len(said) == len(lotteries) == 2  # one line per learning rate's lottery
+    for lottery, line in zip(lotteries, said):
+        assert line.startswith(f"{lottery}: instability: stable and matching at ")
+        good = result[(result.lottery == lottery) & result.stable & result.matching]
+        assert all(f"{level} (" in line.split("; not at")[0] for level in good.level)
     summary = pd.read_parquet(tmp_path / p.summary.output("table"))
     assert set(summary.variant) == {"ticket", "random_reinit", "small_dense", "noise_1"}
     assert set(summary[summary.variant == "noise_1"].level) == {2}
