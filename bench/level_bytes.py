@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from lth import masks, ptfile  # noqa: E402
+from workflow import dir_bytes  # noqa: E402  (bench/workflow.py, beside this file)
 
 # LeNet-300-100 level 1 of the default recipe (10,000 iterations, an evaluation every 1,000),
 # measured: prune spec + record 876, rewind spec + record 686, train metrics + stats + spec + record 4,029
@@ -87,10 +88,6 @@ def computed(name: str, kept: float, small: int) -> dict:
     return {"model": name, "parameters": params, "prunable": prunable_count, "before": before, "after": after}
 
 
-def _dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 def _spec(stage_dir: Path) -> dict:
     return json.loads((stage_dir / "spec.json").read_text())
 
@@ -114,7 +111,7 @@ def measured(results: Path) -> list[dict]:
             if not prune.is_dir():
                 continue  # a random-pruning control's rewind (a randmask)
             dirs = [prune, rewind, train]
-            total = sum(map(_dir_bytes, dirs))
+            total = sum(map(dir_bytes, dirs))
             if (rewind / "start.json").is_file():
                 named = (results / json.loads((rewind / "start.json").read_text())["weights"]["file"]).stat().st_size
                 stored_weights = named - (train / "weights.pt").stat().st_size  # deflated since issue 14
@@ -124,11 +121,11 @@ def measured(results: Path) -> list[dict]:
                 as_before, start_file = total, "start.pt"
         elif (results / "init" / str(start)).is_dir():
             dirs, start_file = [train], "init"
-            total = as_before = _dir_bytes(train)
+            total = as_before = dir_bytes(train)
         else:
             continue  # a control, a perturbation, a copy from a snapshot
         rows.append({"level": spec["level"], "train": train.name, "start": start_file, "bytes": total,
-                     "as_before": as_before, "parts": {d.parent.name: _dir_bytes(d) for d in dirs}})
+                     "as_before": as_before, "parts": {d.parent.name: dir_bytes(d) for d in dirs}})
     return sorted(rows, key=lambda r: (r["level"], r["train"]))
 
 

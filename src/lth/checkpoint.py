@@ -42,12 +42,12 @@ def parse_interval(text: str, steps_per_epoch: int) -> tuple[int, float | None]:
     from .steps import Step
     iterations, seconds = 0, None
     parts = [p.strip() for p in str(text).split(",") if p.strip()]
-    if len(parts) > 2 or len({bool(re.fullmatch(r"0*[1-9][0-9]*(s|min|h)", p)) for p in parts}) < len(parts):
+    timed = [re.fullmatch(r"0*([1-9][0-9]*)(s|min|h)", part) for part in parts]
+    if len(parts) > 2 or len({match is None for match in timed}) < len(parts):
         raise ValueError(f"checkpoint_every {text!r}: give steps, a wall time, or one of each (5000it,10min)")
-    for part in parts:
-        timed = re.fullmatch(r"0*([1-9][0-9]*)(s|min|h)", part)
-        if timed:
-            seconds = int(timed.group(1)) * _SECONDS[timed.group(2)]
+    for part, match in zip(parts, timed):
+        if match:
+            seconds = int(match.group(1)) * _SECONDS[match.group(2)]
         elif part.isdigit():  # a bare integer: iterations (as the schema allows)
             iterations = int(part)
         else:

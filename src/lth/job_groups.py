@@ -39,6 +39,7 @@ def dependencies(plan) -> dict[str, set[str]]:
 
 
 def _topological(deps: dict[str, set[str]]) -> list[str]:
+    """Nodes after everything they depend on; ValueError on a cycle."""
     order, state = [], {}
     for root in deps:
         if root in state:
@@ -52,6 +53,8 @@ def _topological(deps: dict[str, set[str]]) -> list[str]:
                 stack.pop()
                 state[node] = "done"
                 order.append(node)
+            elif state.get(child) == "open":
+                raise ValueError(f"cycle through {node} and {child}")
             elif child not in state:
                 state[child] = "open"
                 stack.append((child, iter(sorted(deps[child]))))
@@ -102,18 +105,7 @@ def check(plan, group: dict[str, str]) -> None:
     between = defaultdict(set)
     for sid, upstream in deps.items():
         between[group[sid]] |= {group[other] for other in upstream if group[other] != group[sid]}
-    colour: dict = {}  # depth-first search: a group reached again while open closes a cycle
-    for root in set(group.values()) - set(colour):
-        stack = [(root, iter(between[root]))]
-        colour[root] = "open"
-        while stack:
-            node, nexts = stack[-1]
-            other = next(nexts, None)
-            if other is None:
-                colour[node] = "done"
-                stack.pop()
-            elif colour.get(other) == "open":
-                raise ValueError(f"cluster groups form a cycle through {node} and {other}")
-            elif other not in colour:
-                colour[other] = "open"
-                stack.append((other, iter(between[other])))
+    try:
+        _topological({name: between[name] for name in set(group.values())})
+    except ValueError as exc:
+        raise ValueError(f"cluster groups form a {exc}") from None

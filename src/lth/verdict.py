@@ -146,44 +146,38 @@ def _spread_clause(beats, compared) -> str:
     return ", ".join(parts)
 
 
-def _accuracy_line(ticket, other, control: str) -> str:
-    compared = _compare(ticket, other, "early_stop_test_accuracy", +1.0)
+def _comparison_line(control: str, what: str, words: tuple, compared, gap, unit: str, fmt, listed) -> str:
+    """One line of the ticket against a control on one column: where it is better (`words`:
+    better, worse, same), by how much (`gap` of a compared tuple, in `unit` shown by `fmt`),
+    each level as `listed` shows it, and the spread clause."""
     beats, loses, ties = _split(compared)
-
-    def points(gap):
-        return f"{100 * gap:+.2f}"
-
-    def listed(items):
-        return "; ".join(f"{_level(x[0], x[1])} {points(x[3])}" for x in items)
-    text = (f"vs {control}, test accuracy at early stop: the ticket's mean is higher at {len(beats)} of "
-            f"{_count(compared)}")
+    better, worse, same = words
+    text = f"vs {control}, {what}: the ticket's mean is {better} at {len(beats)} of {_count(compared)}"
     if beats:
-        text += f", {_range([100 * x[3] for x in beats], 'points', _number)}: {listed(beats)}"
+        text += f", {_range([gap(x) for x in beats], unit, fmt)}: {listed(beats)}"
     if loses:
-        text += f"; lower at {listed(loses)}"
+        text += f"; {worse} at {listed(loses)}"
     if ties:
-        text += f"; tied at {_levels([_level(x[0], x[1]) for x in ties])}"
+        text += f"; {same} at {_levels([_level(x[0], x[1]) for x in ties])}"
     clause = _spread_clause(beats, compared)
     return text + (f"; {clause}" if clause else "")
+
+
+def _accuracy_line(ticket, other, control: str) -> str:
+    def listed(items):
+        return "; ".join(f"{_level(x[0], x[1])} {100 * x[3]:+.2f}" for x in items)
+    return _comparison_line(control, "test accuracy at early stop", ("higher", "lower", "tied"),
+                            _compare(ticket, other, "early_stop_test_accuracy", +1.0),
+                            lambda x: 100 * x[3], "points", _number, listed)
 
 
 def _iteration_line(ticket, other, control: str) -> str:
-    compared = _compare(ticket, other, "early_stop_iteration", -1.0)
-    beats, loses, ties = _split(compared)
-
     def listed(items):
         return "; ".join(f"{_level(x[0], x[1])} {_iterations(x[1].early_stop_iteration_mean)} vs "
                          f"{_iterations(x[2].early_stop_iteration_mean)}" for x in items)
-    text = (f"vs {control}, early-stop iteration: the ticket's mean is earlier at {len(beats)} of "
-            f"{_count(compared)}")
-    if beats:
-        text += f", {_range([x[3] for x in beats], 'iterations', _iterations)}: {listed(beats)}"
-    if loses:
-        text += f"; later at {listed(loses)}"
-    if ties:
-        text += f"; the same at {_levels([_level(x[0], x[1]) for x in ties])}"
-    clause = _spread_clause(beats, compared)
-    return text + (f"; {clause}" if clause else "")
+    return _comparison_line(control, "early-stop iteration", ("earlier", "later", "the same"),
+                            _compare(ticket, other, "early_stop_iteration", -1.0),
+                            lambda x: x[3], "iterations", _iterations, listed)
 
 
 def _matching_line(ticket, tolerance: float) -> str:

@@ -8,11 +8,22 @@ ID = "[0-9a-f]{%d}" % lth_plan.ID_LENGTH
 PYTHON = sys.executable
 
 
+def gpu_request(wildcards):
+    """1 for a training-class job meant for a GPU. Follows `device`: cuda asks, cpu never
+    does, and auto asks when the job goes to a cluster (whose GPU nodes are why one uses
+    it; set device: cpu on a CPU-only cluster) or when this host has a GPU. Evaluated per
+    job, once the executor is known (a dry run cannot know it and asks as on this host)."""
+    if config["device"] != "auto":
+        return int(config["device"] == "cuda")
+    cluster = workflow.executor_plugin is not None and not workflow.local_exec
+    return int(cluster or workflow.remote_exec or lth_devices.gpu_expected())
+
+
 # Resources by the registry's class of each kind. Training jobs declare gpu=1 when they are
 # meant for a GPU (gpu_request), so `--resources gpu=N` caps them and the SLURM executor
 # turns it into --gpus=1. Runtimes (minutes) are SLURM limits for the short CPU kinds; a
 # cluster profile's set-resources overrides them per rule, and sets the trainings'.
-RESOURCES = {"train": {"gpu": lambda wildcards: gpu_request(wildcards)},
+RESOURCES = {"train": {"gpu": gpu_request},
              "analysis": {"runtime": 15}, "small": {"runtime": 10}}
 
 
@@ -70,16 +81,5 @@ def figure_labels(kind, figure):
 GROUPS = lth_job_groups.assign(PLAN)
 
 
-def job_group(kind):
-    return lambda wildcards: GROUPS[wildcards.id]
-
-
-def gpu_request(wildcards):
-    """1 for a training-class job meant for a GPU. Follows `device`: cuda asks, cpu never
-    does, and auto asks when the job goes to a cluster (whose GPU nodes are why one uses
-    it; set device: cpu on a CPU-only cluster) or when this host has a GPU. Evaluated per
-    job, once the executor is known (a dry run cannot know it and asks as on this host)."""
-    if config["device"] != "auto":
-        return int(config["device"] == "cuda")
-    cluster = workflow.executor_plugin is not None and not workflow.local_exec
-    return int(cluster or workflow.remote_exec or lth_devices.gpu_expected())
+def job_group(wildcards):
+    return GROUPS[wildcards.id]

@@ -15,7 +15,7 @@ for _kind in lth_registry.kinds():
             execution=execution_flags(_kind),
         threads: config["threads"] if _kind.resources == "train" else 1
         group:
-            job_group(_kind.name)
+            job_group
         resources:
             **RESOURCES[_kind.resources],
         log:
