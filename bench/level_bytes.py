@@ -1,7 +1,7 @@
 """Bytes a pruning level writes (its prune, rewind and train stage directories), before and
 after issue 14: the rewind stores its start as a reference (start.json) instead of a float
-copy (start.pt), and a masked training's weights.pt is deflated (lth.ptfile): figures, never
-assertions.
+copy (start.pt), and a masked training's weights.pt stores only the surviving weights and the
+mask's bits (packed, lth.ptfile): figures, never assertions.
 
 Computed from a model's sizes (no training): the .pt files are written here with the
 model's tensor shapes and dtypes (their size depends on nothing else: stored uncompressed,
@@ -14,9 +14,8 @@ Measured, given a results folder: every ticket level's prune + rewind + train di
 (a training whose start is a rewind of a prune's mask; level 0 is the dense training), with
 the rewind's start file named; "as before" replaces a start.json by the start.pt the
 rewind used to write (the size of the weights file it names: same shapes, stored) and the
-deflated weights.pt by its stored size, and leaves the rest as measured. The computed
-"after" deflates Gaussian weights under the random mask (trained weights deflate alike:
-their float bits are as incompressible; the zeros are what compresses).
+packed weights.pt by its dense stored size, and leaves the rest as measured. A packed file's
+size depends only on the mask's counts, so the computed "after" is exact for that density.
 
     python bench/level_bytes.py [--models lenet_300_100,vgg19] [--kept 0.8] [RESULTS ...]
 """
@@ -76,14 +75,14 @@ def computed(name: str, kept: float, small: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ptfile.save(Path(tmp) / "w.pt", state)
         weights = (Path(tmp) / "w.pt").stat().st_size
-        ptfile.save(Path(tmp) / "t.pt", trained, compress=True)
-        deflated = (Path(tmp) / "t.pt").stat().st_size
+        ptfile.save(Path(tmp) / "t.pt", trained, masks=keep)
+        packed = (Path(tmp) / "t.pt").stat().st_size
         masks.write(Path(tmp) / "m.parquet", keep)
         mask = (Path(tmp) / "m.parquet").stat().st_size
     params = sum(v.size for v in state.values())
     prunable_count = sum(state[n].size for n in prunable)
     before = {"trained weights.pt": weights, "start.pt": weights, "mask.parquet": mask, "small files": small}
-    after = {**{k: v for k, v in before.items() if k != "start.pt"}, "trained weights.pt": deflated,
+    after = {**{k: v for k, v in before.items() if k != "start.pt"}, "trained weights.pt": packed,
              "start.json": reference_bytes(weights, mask)}
     return {"model": name, "parameters": params, "prunable": prunable_count, "before": before, "after": after}
 
@@ -114,7 +113,7 @@ def measured(results: Path) -> list[dict]:
             total = sum(map(dir_bytes, dirs))
             if (rewind / "start.json").is_file():
                 named = (results / json.loads((rewind / "start.json").read_text())["weights"]["file"]).stat().st_size
-                stored_weights = named - (train / "weights.pt").stat().st_size  # deflated since issue 14
+                stored_weights = named - (train / "weights.pt").stat().st_size  # packed since 2026-12-03
                 as_before = total - (rewind / "start.json").stat().st_size + named + stored_weights
                 start_file = "start.json"
             else:

@@ -2,7 +2,8 @@
 
 (a) File size of a LeNet-300-100 state dict (fc1 300x784, fc2 100x300, fc3 10x100 float32
     plus biases), dense and with 90 % of each weight matrix zeroed, as the old deflated
-    ptfile wrote it and as the current stored, 64-byte aligned layout (torch.save's) writes it.
+    ptfile wrote it, as the stored, 64-byte aligned layout (torch.save's) writes it, and
+    packed (only the survivors and the mask's bits: how masked trainings are saved).
 (b) Wall time of one fresh `python -c` process that loads such a file, masks the weights
     at 90 % sparsity and saves the result, as a prune/rewind job does: with lth.ptfile +
     numpy, and with `import torch` + torch.load/torch.save. Medians of --runs runs each,
@@ -87,8 +88,11 @@ def main() -> None:
             old, new = tmp / "old.pt", tmp / "new.pt"
             save_deflated(old, state)
             ptfile.save(new, state)
+            keep = {n: w != 0 for n, w in state.items() if n.endswith(".weight")}
+            ptfile.save(tmp / "packed.pt", state, masks=keep)
             print(f"  {label:9s} deflated (old) {old.stat().st_size / 1e6:7.3f} MB   "
-                  f"stored+aligned (new) {new.stat().st_size / 1e6:7.3f} MB")
+                  f"stored+aligned {new.stat().st_size / 1e6:7.3f} MB   "
+                  f"packed+aligned {(tmp / 'packed.pt').stat().st_size / 1e6:7.3f} MB")
         stored, deflated = tmp / "in_stored.pt", tmp / "in_deflated.pt"
         ptfile.save(stored, sparse(lenet(), 0.8))
         save_deflated(deflated, sparse(lenet(), 0.8))

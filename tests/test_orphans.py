@@ -50,7 +50,7 @@ def test_kill_9_of_snakemake_stops_the_training_and_rerun_incomplete_resumes_it(
         workdir.mkdir()
         (workdir / "config.yaml").write_text(yaml.safe_dump(long_config(small_idx_dataset)))
     stage = plan.build(config.load(killed / "config.yaml")).levels[0]["train"]
-    ckpt = killed / "results" / "checkpoints" / f"{stage.id}.pt"
+    ckpt = killed / "results" / "checkpoints" / f"{stage.id}.ckpt"
 
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     victim = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--cores", "1"],
@@ -99,7 +99,7 @@ def test_a_second_process_for_a_running_stage_fails_in_one_line(tmp_path, small_
     assert run("init").wait() == 0
     first = run("train")
     try:
-        assert wait_for(lambda: (tmp_path / "results" / "checkpoints" / f"{stage.id}.pt").exists(), 120)
+        assert wait_for(lambda: (tmp_path / "results" / "checkpoints" / f"{stage.id}.ckpt").exists(), 120)
         second = run("train")
         out, err = second.communicate(timeout=60)
         assert second.returncode == 2 and out == ""

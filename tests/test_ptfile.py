@@ -135,18 +135,60 @@ def test_unsupported_dtype_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_compressed_files_are_smaller_reproducible_and_read_by_torch(tmp_path):
-    """Masked trainings are saved deflated: a LeNet level must fit in 1 MB (issue 14)."""
-    import torch
-    rng = np.random.default_rng(0)
-    keep = rng.random((300, 784)) < 0.8
+def masked_state(density=0.8, seed=0):
+    rng = np.random.default_rng(seed)
+    keep = rng.random((300, 784)) < density
     state = {"w": np.where(keep, rng.standard_normal((300, 784)), 0).astype(np.float32),
              "b": rng.standard_normal(300).astype(np.float32), "steps": np.arange(3)}
+    return state, keep
+
+
+@pytest.mark.parametrize("how", list(LOADS))
+def test_packed_files_are_small_reproducible_and_load_every_way(tmp_path, how):
+    """Masked trainings store only their survivors: a LeNet level must fit in 1 MB (issue 14)
+    in a file torch loads every way, mmap included (issue 11)."""
+    state, keep = masked_state()
     for name in ("a", "b"):
-        ptfile.save(tmp_path / f"{name}.pt", state, compress=True)
+        ptfile.save(tmp_path / f"{name}.pt", state, masks={"w": keep})
     ptfile.save(tmp_path / "stored.pt", state)
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    # survivors (80 % of 4 bytes) + 1 bit per weight, against 4 bytes per weight
     assert (tmp_path / "a.pt").stat().st_size < 0.85 * (tmp_path / "stored.pt").stat().st_size
-    for loaded in (ptfile.load(tmp_path / "a.pt"), {k: v.numpy() for k, v in
-                                                   torch.load(tmp_path / "a.pt", weights_only=True).items()}):
-        assert all(np.array_equal(loaded[k], state[k]) and loaded[k].dtype == state[k].dtype for k in state)
+    raw = torch.load(tmp_path / "a.pt", **LOADS[how])
+    assert list(raw) == ["w@kept", "w@mask", "w@shape", "b", "steps"]
+    assert torch.equal(raw["w@kept"], torch.from_numpy(state["w"][keep]))
+    assert raw["w@shape"].tolist() == [300, 784] and raw["w@mask"].dtype == torch.uint8
+    back = ptfile.load(tmp_path / "a.pt")
+    assert list(back) == list(state)
+    assert all(np.array_equal(back[k], state[k]) and back[k].dtype == state[k].dtype for k in state)
+
+
+def test_packing_refuses_weights_the_mask_prunes(tmp_path):
+    state, keep = masked_state()
+    state["w"][~keep] = np.float32(-0.0)  # a signed zero is still zero: packs, reads back +0.0
+    ptfile.save(tmp_path / "z.pt", state, masks={"w": keep})
+    assert not np.signbit(ptfile.load(tmp_path / "z.pt")["w"][~keep]).any()
+    state["w"][np.argwhere(~keep)[0][0], np.argwhere(~keep)[0][1]] = 1.0
+    with pytest.raises(ValueError, match="w: nonzero weights where the mask prunes them"):
+        ptfile.save(tmp_path / "w.pt", state, masks={"w": keep})
+    with pytest.raises(ValueError, match="does not fit"):
+        ptfile.save(tmp_path / "w.pt", state, masks={"w": keep[:, :10]})
+    assert not (tmp_path / "w.pt").exists()
+
+
+@pytest.mark.parametrize("damage", ["fewer values", "no mask", "short mask", "lone mask"])
+def test_damaged_packed_tensors_are_refused(tmp_path, damage):
+    from lth.artifacts import ArtifactError
+    state, keep = masked_state(density=0.3)
+    packed = {**ptfile.pack("w", state["w"], keep), "b": state["b"]}
+    if damage == "fewer values":
+        packed["w@kept"] = packed["w@kept"][:-1]
+    elif damage == "no mask":
+        del packed["w@mask"]
+    elif damage == "short mask":
+        packed["w@mask"] = packed["w@mask"][:-1]
+    else:
+        del packed["w@kept"]
+    ptfile.save(tmp_path / "d.pt", packed)
+    with pytest.raises(ArtifactError, match="d.pt"):
+        ptfile.load(tmp_path / "d.pt")

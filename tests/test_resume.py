@@ -30,7 +30,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     whole, mask = fresh()
     expected = train(whole, mask, splits(), RECIPE)
 
-    ckpt = checkpoint.Checkpointing(tmp_path / "c.pt", every=7, identity="abc")
+    ckpt = checkpoint.Checkpointing(tmp_path / "c.ckpt", every=7, identity="abc")
 
     def stop_after_checkpoint(line):
         if line.startswith("it 20/"):
@@ -39,11 +39,14 @@ def test_resume_equals_uninterrupted(tmp_path):
     with pytest.raises(Interrupt):
         train(interrupted, mask, splits(), RECIPE, log=stop_after_checkpoint, checkpointing=ckpt)
     assert ckpt.path.exists()
+    ckpt.path.rename(tmp_path / "c.pt")  # the name versions before 2026-12-03 gave it: still resumed
 
     resumed, mask = fresh()
     lines = []
     result = train(resumed, mask, splits(), RECIPE, log=lines.append, checkpointing=ckpt)
     assert "resuming from checkpoint at iteration 14" in lines
+    checkpoint.remove(ckpt)  # what a finished stage does: both names go
+    assert list(tmp_path.iterdir()) == []
     assert result.metrics == expected.metrics
     assert all(torch.equal(v, whole.state_dict()[k]) for k, v in resumed.state_dict().items())
 
@@ -51,7 +54,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 def test_corrupt_or_foreign_checkpoints_are_ignored(tmp_path):
     whole, mask = fresh()
     expected = train(whole, mask, splits(), RECIPE)
-    ckpt = checkpoint.Checkpointing(tmp_path / "c.pt", every=7, identity="abc")
+    ckpt = checkpoint.Checkpointing(tmp_path / "c.ckpt", every=7, identity="abc")
     for damage in ("truncate", "bitflip", "foreign"):
         model, mask = fresh()
         with pytest.raises(Interrupt):
@@ -95,7 +98,7 @@ def test_kill_9_mid_run_then_rerun_gives_identical_outputs(tmp_path, small_idx_d
         manifests[root] = {s.kind: jobs.manifest_path(str(tmp_path / root), s.kind, s.id) for s in (init, stage)}
         out, _ = lth(manifests[root]["init"]).communicate()
         assert "error" not in out, out
-    ckpt = tmp_path / "killed" / "checkpoints" / f"{stage.id}.pt"
+    ckpt = tmp_path / "killed" / "checkpoints" / f"{stage.id}.ckpt"
 
     assert lth(manifests["whole"]["train"]).wait() == 0
     victim = lth(manifests["killed"]["train"])
@@ -112,7 +115,7 @@ def test_kill_9_mid_run_then_rerun_gives_identical_outputs(tmp_path, small_idx_d
     output, _ = rerun.communicate()
     assert rerun.returncode == 0, output
     assert "resuming from checkpoint at iteration" in output
-    assert not ckpt.exists() and not (tmp_path / "whole" / "checkpoints" / f"{stage.id}.pt").exists()
+    assert not ckpt.exists() and not (tmp_path / "whole" / "checkpoints" / f"{stage.id}.ckpt").exists()
     for name in ("weights.pt", "metrics.parquet", "spec.json"):
         assert (killed_dir / name).read_bytes() == (whole_dir / name).read_bytes(), name
 
@@ -142,20 +145,20 @@ def test_checkpoint_intervals_in_iterations_wall_time_or_both(tmp_path, monkeypa
             checkpoint.parse_interval(doubled, 100)
     clock = [1000.0]
     monkeypatch.setattr(checkpoint.time, "monotonic", lambda: clock[0])
-    timed = checkpoint.Checkpointing(tmp_path / "c.pt", 0, "abc", seconds=600)
+    timed = checkpoint.Checkpointing(tmp_path / "c.ckpt", 0, "abc", seconds=600)
     assert not timed.due(5)
     clock[0] += 600
     assert timed.due(6)  # ten minutes since the job started
     checkpoint.save(timed, {"iteration": 6})
     assert not timed.due(7)  # the clock restarts at each checkpoint
-    both = checkpoint.Checkpointing(tmp_path / "d.pt", 50, "abc", seconds=600)
+    both = checkpoint.Checkpointing(tmp_path / "d.ckpt", 50, "abc", seconds=600)
     assert both.due(50) and not both.due(51)
     clock[0] += 601
     assert both.due(51)
 
 
 def test_a_checkpoint_is_streamed_and_its_digest_guards_it(tmp_path):
-    ckpt = checkpoint.Checkpointing(tmp_path / "c.pt", 7, "abc")
+    ckpt = checkpoint.Checkpointing(tmp_path / "c.ckpt", 7, "abc")
     checkpoint.save(ckpt, {"iteration": 3, "model": {"w": torch.arange(5.0)}})
     raw = ckpt.path.read_bytes()
     assert raw.startswith(checkpoint.MAGIC) and checkpoint._body(raw) is not None

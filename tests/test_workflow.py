@@ -122,7 +122,7 @@ def test_summary_has_one_row_per_level_with_the_mask_arithmetic(workdir, small_i
 def test_stage_artifacts_are_consistent(workdir, small_idx_dataset):
     import json
     import torch
-    from lth import config, masks, plan
+    from lth import config, masks, plan, ptfile
     from lth.stages import load_start
     cfg = config.validate(tiny_config(small_idx_dataset))
     p = plan.build(cfg)
@@ -130,7 +130,11 @@ def test_stage_artifacts_are_consistent(workdir, small_idx_dataset):
         mask = masks.read(workdir / level["prune"].output("mask"))
         # a rewind's start is a reference (start.json): theta_0 and the mask, applied by load_start
         start = {k: torch.from_numpy(v) for k, v in load_start(workdir / level["rewind"].output("start")).items()}
-        trained = torch.load(workdir / level["train"].output("weights"), weights_only=True)
+        weights = workdir / level["train"].output("weights")
+        trained = {k: torch.from_numpy(v) for k, v in ptfile.load(weights).items()}
+        # packed: only the survivors are stored, in a file torch maps in place
+        stored = torch.load(weights, mmap=True, weights_only=True)
+        assert all(stored[f"{name}@kept"].numel() == keep.sum() for name, keep in mask.items())
         for name, keep in mask.items():
             pruned = ~torch.from_numpy(keep)
             assert torch.count_nonzero(start[name][pruned]) == 0
@@ -254,7 +258,7 @@ def test_two_rewind_points_and_two_rates_train_the_dense_network_once(tmp_path, 
 def test_controls_train_beside_the_ticket_at_each_level(tmp_path, small_idx_dataset):
     import pandas as pd
     import torch
-    from lth import config, masks, models, plan
+    from lth import config, masks, models, plan, ptfile
     raw = tiny_config(small_idx_dataset, levels=2,
                       controls={"random_reinit": True, "random_prune": True, "small_dense": True})
     counts = run(tmp_path, raw)
@@ -270,7 +274,7 @@ def test_controls_train_beside_the_ticket_at_each_level(tmp_path, small_idx_data
         seed = json.loads((tmp_path / reinit.output("spec")).read_text())["settings"]["seed"]
         assert seed != cfg["init"]["seed"]
         mask = masks.read(tmp_path / stages["prune"].output("mask"))
-        start = torch.load(tmp_path / reinit.output("start"), weights_only=True)
+        start = {k: torch.from_numpy(v) for k, v in ptfile.load(tmp_path / reinit.output("start")).items()}
         fresh = models.build("lenet_300_100", seed).state_dict()
         for name, keep in mask.items():
             keep = torch.from_numpy(keep)

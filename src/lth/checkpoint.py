@@ -8,7 +8,9 @@ order and augmentation need no state: they are seeded per epoch and per step.
 A checkpoint that is unreadable, truncated, altered or from another stage is ignored with a
 warning and training starts from the beginning; it is never loaded half-way. The file is a
 magic line, the sha256 of the body, then the body (a torch.save zip): a flipped bit inside a
-tensor still unpickles fine, so only the digest catches it. The body is streamed to disk and
+tensor still unpickles fine, so only the digest catches it. Being no plain torch file, it is
+named `<stage ID>.ckpt` (versions before 2026-12-03 named it `.pt`; such a file is still
+resumed from). The body is streamed to disk and
 hashed as it is written (a VGG-16 checkpoint is ~120 MB: no copy of it is held in memory).
 
 How often: every so many iterations ("5000it", "2ep"), every so much wall time ("10min",
@@ -102,28 +104,35 @@ def _body(raw: bytes) -> bytes | None:
     return body if hashlib.sha256(body).digest() == raw[len(MAGIC):head] else None
 
 
+def _found(ckpt: Checkpointing) -> Path | None:
+    """The checkpoint file on disk: its name, or the name earlier versions gave it."""
+    return next((p for p in (ckpt.path, ckpt.path.with_suffix(".pt")) if p.exists()), None)
+
+
 def load(ckpt: Checkpointing, warn=None) -> dict | None:
     warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
-    if not ckpt.path.exists():
+    path = _found(ckpt)
+    if path is None:
         return None
-    body = _body(ckpt.path.read_bytes())
+    body = _body(path.read_bytes())
     if body is None:
-        warn(f"warning: ignoring checkpoint {ckpt.path}: truncated, altered or not a checkpoint "
+        warn(f"warning: ignoring checkpoint {path}: truncated, altered or not a checkpoint "
              "(its sha256 does not match); starting over")
         return None
     try:
         payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, bad pickle, ...: all mean "do not trust it"
-        warn(f"warning: ignoring unreadable checkpoint {ckpt.path} ({type(exc).__name__}); starting over")
+        warn(f"warning: ignoring unreadable checkpoint {path} ({type(exc).__name__}); starting over")
         return None
     if not isinstance(payload, dict) or set(payload) != KEYS:
-        warn(f"warning: ignoring checkpoint {ckpt.path} with unexpected contents; starting over")
+        warn(f"warning: ignoring checkpoint {path} with unexpected contents; starting over")
         return None
     if payload["identity"] != ckpt.identity:
-        warn(f"warning: ignoring checkpoint {ckpt.path} of stage {payload['identity']}, not {ckpt.identity}")
+        warn(f"warning: ignoring checkpoint {path} of stage {payload['identity']}, not {ckpt.identity}")
         return None
     return payload
 
 
 def remove(ckpt: Checkpointing) -> None:
     ckpt.path.unlink(missing_ok=True)
+    ckpt.path.with_suffix(".pt").unlink(missing_ok=True)

@@ -1,7 +1,7 @@
 """`python -m lth COMMAND`: `run MANIFEST` (what every workflow rule calls, lth.jobs), plus
 user tools: plan (stage IDs of a config), summary (print a results table), verify (check a
 results folder against its records), catalog (one table of every stage), rp (R_p of two
-weight files), start (write a rewind's start weights as a .pt), fetch (download a dataset
+weight files), start (write a stage's start or trained weights as a dense .pt), fetch (download a dataset
 where a network exists), check-config.
 Torch is imported only by the stages that need it.
 """
@@ -46,9 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("catalog", help="one Parquet table of every stage in a results folder")
     p.add_argument("results", nargs="?", default="results", type=Path)
     p.add_argument("--out", type=Path, help="where to write it (default: RESULTS/catalog.parquet)")
-    p = sub.add_parser("start", help="write a stage's start weights as a .pt (a rewind stores them as a reference)")
-    p.add_argument("start", type=Path, help="a rewind (or perturb, reinit) stage directory, or its start file")
-    p.add_argument("-o", "--out", type=Path, help="the .pt to write (default: start-<stage ID>.pt here)")
+    p = sub.add_parser("start", help="write a stage's start weights, or any weights file, as a dense .pt state dict "
+                                     "(a rewind stores its start as a reference, a masked training packs its weights)")
+    p.add_argument("start", type=Path, help="a rewind (or perturb, reinit) stage directory, its start file, "
+                                            "or a weights.pt (a masked training's is packed: it is unpacked)")
+    p.add_argument("-o", "--out", type=Path, help="the .pt to write (default: <file stem>-<stage ID>.pt here)")
     p = sub.add_parser("fetch", help="download a dataset (needs a network and torchvision)")
     p.add_argument("dataset")
     p.add_argument("directory")
@@ -105,9 +107,10 @@ def _run(args) -> int:
 
 
 def _write_start(given: Path, out: Path | None) -> int:
-    """Materialise a start (lth.stages.load_start) as a .pt state dict: for a rewind's
+    """Materialise a start (lth.stages.load_start) as a dense .pt state dict: for a rewind's
     start.json, its weights file masked by its mask, byte for byte what the rewind stage
-    wrote as start.pt before it stored a reference."""
+    wrote as start.pt before it stored a reference; for a packed weights file (a masked
+    training's, a reinit's start), its tensors unpacked."""
     from . import ptfile, registry
     from .stages import load_start
     path = given
@@ -125,9 +128,9 @@ def _write_start(given: Path, out: Path | None) -> int:
         from . import records
         records.verify([path])
     state = load_start(path)
-    out = out or Path(f"start-{path.parent.name}.pt")
+    out = out or Path(f"{path.stem}-{path.parent.name}.pt")
     ptfile.save(out, state)
-    print(f"{out}: the start of {path} ({len(state)} tensors)")
+    print(f"{out}: the {'start' if path.stem == 'start' else 'weights'} of {path}, dense ({len(state)} tensors)")
     return 0
 
 

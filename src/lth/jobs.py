@@ -64,7 +64,7 @@ class StageJob:
     def checkpoint(self) -> Path:
         """The resumable checkpoint of a training stage: outside its outputs (Snakemake deletes
         those before a rerun), one file per stage ID."""
-        return self.dir.parent.parent / "checkpoints" / f"{self.spec['id']}.pt"
+        return self.dir.parent.parent / "checkpoints" / f"{self.spec['id']}.ckpt"
 
     def log(self, line: str) -> None:
         print(line, flush=True)

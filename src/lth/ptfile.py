@@ -17,12 +17,15 @@ record is stored uncompressed, and its local header carries an extra field ("FB"
 "Z" padding) that puts the record's first byte at a multiple of 64; non-empty records are
 followed by a data descriptor; a zip64 end record closes the file. Stored and aligned is
 what `mmap=True` needs: torch maps the file and uses each `data/<key>` record in place
-(deflated records made it fail with "Trying to resize storage that is not resizable"). The
-cost is size: pruned tensors are mostly zeros, and a LeNet level takes its dense ~1.07 MB at
-any density (deflated: 0.13 MB at 10 %) (see bench/ptfile.py). So masked trainings and starts
-are written with `compress=True` (their tensor records deflated: torch.load reads them, not
-with mmap=True); dense weights and everything else stay stored. load() reads both, and any
-torch.save file of dense tensors.
+(deflated records made it fail with "Trying to resize storage that is not resizable").
+
+Masked weights are stored packed, still as plain tensors: a pruned tensor `name` becomes
+`name@kept` (its surviving values, C order), `name@mask` (the mask as bits,
+numpy.packbits little-endian) and `name@shape` (int64). Why: a dense float copy of a pruned
+LeNet-300-100 takes 1.07 MB at any density; packed it takes 0.89 MB at 80 % and 0.14 MB at
+10 %, and every file stays mmap-able. load() (and `python -m lth unpack`) returns the dense
+tensors again, pruned weights +0.0; it also reads deflated files written by earlier versions
+and any torch.save file of dense tensors.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ _STORAGES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "LongStora
 _NAMES = {np.dtype(v): k for k, v in _STORAGES.items()}
 ALIGNMENT = 64  # torch.save's default storage alignment (.storage_alignment)
 _U32 = 0xFFFFFFFF
+PACKED = ("@kept", "@mask", "@shape")  # the three tensors that hold one packed masked tensor
 
 
 def _str(s: str) -> bytes:
@@ -72,13 +76,18 @@ def _pickle(state: dict) -> bytes:
     return b"".join(out)
 
 
-def save(path, state: dict, compress: bool = False) -> None:
-    """Write {name: numpy array} as a torch state dict file, atomically. `compress` deflates
-    the tensors' records: for pruned weights, mostly zeros (a LeNet-300-100 level at 80 %
-    takes 0.86 MB instead of 1.07 MB, at 10 % 0.13 MB); torch.load reads such a file, but
-    not with mmap=True, so only masked trainings and starts use it."""
+def save(path, state: dict, masks: dict | None = None) -> None:
+    """Write {name: numpy array} as a torch state dict file, atomically. Tensors named in
+    `masks` ({name: bool array of the same shape}) are stored packed (see the module's
+    docstring); their pruned entries must be zero."""
+    arrays = {}
+    for name, value in state.items():
+        if masks is not None and name in masks:
+            arrays.update(pack(name, np.asarray(value), np.asarray(masks[name])))
+        else:
+            arrays[name] = value
     arrays = {k: np.require(v, dtype=np.asarray(v).dtype.newbyteorder("<"), requirements="C")
-              for k, v in state.items()}
+              for k, v in arrays.items()}
     for name, array in arrays.items():
         if array.dtype not in _NAMES:
             raise TypeError(f"{name}: dtype {array.dtype} is not supported")
@@ -88,7 +97,45 @@ def save(path, state: dict, compress: bool = False) -> None:
                 for key, array in enumerate(arrays.values())]
     records.append(("version", b"3\n"))
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        _write_zip(f, records, deflated={name for name, _ in records if name.startswith("data/")} if compress else ())
+        _write_zip(f, records)
+
+
+def pack(name: str, value: np.ndarray, keep: np.ndarray) -> dict:
+    """The three tensors that store `value` under the mask `keep` (survivors, bits, shape)."""
+    if keep.shape != value.shape or keep.dtype != np.bool_:
+        raise ValueError(f"{name}: mask {keep.dtype} {keep.shape} does not fit tensor {value.shape}")
+    if np.count_nonzero(value[~keep]):
+        raise ValueError(f"{name}: nonzero weights where the mask prunes them; mask the state first")
+    flat = keep.reshape(-1)
+    return {name + "@kept": value.reshape(-1)[flat], name + "@mask": np.packbits(flat, bitorder="little"),
+            name + "@shape": np.array(value.shape, np.int64)}
+
+
+def unpack(state: dict, path="state") -> dict:
+    """The dense state dict of a file that may hold packed tensors, in the file's order."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith(PACKED[0]):
+            name = key[: -len(PACKED[0])]
+            bits, shape = state.get(name + PACKED[1]), state.get(name + PACKED[2])
+            if bits is None or shape is None or shape.ndim != 1:
+                raise corrupt(path, f"packed tensor {name} lacks its mask or shape")
+            size = int(np.prod(shape))
+            if bits.dtype != np.uint8 or bits.size != -(-size // 8):
+                raise corrupt(path, f"packed tensor {name}: {bits.size} mask bytes for {size} values")
+            keep = np.unpackbits(bits, count=size, bitorder="little").astype(bool)
+            if np.count_nonzero(keep) != value.size or value.ndim != 1:
+                raise corrupt(path, f"packed tensor {name}: {value.size} kept values for a mask of "
+                                    f"{np.count_nonzero(keep)}")
+            dense = np.zeros(size, value.dtype)
+            dense[keep] = value
+            out[name] = dense.reshape(tuple(int(n) for n in shape))
+        elif key.endswith(PACKED[1:]):
+            if key.rsplit("@", 1)[0] + PACKED[0] not in state:
+                raise corrupt(path, f"{key} without its packed values")
+        else:
+            out[key] = value
+    return out
 
 
 def _serialization_id(digest: bytes) -> bytes:
@@ -97,11 +144,10 @@ def _serialization_id(digest: bytes) -> bytes:
     return f"{a:020d}{b:020d}".encode()
 
 
-def _write_zip(f, records, deflated=()) -> None:
+def _write_zip(f, records) -> None:
     """The zip layout of torch.save (PyTorchStreamWriter on miniz): stored records, each
     record's data aligned to ALIGNMENT by padding the local header's extra field, a data
-    descriptor after each non-empty record, no timestamps, zip64 end records. Records named
-    in `deflated` are compressed instead (zlib level 6: the same bytes every time)."""
+    descriptor after each non-empty record, no timestamps, zip64 end records."""
     central, offset, digest = [], 0, hashlib.sha256()
     for name, data in records + [(".data/serialization_id", None)]:
         if data is None:  # the last record: an ID that depends on everything before it
@@ -116,17 +162,15 @@ def _write_zip(f, records, deflated=()) -> None:
         pad = -start % ALIGNMENT
         extra = b"FB" + struct.pack("<H", pad) + b"Z" * pad
         crc = zlib.crc32(data)
-        method, stored = (8, _deflate(data)) if name in deflated and size else (0, data)
-        packed = memoryview(stored).nbytes
         flags = 0x0808 if size else 0x0800  # UTF-8 names; sizes follow in a data descriptor
-        f.write(struct.pack("<4s5H3L2H", b"PK\x03\x04", 0, flags, method, 0, 0, 0, 0, 0,
+        f.write(struct.pack("<4s5H3L2H", b"PK\x03\x04", 0, flags, 0, 0, 0, 0, 0, 0,
                             len(full), len(extra)) + full + extra)
-        f.write(stored)
+        f.write(data)
         if size:
-            f.write(struct.pack("<4s3L", b"PK\x07\x08", crc, packed, size))
-        central.append(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 0, 0, flags, method, 0, 0,
-                                   crc, packed, size, len(full), 0, 0, 0, 0, 0, offset) + full)
-        offset = start + pad + packed + (16 if size else 0)
+            f.write(struct.pack("<4s3L", b"PK\x07\x08", crc, size, size))
+        central.append(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 0, 0, flags, 0, 0, 0,
+                                   crc, size, size, len(full), 0, 0, 0, 0, 0, offset) + full)
+        offset = start + pad + size + (16 if size else 0)
     directory = b"".join(central)
     n = len(central)
     f.write(directory)
@@ -134,11 +178,6 @@ def _write_zip(f, records, deflated=()) -> None:
                         len(directory), offset))
     f.write(struct.pack("<4sLQL", b"PK\x06\x07", 0, offset + len(directory), 1))
     f.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, n, n, len(directory), offset, 0))
-
-
-def _deflate(data) -> bytes:
-    packer = zlib.compressobj(6, zlib.DEFLATED, -15)  # raw deflate, as zip records hold it
-    return packer.compress(data) + packer.flush()
 
 
 class _Unpickler(pickle.Unpickler):
@@ -169,7 +208,8 @@ def _rebuild(storage, offset, shape, stride, *_):
 
 
 def load(path) -> dict:
-    """{name: numpy array} from a torch state dict file (torch.save or save() here)."""
+    """{name: numpy array} from a torch state dict file (torch.save or save() here), packed
+    tensors unpacked."""
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
@@ -194,7 +234,7 @@ def load(path) -> dict:
         raise corrupt(path, f"not a readable state dict ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict) or not all(isinstance(v, np.ndarray) for v in state.values()):
         raise corrupt(path, "not a state dict of tensors")
-    return state
+    return unpack(state, path)
 
 
 def exists(path) -> bool:

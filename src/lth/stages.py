@@ -234,9 +234,9 @@ def run_train(job) -> dict | None:
     except RuntimeError as exc:  # torch refusing a non-deterministic operation: one line
         raise numerics.explain(exc) or exc
 
-    # a masked training's weights are mostly zeros at high sparsity: deflated (ptfile.save)
+    # a masked training's pruned weights are not stored: packed (ptfile.save)
     ptfile.save(out / "weights.pt", {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
-                compress=mask is not None)
+                masks=mask)
     figures = None
     if spec["kind"] != "snapshot":
         write_metrics(out / "metrics.parquet", result.metrics)
@@ -332,7 +332,8 @@ def run_reinit(job) -> None:
     info = read_model_info(model_info)
     seed = spec["settings"]["seed"]
     fresh = {k: v.numpy() for k, v in models.build(info["name"], seed).state_dict().items()}
-    ptfile.save(out / "start.pt", masked(fresh, load_mask(mask_path, info)), compress=True)
+    mask = load_mask(mask_path, info)
+    ptfile.save(out / "start.pt", masked(fresh, mask), masks=mask)
     _log(f"reinit {spec['id']} level {spec['level']}: fresh init seed {seed} masked by {mask_path}")
 
 
