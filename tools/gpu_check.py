@@ -429,7 +429,7 @@ def checkpoint_figures(device: str, reps: int, width: float = 1.0) -> dict:
                "rng": torch.get_rng_state(), "train_seconds": 0.0, "eval_seconds": 0.0,
                "device_rng": torch.cuda.get_rng_state(device) if device.startswith("cuda") else torch.empty(0)}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
-        ckpt = checkpoint.Checkpointing(Path(tmp) / "vgg16.pt", every=1, identity="gpu-check")
+        ckpt = checkpoint.Checkpointing(Path(tmp) / "vgg16.ckpt", every=1, identity="gpu-check")
         writes = []
         for _ in range(reps):
             began = time.perf_counter()

@@ -154,7 +154,7 @@ def test_a_checkpoint_resumes_on_another_device(tmp_path, written, resumed):
     start = on_cpu(whole)
     expected = train(whole, mask, splits("cpu"), RESUME)
 
-    ckpt = checkpoint.Checkpointing(tmp_path / "c.pt", every=7, identity="gpu-test")
+    ckpt = checkpoint.Checkpointing(tmp_path / "c.ckpt", every=7, identity="gpu-test")
     first, mask = lenet(written)
     with pytest.raises(Interrupt):
         train(first, mask, splits(written), RESUME, checkpointing=ckpt, log=stop_at("it 20/"))
