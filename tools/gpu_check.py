@@ -13,8 +13,9 @@ budgets add up to 410 s; --quick shrinks the iteration counts, not the budgets):
   gpu_tests       `pytest tests/gpu -q`: passed / failed / skipped counts
   cpu_lenet       LeNet-300-100 it/s on this machine's CPU, 1 thread, batch 60: the reference
   gpu_speed       it/s on the GPU: LeNet-300-100 and Conv-2 (batch 60), ResNet-20 and VGG-16
-                  (batch 128, with and without augmentation), and each job's peak allocated
-                  memory (100 synthetic batches on the device, not a whole dataset)
+                  (batch 128, with and without augmentation; and in bf16 autocast), and each
+                  job's peak allocated memory (100 synthetic batches on the device, not a whole
+                  dataset)
   bits_cpu/_gpu   per model, whether two runs with the same seeds give the same bits, in the
                   default and in deterministic mode (lth.numerics.configure), and the
                   deterministic slowdown; one fresh process per mode, since deterministic mode
@@ -28,7 +29,8 @@ budgets add up to 410 s; --quick shrinks the iteration counts, not the budgets):
 
 Every training goes through lth.training.train on synthetic data shaped as each model expects
 (random 28x28 images for LeNet; 3x32x32 for Conv-2, ResNet-20 and VGG-16), so no dataset is
-needed, in the project's default arithmetic (strict float32, `train.precision: fp32`).
+needed, in the project's default arithmetic (strict float32, `train.precision: fp32`), but
+for the two rows marked bf16.
 it/s = iterations / Result.train_seconds (the optimisation steps only); the iteration counts
 are multiples of 100, so the loop's every-100-steps loss check waits for the GPU just before
 its clock stops. Learning rates are small: they do not change the speed and keep training on
@@ -76,6 +78,9 @@ LENET = ("lenet_300_100", (28, 28), 60, False, ADAM)
 SPEED = [LENET, ("conv2", (3, 32, 32), 60, False, dict(ADAM, lr=2e-4)),
          ("resnet20", (3, 32, 32), 128, False, SGD), ("resnet20", (3, 32, 32), 128, True, SGD),
          ("vgg16", (3, 32, 32), 128, False, SGD), ("vgg16", (3, 32, 32), 128, True, SGD)]
+# train.precision: bf16 (autocast forward passes), beside the float32 rows above
+BF16 = [("resnet20", (3, 32, 32), 128, False, dict(SGD, precision="bf16")),
+        ("vgg16", (3, 32, 32), 128, False, dict(SGD, precision="bf16"))]
 BITS_MODELS = {"cpu": [LENET], "gpu": [c for c in SPEED if not c[3]]}
 CONFIGS = {c[0]: c for c in SPEED if not c[3]}
 
@@ -140,7 +145,8 @@ def rate(config, device: str, seconds: float, width: float = 1.0, deadline: floa
 
 
 def label(config) -> str:
-    return f"{config[0]} b{config[2]}" + (" augment" if config[3] else "")
+    return (f"{config[0]} b{config[2]}" + (" augment" if config[3] else "")
+            + (f" {config[4]['precision']}" if "precision" in config[4] else ""))
 
 
 def remaining(deadline: float) -> float:
@@ -275,8 +281,8 @@ def cpu_lenet(ctx, deadline) -> dict:
 def gpu_speed(ctx, deadline) -> dict:
     cpu = ctx["parts"].get("cpu_lenet", {}).get("it_s")
     figures = {}
-    for i, config in enumerate(SPEED):
-        left = len(SPEED) - i  # about 3 s each go to the warm-up and the probe
+    for i, config in enumerate(SPEED + BF16):
+        left = len(SPEED) + len(BF16) - i  # about 3 s each go to the warm-up and the probe
         seconds = min(ctx["target_s"], (remaining(deadline) - 3 * left) / left)
         if remaining(deadline) < 3:
             figures[label(config)] = {"skipped": "time budget used up"}

@@ -137,7 +137,8 @@ def run_interpolate(job) -> None:
     _log(f"interpolate {spec['id']} level {spec['level']}: {ic['alphas']} points on {device} "
          f"({devices.describe(device, lease)}), batchnorm recomputed: {has_bn}")
     rows = instability.evaluate_path(model, a, b, instability.alphas(ic["alphas"]),
-                                     {"test": splits["test"], "train": subset}, bn_inputs)
+                                     {"test": splits["test"], "train": subset}, bn_inputs,
+                                     settings["train"].get("precision", "fp32"))
     table = pa.Table.from_pylist([{**r, "weights_remaining_pct": 100 * kept / total, "bn_recomputed": has_bn}
                                   for r in rows])
     with atomic_path(out / "path.parquet") as tmp:

@@ -54,10 +54,12 @@ def barrier(errors) -> float:
     return float(errors.max() - (errors[0] + errors[-1]) / 2)
 
 
-def evaluate_path(model, w1: dict, w2: dict, points: np.ndarray, splits: dict, bn_inputs=None) -> list[dict]:
+def evaluate_path(model, w1: dict, w2: dict, points: np.ndarray, splits: dict, bn_inputs=None,
+                  precision: str = "fp32") -> list[dict]:
     """Rows (alpha, split, loss, error) along the path for every split in `splits`
     (name -> lth.training.Split). `bn_inputs`: a list of input batches on which BatchNorm
-    statistics are recomputed at each alpha (None: the model has no BatchNorm)."""
+    statistics are recomputed at each alpha (None: the model has no BatchNorm). `precision`:
+    the trainings' arithmetic (lth.numerics)."""
     import torch
 
     from .training import evaluate
@@ -69,17 +71,19 @@ def evaluate_path(model, w1: dict, w2: dict, points: np.ndarray, splits: dict, b
         with torch.no_grad():
             model.load_state_dict({k: torch.from_numpy(v).to(device) for k, v in state.items()})
         if norms and bn_inputs:
-            recompute_batchnorm(model, norms, bn_inputs)
+            recompute_batchnorm(model, norms, bn_inputs, precision)
         for name, split in splits.items():
-            loss, accuracy = evaluate(model, split)
+            loss, accuracy = evaluate(model, split, precision=precision)
             rows.append({"alpha": float(alpha), "split": name, "loss": loss, "error": 1.0 - accuracy})
     return rows
 
 
-def recompute_batchnorm(model, norms: list, batches: list) -> None:
+def recompute_batchnorm(model, norms: list, batches: list, precision: str = "fp32") -> None:
     """Fresh running statistics: reset, then a cumulative average (momentum None) over
-    `batches` in training mode, without gradients."""
+    `batches` in training mode, without gradients, in the trainings' arithmetic."""
     import torch
+
+    from .numerics import autocast
     saved = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
@@ -88,7 +92,8 @@ def recompute_batchnorm(model, norms: list, batches: list) -> None:
     model.train()
     with torch.no_grad():
         for x in batches:
-            model(x)
+            with autocast(precision, x.device):
+                model(x)
     model.train(was_training)
     for m, momentum in zip(norms, saved):
         m.momentum = momentum

@@ -116,11 +116,12 @@ def subset_indices(size: int, count: int, seed: int) -> np.ndarray:
 
 # ---- evaluation (torch) ----
 
-def evaluate_grid(model, weights: dict, d1: dict, d2: dict, coords: np.ndarray, split) -> list[dict]:
+def evaluate_grid(model, weights: dict, d1: dict, d2: dict, coords: np.ndarray, split,
+                  precision: str = "fp32") -> list[dict]:
     """Rows (alpha, beta, loss, accuracy) of L(W + alpha d1 + beta d2) for every alpha, beta in
     `coords` (alpha outer), on `split` (lth.training.Split), the model in eval mode. Only
     tensors with a nonzero direction change from point to point; the rest stay at W. The
-    model is left holding W."""
+    model is left holding W. `precision`: the trainings' arithmetic (lth.numerics)."""
     import torch
 
     from .training import evaluate
@@ -138,7 +139,7 @@ def evaluate_grid(model, weights: dict, d1: dict, d2: dict, coords: np.ndarray, 
             with torch.no_grad():
                 for n in moving:  # W + alpha d1 + beta d2; at (0, 0) exactly W
                     params[n].copy_(base[n]).add_(one[n], alpha=float(alpha)).add_(two[n], alpha=float(beta))
-            loss, accuracy = evaluate(model, split)
+            loss, accuracy = evaluate(model, split, precision=precision)
             rows.append({"alpha": float(alpha), "beta": float(beta), "loss": loss, "accuracy": accuracy})
     with torch.no_grad():
         for n in moving:
@@ -264,7 +265,8 @@ def run(job) -> dict:
             check_masked(inputs[f"weights_{level}"], weights, mask, inputs[f"mask_{level}"])
         kept, total = weight_counts(info, mask)
         d1, d2 = directions(weights, info["prunable"], mask, ls["seed"])
-        grid = evaluate_grid(model, weights, d1, d2, coords, subset)
+        grid = evaluate_grid(model, weights, d1, d2, coords, subset,
+                             settings.get("train", {}).get("precision", "fp32"))
         rows += [{"level": level, "weights_remaining_pct": 100 * kept / total, **r} for r in grid]
         centre = grid[len(grid) // 2]  # (0, 0): the grid is odd (schema)
         corners = [r["loss"] for r in grid if abs(r["alpha"]) == coords[-1] and abs(r["beta"]) == coords[-1]]

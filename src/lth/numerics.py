@@ -2,8 +2,11 @@
 
 `train.precision` (part of the training IDs): "fp32" (the default) is strict float32 for
 matmuls and convolutions; "tf32" lets both use TensorFloat-32 on GPUs that have it (faster,
-~10 mantissa bits in the products). On the CPU both are plain float32. Torch's own default
-differs (TF32 convolutions, strict matmuls): it is never used implicitly.
+~10 mantissa bits in the products; on the CPU plain float32); "bf16" runs every forward pass
+under bfloat16 autocast, on the GPU and the CPU alike (matmuls and convolutions in bfloat16,
+8 mantissa bits; weights, gradients' updates, optimizer state, BatchNorm and the loss stay
+float32). Torch's own default differs (TF32 convolutions, strict matmuls): it is never used
+implicitly.
 
 `deterministic` (execution only, like `device`): CUBLAS_WORKSPACE_CONFIG set before the first
 cuBLAS call, torch.use_deterministic_algorithms(True), cuDNN's autotuner off. An operation
@@ -29,6 +32,18 @@ def configure(precision: str, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
+
+
+def autocast(precision: str, device):
+    """The context a forward pass runs in: bfloat16 autocast for "bf16", else none. Only the
+    forward: the loss is taken on float32 logits and backward runs outside it (as torch
+    advises)."""
+    import contextlib
+
+    import torch
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 def explain(exc: RuntimeError) -> NumericsError | None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from . import checkpoint, divergence, lifeline, optim
+from . import checkpoint, divergence, lifeline, numerics, optim
 from .data import Dataset, split_validation
 from .steps import Step
 
@@ -116,14 +116,16 @@ def learning_rate(settings: dict, iteration: int, steps_per_epoch: int) -> float
 
 
 @torch.inference_mode()
-def evaluate(model, split: Split, batch: int = EVAL_BATCH) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) over a whole split, in large batches."""
+def evaluate(model, split: Split, batch: int = EVAL_BATCH, precision: str = "fp32") -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over a whole split, in large batches, in the training's
+    arithmetic (`precision`, lth.numerics)."""
     was_training = model.training
     model.eval()
     loss = torch.zeros((), dtype=torch.float64, device=split.x.device)
     correct = torch.zeros((), dtype=torch.int64, device=split.x.device)
     for start in range(0, len(split), batch):
-        logits = model(split.x[start:start + batch])
+        with numerics.autocast(precision, split.x.device):
+            logits = model(split.x[start:start + batch]).float()
         target = split.y[start:start + batch]
         loss += F.cross_entropy(logits, target, reduction="sum").double()
         correct += (logits.argmax(1) == target).sum()
@@ -187,6 +189,7 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
     total = Step.parse(settings["iterations"]).iterations(steps_per_epoch)
     every = max(1, Step.parse(settings["eval_every"]).iterations(steps_per_epoch))
     device = train_split.x.device
+    precision = settings.get("precision", "fp32")
 
     masked = apply_mask(model, mask)
     masked_params = [p for p, _ in masked]
@@ -206,7 +209,7 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
             raise divergence.Diverged(f"diverged at iteration {iteration}: a weight is not finite; "
                                       + divergence._cause(settings))
         for name in names:
-            loss, acc = evaluate(model, splits[name])
+            loss, acc = evaluate(model, splits[name], precision=precision)
             divergence.check_loss(iteration, loss, settings, f"{name} loss")
             result.metrics.append({"iteration": iteration, "split": name, "loss": loss, "accuracy": acc})
         result.eval_seconds += time.perf_counter() - began
@@ -260,7 +263,9 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
             inputs = augment(inputs, offsets[it - drawn_from], flips[it - drawn_from])
         if scheduled:
             optimizer.lr = learning_rate(settings, it, steps_per_epoch)
-        loss = F.cross_entropy(model(inputs), y.index_select(0, index))
+        with numerics.autocast(precision, device):
+            logits = model(inputs)
+        loss = F.cross_entropy(logits.float(), y.index_select(0, index))
         for p in params:  # backward then stores fresh gradients instead of accumulating
             p.grad = None
         loss.backward()

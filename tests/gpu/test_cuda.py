@@ -135,6 +135,25 @@ def test_masked_training_keeps_pruned_weights_zero_and_is_close_to_the_cpu(devic
         assert_close_training(state, on_cpu(reference), start, result.metrics, expected.metrics)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_forward_passes_keep_float32_weights_and_pruned_zeros(device):
+    """train.precision: bf16 on the device: every forward in bfloat16, weights float32,
+    pruned weights zero, and the result near the float32 run (8 mantissa bits apart)."""
+    reference, mask = lenet(device)
+    start = {k: v.clone() for k, v in on_cpu(reference).items()}  # on the CPU a view, not a copy
+    expected = train(reference, mask, splits(device), RECIPE)
+    model, mask = lenet(device)
+    seen = set()
+    model.fc1.register_forward_hook(lambda module, args, out: seen.add(out.dtype))
+    result = train(model, mask, splits(device), dict(RECIPE, precision="bf16"))
+    state = on_cpu(model)
+    assert seen == {torch.bfloat16} and all(v.dtype == torch.float32 for v in state.values())
+    assert_pruned_zero(state, mask)
+    assert_finite(state)
+    assert relative_distance(state, on_cpu(reference), start) < 0.2
+    assert result.metrics[-1]["loss"] == pytest.approx(expected.metrics[-1]["loss"], rel=0.05)
+
+
 # ---------------------------------------------------------------- (b) resume across devices
 
 RESUME = dict(RECIPE, augment=True)  # augmentation offsets are drawn on the CPU: same on every device
