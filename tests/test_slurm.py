@@ -1,6 +1,7 @@
 """The tiny workflow through a real single-node SLURM on loopback (tests/cluster/start.sh),
 with the project's SLURM profile changed only where a test must: partition, status checks
-(squeue, 5 s), and CPUs per training job (the node has 2)."""
+(squeue, 5 s), and CPUs per training job (the node has 2). The first test needs no cluster:
+what the profile asks for, job by job, in a dry run."""
 import os
 import re
 import subprocess
@@ -14,6 +15,37 @@ from conftest import ROOT
 from test_workflow import tiny_config
 
 CLUSTER = ROOT / "tests" / "cluster"
+
+
+def test_every_kind_asks_for_its_resource_class_through_the_profile(tmp_path, small_idx_dataset):
+    """Runtime and memory follow each kind's registry class, not a profile entry per rule
+    (the landscape, of the training class, used to get 1 CPU, 4 GB and 30 minutes), and
+    every training-class kind gets the profile's training threads."""
+    from lth import registry
+    cfg = tiny_config(small_idx_dataset, levels=1, instability={"levels": [1], "pairs": 1},
+                      landscape={"levels": [1], "grid": 3})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-n",
+                          "--workflow-profile", str(ROOT / "profiles" / "slurm")],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    asked = {}
+    for block in re.split(r"\n\s*rule ", out.stdout)[1:]:  # a job: its rule, threads (1 unless shown), resources
+        rule, resources = block.split(":", 1)[0], re.search(r"resources: (.*)", block)
+        if rule == "all":
+            continue
+        values = dict(kv.split("=", 1) for kv in resources.group(1).split(", "))
+        threads = int(re.search(r"threads: (\d+)", block)[1]) if "threads: " in block else 1
+        asked.setdefault(rule, set()).add((threads, values["runtime"], values["mem_mb"]))
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    expected = {"train": ("720", "16000"), "analysis": ("15", "4000"), "small": ("10", "4000")}
+    assert {"train", "landscape", "interpolate", "summary", "prune"} <= set(asked)
+    for rule, seen in asked.items():
+        kind = registry.get(rule)
+        runtime, mem = expected[kind.resources]
+        runtime = str(profile["set-resources"].get(rule, {}).get("runtime", runtime))
+        threads = profile["set-threads"][rule] if kind.resources == "train" else 1
+        assert seen == {(threads, runtime, mem)}, rule
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +68,6 @@ def slurm_test_profile(tmp_path) -> Path:
     for rule, resources in profile["set-resources"].items():
         if "slurm_partition" in resources:
             resources["slurm_partition"] = "lthtest"
-        if "cpus_per_task" in resources:
-            resources["cpus_per_task"] = 1
     profile["set-threads"] = {rule: 1 for rule in profile["set-threads"]}
     profile["cores"] = 1  # the node has 2 CPUs: the analyses job runs its stages one by one
     profile["slurm-status-command"] = "squeue"

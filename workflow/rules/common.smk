@@ -19,12 +19,14 @@ def gpu_request(wildcards):
     return int(cluster or workflow.remote_exec or lth_devices.gpu_expected())
 
 
-# Resources by the registry's class of each kind. Training jobs declare gpu=1 when they are
+# Resources by the registry's class of each kind, so that a new kind (a plugin's too) gets
+# its class's without a profile naming it. Training-class jobs declare gpu=1 when they are
 # meant for a GPU (gpu_request), so `--resources gpu=N` caps them and the SLURM executor
-# turns it into --gpus=1. Runtimes (minutes) are SLURM limits for the short CPU kinds; a
-# cluster profile's set-resources overrides them per rule, and sets the trainings'.
-RESOURCES = {"train": {"gpu": gpu_request},
-             "analysis": {"runtime": 15}, "small": {"runtime": 10}}
+# turns it into --gpus=1. Runtimes (minutes) and mem_mb are what a cluster executor asks
+# for (a local run has no limit unless --resources names one); CPUs follow threads. A
+# cluster profile's set-resources / set-threads override them rule by rule.
+RESOURCES = {"train": {"gpu": gpu_request, "runtime": 720, "mem_mb": 16000},
+             "analysis": {"runtime": 15, "mem_mb": 4000}, "small": {"runtime": 10, "mem_mb": 4000}}
 
 
 wildcard_constraints:
