@@ -237,6 +237,14 @@ def test_plan_command_lists_levels_pairs_and_final_stages():
     assert sum("instability level" in line for line in lines) == len(p.runs[0].pairs) == 3
     for stage in (p.summary, p.correlation, p.anatomy[0], p.instability, p.final("landscape")):
         assert f"{stage.kind} {stage.id} -> {stage.dir}" in lines
+    assert lines[-1].startswith(f"{len(p.stages)} stages: 1 init, ")
+    # --list names every stage, the reinit controls' starts and the instability copies included
+    listed = subprocess.run([sys.executable, "-m", "lth", "plan", "--list", "--config", "rewind={to: 100it}"],
+                            capture_output=True, text=True, cwd=ROOT).stdout.splitlines()
+    p = plan.build(config.load(ROOT / "config.yaml", {"rewind": {"to": "100it"}}))
+    named = {line.split()[1] for line in listed if " -> " in line and line.split()[0] in
+             {s.kind for s in p.stages.values()}}
+    assert named == set(p.stages) and any(line.startswith("snapshot ") for line in listed)
 
 
 def test_plan_command_reads_a_preset_over_config_yaml_like_snakemake():

@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
                        help="after the files: overrides exactly as snakemake's --config reads them "
                        "(KEY may also be dotted: prune.rate=0.3)")
+        if name == "plan":
+            p.add_argument("--list", action="store_true", help="also name every stage: kind, ID and directory")
         if name == "summary":
             p.add_argument("--figure", type=Path, metavar="PNG",
                            help="also draw the ticket against its controls (accuracy and early-stop iteration) there")
@@ -92,7 +94,7 @@ def _run(args) -> int:
         return 0
     plan = plan_mod.build(cfg)
     if args.command == "plan":
-        _print_plan(plan)
+        _print_plan(plan, args.list)
         return 0
     if args.command == "summary":
         table_path = Path(plan.summary.output("table"))
@@ -134,7 +136,13 @@ def _write_start(given: Path, out: Path | None) -> int:
     return 0
 
 
-def _print_plan(plan) -> None:
+def _print_plan(plan, every: bool = False) -> None:
+    """The lotteries level by level, the instability pairs and the final stages; then how
+    many stages of each kind there are in all (snapshots, controls' starts and copies
+    included), each named with `every`."""
+    from collections import Counter
+
+    from . import registry
     for run in plan.runs:
         print(f"{run.label}: init {run.levels[0]['train'].upstream['start']}")
         for level, stages_ in enumerate(run.levels):
@@ -146,6 +154,14 @@ def _print_plan(plan) -> None:
     for stages_ in plan.finals.values():
         for stage in stages_:
             print(f"{stage.kind} {stage.id} -> {stage.dir}")
+    order = {kind.name: i for i, kind in enumerate(registry.kinds())}
+    counts = Counter(stage.kind for stage in plan.stages.values())
+    print(f"{len(plan.stages)} stages: " + ", ".join(f"{n} {kind}" for kind, n in sorted(
+        counts.items(), key=lambda item: order.get(item[0], len(order)))) + ("" if every else " (--list names each)"))
+    if every:
+        for stage in sorted(plan.stages.values(), key=lambda s: (order.get(s.kind, len(order)), s.level or 0, s.id)):
+            print(f"{stage.kind} {stage.id}" + ("" if stage.level is None else f" level {stage.level}")
+                  + f" -> {stage.dir}")
 
 
 def _config_files(given: list) -> list:
