@@ -147,10 +147,22 @@ def test_a_4000_job_sweep_plans_with_every_command_under_4_kib(tmp_path):
     ({"prune": {"rate": [0.3, 0.2]}, "init": {"seed": [1, 0]}}, {"prune": {"rate": [0.2, 0.3]}, "init": {"seed": [0, 1]}}),
     ({"instability": {"levels": [2, 0], "points": ["100it", "50it"]}},
      {"instability": {"levels": [0, 2], "points": ["50it", "100it"]}}),
+    # step zero: theta_0 at iteration 0 whatever the unit; for a rewind point, that is reset
+    ({"rewind": {"to": "reset"}}, {"rewind": {"to": "0ep"}}),
+    ({"rewind": {"to": "0it"}}, {"rewind": {"to": "000it"}}),
+    ({"rewind": {"to": ["100it", "reset"]}}, {"rewind": {"to": ["0it", "100it"]}}),
+    ({"train": {"warmup": "0ep"}}, {}),
+    ({"instability": {"levels": [0], "points": ["0ep", "50it"]}}, {"instability": {"levels": [0], "points": ["50it", "0it"]}}),
 ])
 def test_one_setting_spelled_two_ways_is_one_experiment(a, b):
     pa, pb = (plan.build(config.validate({"levels": 2, **x})) for x in (a, b))
     assert set(pa.stages) == set(pb.stages)
+
+
+def test_step_zero_spelled_twice_in_one_list_is_refused():
+    with pytest.raises(config.ConfigError, match=r'rewind.to lists "reset" twice.*rewind.to 0it = reset'):
+        config.validate({"rewind": {"to": ["reset", "0ep"]}})
+    assert not any(s.kind == "snapshot" for s in plan.build(config.validate({"levels": 1, "rewind": {"to": "0ep"}})).stages.values())
 
 
 def test_snapshot_id_ignores_training_length_and_evaluation_interval():

@@ -1,7 +1,9 @@
 """Canonical values: one spelling per setting, so one experiment has one stage ID.
 
 Numbers compare by value (1 = 1.0, 0.0012 = 1.2e-3), steps by what they mean
-("10000", 10000, "10000it" and "010000it" are all "10000it"), and lists whose order means
+("10000", 10000, "10000it" and "010000it" are all "10000it"; zero in any unit is "0it", and
+a key whose schema names a word for step zero, `x-zero`, spells it so: rewind.to 0it, 0ep and
+reset all start a level from theta_0 at iteration 0, so all three are "reset"), and lists whose order means
 nothing (seeds, levels, fractions, the list-valued keys that expand into lotteries) are
 sorted. The config is canonicalised once, right after schema validation (lth.config), so
 stage IDs, spec.json files and the plan see canonical values only. Torch-free and pure.
@@ -29,8 +31,10 @@ def number(value):
 
 
 def step(value) -> str:
-    """The one spelling of a training length: "<count><unit>" without leading zeros."""
-    return str(Step.parse(value))
+    """The one spelling of a training length: "<count><unit>" without leading zeros, and
+    "0it" for zero in any unit."""
+    parsed = Step.parse(value)
+    return "0it" if parsed.count == 0 else str(parsed)
 
 
 def _sort_key(value):

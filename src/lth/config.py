@@ -76,14 +76,19 @@ def canonicalise(cfg, schema: dict):
     if isinstance(cfg, (int, float)) and not isinstance(cfg, bool):
         cfg = canonical.number(cfg)
         if _is_step(schema) and isinstance(cfg, int):
-            return canonical.step(cfg)
+            return _zero_word(canonical.step(cfg), schema)
         return cfg
     if isinstance(cfg, str) and _is_step(schema):
         try:
-            return canonical.step(cfg)
+            return _zero_word(canonical.step(cfg), schema)
         except ValueError:
             return cfg  # a word the key also allows (rewind.to: reset, continue)
     return cfg
+
+
+def _zero_word(step: str, schema: dict) -> str:
+    """The word a key's schema gives step zero (`x-zero`), else the step."""
+    return schema.get("x-zero", step) if step == "0it" else step
 
 
 def _key(path) -> str:
@@ -211,8 +216,9 @@ def _check_distinct(cfg: dict, schema: dict, path=()) -> None:
         for value in cfg:
             text = canonical.canonical_json(value)
             if text in seen:
-                raise ConfigError(f"config: {_key_of(path)} lists {json.dumps(value)} twice; list values must be "
-                                  "distinct (a repeated value would run and count one experiment twice)")
+                raise ConfigError(f"config: {_key_of(path)} lists {json.dumps(value)} twice, once its canonical "
+                                  "form is taken (1 = 1.0, 500 = 500it, 0ep = 0it; rewind.to 0it = reset); list values "
+                                  "must be distinct (a repeated value would run and count one experiment twice)")
             seen.add(text)
 
 
