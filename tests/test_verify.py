@@ -204,6 +204,7 @@ def test_catalog_has_a_row_per_stage_from_the_records_alone(tmp_path, finished):
     assert trains.final_test_accuracy.between(0, 1).all()
     assert trains.lottery.tolist()[0] == "init.seed=0 train.lr=0.0012 train.seed=0"  # the dense run: no pruning key
     assert "prune.rate=0.2" in trains.lottery.tolist()[1]
+    assert trains.variant.tolist() == ["ticket", "ticket"] and frame["train.seed"].dtype == "Int64"
     prune = frame[frame.kind == "prune"].iloc[0]
     assert prune["prune.rate"] == 0.2 and json.loads(prune.upstream) == {"trained": trains.id.tolist()[0]}
     assert all((workdir / path).is_dir() for path in frame.path)

@@ -282,6 +282,13 @@ def test_controls_train_beside_the_ticket_at_each_level(tmp_path, small_idx_data
             assert not torch.equal(start[name][keep], theta0[name][keep])
         random_mask = masks.read(tmp_path / stages["random_prune"].inputs["mask"])
         assert {n: m.sum() for n, m in random_mask.items()} == {n: m.sum() for n, m in mask.items()}
+    # the catalog says which training is which, from the records alone
+    from lth import catalog
+    variant = {row["id"]: row["variant"] for row in catalog.rows(tmp_path / "results")[0]}
+    for level in (1, 2):
+        stages = p.levels[level]
+        assert variant[stages["train"].id] == "ticket"
+        assert all(variant[stages[c].id] == c for c in ("random_prune", "random_reinit", "small_dense"))
     frame = pd.read_parquet(tmp_path / p.summary.output("table"))
     by_level = frame.groupby("level").variant.apply(sorted).to_dict()
     controls = ["random_prune", "random_reinit", "small_dense", "ticket"]

@@ -4,7 +4,10 @@ to slice many runs at once in pandas or DuckDB.
 
 Columns: kind, id, version, level, lottery (the list-valued settings found in the stage's
 own settings and everything upstream of it: a dense training shared by several lotteries
-names only what it depends on), one column per consumed setting ("train.lr", "prune.rate",
+names only what it depends on; a snapshot's point counts as rewind.to), variant (what a
+training is: ticket, random_reinit, random_prune, small_dense, a perturbation's name, or
+instability_copy; for a control's own start or mask stage, its control; else empty), one
+column per consumed setting ("train.lr", "prune.rate",
 extras such as "seed" or "at"), upstream (JSON), the record's key figures (trainings:
 weights remaining, early stop, final accuracies; prunes: weights kept) and path. Stages
 without an intact record are left out and counted on stderr. Torch-free.
@@ -63,6 +66,8 @@ def rows(results: Path) -> tuple[list[dict], int]:
             lottery_of[sid] = {}
             _, _, spec = stages[sid]
             found = {k: v for k, v in _flatten(spec["settings"]).items() if k in LOTTERY_KEYS}
+            if spec["kind"] == "snapshot":  # theta_k: the rewind point of the lotteries that use it
+                found["rewind.to"] = spec["settings"]["at"]
             if spec["kind"] not in ("summary", "correlation", "instability", "classes"):  # all lotteries
                 for up in _upstream_ids(spec["upstream"]):
                     if up in stages:
@@ -70,15 +75,48 @@ def rows(results: Path) -> tuple[list[dict], int]:
             lottery_of[sid] = found
         return lottery_of[sid]
 
+    variant = variants(stages)
     out = []
     for sid, (stage_dir, record, spec) in stages.items():
         label = " ".join(f"{k}={v}" for k, v in sorted(lottery(sid).items()))
         out.append({"kind": spec["kind"], "id": sid, "version": spec.get("version"), "level": spec.get("level"),
-                    "lottery": label or "all", **_flatten(spec["settings"]),
+                    "lottery": label or "all", "variant": variant.get(sid), **_flatten(spec["settings"]),
                     **_flatten(spec.get("resolved", {}), "resolved."),
                     "upstream": json.dumps(spec["upstream"], sort_keys=True), **record.get("figures", {}),
                     "path": str(stage_dir)})
     return out, skipped
+
+
+# the kind of a training's start (or of its rewind's mask) -> the variant it makes
+_BY_START = {"reinit": "random_reinit", "smalldense": "small_dense", "randmask": "random_prune",
+             "perturb": "perturbation", "snapshot": "instability_copy"}
+
+
+def variants(stages: dict) -> dict:
+    """stage ID -> variant, for trainings and the controls' own stages. The analyses'
+    specs say it where they ran (the summary lists each lottery's tickets and controls by
+    name, an interpolation its two copies); otherwise a training's start tells."""
+    out = {}
+    for sid, (_, _, spec) in stages.items():
+        if spec["kind"] in _BY_START and spec["kind"] != "snapshot":
+            out[sid] = _BY_START[spec["kind"]]
+        if spec["kind"] != "train":
+            continue
+        start = stages.get(spec["upstream"].get("start"))
+        kind = start[2]["kind"] if start else None
+        if kind == "rewind":
+            mask = stages.get(start[2]["upstream"].get("mask"))
+            kind = mask[2]["kind"] if mask else None
+        out[sid] = _BY_START.get(kind, "ticket" if kind in ("init", "prune") else None)
+    for _, _, spec in stages.values():
+        if spec["kind"] == "summary":
+            for run in spec["upstream"]["runs"]:
+                for name, ids in run.items():
+                    if isinstance(ids, list):
+                        out.update({tid: "ticket" if name == "trains" else name for tid in ids if tid})
+        elif spec["kind"] == "interpolate":
+            out.update({spec["upstream"][c]: "instability_copy" for c in ("a", "b")})
+    return out
 
 
 def write(results: Path, out: Path | None = None) -> Path:
@@ -93,9 +131,12 @@ def write(results: Path, out: Path | None = None) -> Path:
         print(f"catalog: {skipped} stage folders without an intact record left out "
               f"(see python -m lth verify {results})", file=sys.stderr)
     frame = pd.DataFrame(found)
-    for column in frame.columns:  # a column of mixed types (a word here, a number there) as text
-        if frame[column].dtype == object and frame[column].dropna().map(type).nunique() > 1:
-            frame[column] = frame[column].map(lambda v: None if v is None else str(v))
+    for column in frame.columns:
+        present = [row[column] for row in found if row.get(column) is not None]
+        if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+            frame[column] = frame[column].astype("Int64")  # integers stay integers where some rows lack them
+        elif frame[column].dtype == object and frame[column].dropna().map(type).nunique() > 1:
+            frame[column] = frame[column].map(lambda v: None if v is None else str(v))  # a word here, a number there
     out = Path(out) if out else results / "catalog.parquet"
     with atomic_path(out) as tmp:
         frame.to_parquet(tmp, index=False)
