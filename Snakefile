@@ -3,6 +3,7 @@
 # src/lth/registry.py; its directory is named by a hash of the settings it consumes, its
 # code version and its upstream IDs (src/lth/stage_ids.py), so an edit reruns only what it
 # changes. Parse time stays cheap: nothing here imports torch.
+import shlex
 import sys
 from pathlib import Path
 
@@ -70,5 +71,5 @@ onstart:
 onsuccess:
     for _kind in lth_registry.kinds():
         for _stage in PLAN.finals.get(_kind.name, []) if _kind.announce else []:
-            print(_kind.announce.format(dir=_stage.dir))
+            print(_kind.announce.format(dir=shlex.quote(_stage.dir)))  # pasteable: a space in results
     print("HTML report: snakemake --report report.html")

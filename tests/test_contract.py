@@ -202,6 +202,10 @@ def test_jobs_run_with_snakemakes_python_logs_stay_in_their_results_folder_and_s
                                "--config", f"results={results}"], cwd=tmp_path, capture_output=True, text=True,
                               env=bare)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        if results == "first results":  # the end-of-run lines can be pasted as they are
+            assert "python -m lth summary 'first results/summary/" in proc.stdout + proc.stderr
+    from lth import records
+    assert "python -m lth verify 'first results' --repair" in records.fix_hint(Path("first results") / "train" / "x")
     for results in ("first results", "second"):
         logs = sorted(p.relative_to(tmp_path / results).parts[1] for p in (tmp_path / results / "logs").rglob("*.log"))
         assert logs == ["anatomy", "correlation", "init", "summary", "train"], results
@@ -210,3 +214,24 @@ def test_jobs_run_with_snakemakes_python_logs_stay_in_their_results_folder_and_s
     assert config_mod.load([tmp_path / "config.yaml"], config_mod.parse_overrides(["results=2024"]))["results"] == "2024"
     ids = [sorted(p.name for p in (tmp_path / r / "train").iterdir()) for r in ("first results", "second")]
     assert ids[0] == ids[1]  # `results` is never in an ID
+
+
+def test_jobs_run_the_code_of_the_snakefile_that_planned_them(tmp_path, small_idx_dataset):
+    """A second checkout run with the venv that has the first one installed: its jobs import
+    its own src/, not the installed one."""
+    import shutil
+    checkout = tmp_path / "second checkout"
+    checkout.mkdir()
+    for name in ("Snakefile", "workflow", "src"):
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+        copy(ROOT / name, checkout / name)
+    main = checkout / "src" / "lth" / "__main__.py"
+    main.write_text('print("lth from the second checkout", flush=True)\n' + main.read_text())
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "config.yaml").write_text(yaml.safe_dump(tiny_config(small_idx_dataset, levels=0)))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(checkout / "Snakefile"), "--cores", "2",
+                           "--until", "init"], cwd=work, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    log = next((work / "results" / "logs" / "init").glob("*.log")).read_text()
+    assert log.startswith("lth from the second checkout"), log

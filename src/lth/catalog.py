@@ -15,6 +15,7 @@ without an intact record are left out and counted on stderr. Torch-free.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -129,7 +130,7 @@ def write(results: Path, out: Path | None = None) -> Path:
     found, skipped = rows(results)
     if skipped:
         print(f"catalog: {skipped} stage folders without an intact record left out "
-              f"(see python -m lth verify {results})", file=sys.stderr)
+              f"(see python -m lth verify {shlex.quote(str(results))})", file=sys.stderr)
     frame = pd.DataFrame(found)
     for column in frame.columns:
         present = [row[column] for row in found if row.get(column) is not None]

@@ -8,6 +8,7 @@ Torch is imported only by the stages that need it.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -195,7 +196,8 @@ def _print_summary(where: Path, instability: Path | None = None, search: bool = 
     problems = summary_problems(found[0])
     if problems:
         print(f"error: the summary {found[0]} is built from damaged stages ({len(problems)}): {problems[0]}; run "
-              f"`python -m lth verify {found[0].parent.parent} --repair`, then snakemake again", file=sys.stderr)
+              f"`python -m lth verify {shlex.quote(str(found[0].parent.parent))} --repair`, then snakemake again",
+              file=sys.stderr)
         return 2
     frame = summary.read_summary(found[0] / "summary.parquet")
     print(f"{found[0] / 'summary.parquet'}\n{summary.format_table(frame)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from pathlib import Path
 
 from . import canonical
@@ -45,7 +46,7 @@ def write(stage_dir: Path, spec: dict, files: dict, figures: dict | None = None)
 
 def fix_hint(stage_dir) -> str:
     root = Path(stage_dir).parent.parent
-    return f"run `python -m lth verify {root} --repair`, then snakemake again to rebuild it"
+    return f"run `python -m lth verify {shlex.quote(str(root))} --repair`, then snakemake again to rebuild it"
 
 
 def damaged(stage_dir, problem: str) -> ArtifactError:

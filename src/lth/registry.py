@@ -44,7 +44,7 @@ class StageKind:
     resources: str = "small"                     # "train" (threads, a GPU), "analysis" or "small"
     figures: dict = field(default_factory=dict)  # output name -> Figure
     plan: str = ""                               # final stages: "module:function" (cfg, plan, make)
-    announce: str = ""                           # end-of-run line; "{dir}" is the stage directory
+    announce: str = ""                           # end-of-run line; "{dir}" is the stage directory (shell-quoted)
 
     @property
     def files(self) -> dict:

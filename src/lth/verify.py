@@ -10,6 +10,7 @@ Torch-free.
 """
 from __future__ import annotations
 
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -66,7 +67,7 @@ def main(results: Path, repair: bool) -> int:
         return 0
     if not repair:
         print(f"{checked} stages checked in {results}: {len(found)} damaged; remove them with "
-              f"`python -m lth verify {results} --repair`, then run snakemake to rebuild them")
+              f"`python -m lth verify {shlex.quote(str(results))} --repair`, then run snakemake to rebuild them")
         return 1
     if _snakemake_running(results):
         print("error: a snakemake holds locks here (.snakemake/locks): it may be writing these stages; "

@@ -4,8 +4,11 @@ import shlex
 ROOT = config["results"]
 ID = "[0-9a-f]{%d}" % lth_plan.ID_LENGTH
 # Jobs run with the interpreter that runs snakemake (not whatever `python` is first on
-# PATH), so `.venv/bin/snakemake` works without an activated venv.
+# PATH), so `.venv/bin/snakemake` works without an activated venv, and import lth from this
+# Snakefile's src/ (first on PYTHONPATH): the code that planned the stages runs them, even
+# where another checkout is installed in that venv.
 PYTHON = sys.executable
+SRC = str(Path(workflow.basedir) / "src")
 
 
 def gpu_request(wildcards):

@@ -11,6 +11,7 @@ for _kind in lth_registry.kinds():
             **stage_outputs(_kind),
         params:
             python=PYTHON,
+            src=SRC,
             manifest=manifest(_kind.name),
             execution=execution_flags(_kind),
         threads: config["threads"] if _kind.resources == "train" else 1
@@ -21,5 +22,6 @@ for _kind in lth_registry.kinds():
         log:
             f"{ROOT}/logs/{_kind.name}/{{id}}.log",
         shell:
+            "PYTHONPATH={params.src:q}${{PYTHONPATH:+:$PYTHONPATH}} "
             "{params.python:q} -m lth run {params.manifest:q} --threads {threads} {params.execution} "
             "> {log:q} 2>&1"
