@@ -19,9 +19,13 @@ from lth import config as lth_config, data as lth_data, devices as lth_devices, 
 from lth import job_groups as lth_job_groups, plan as lth_plan, registry as lth_registry
 
 
-# Snakemake's own message for an empty config file is several lines: say it in one.
-if Path("config.yaml").is_file() and not Path("config.yaml").read_text().strip(" \n\t-"):
-    sys.exit("config file config.yaml: empty; write at least one key (see the project's config.yaml)")
+# Snakemake's own messages for a config.yaml that is empty (or only a comment), not a
+# mapping, not UTF-8 or full of aliases are several lines or a hang: say it in one first.
+if Path("config.yaml").is_file():
+    try:
+        lth_config.read_file("config.yaml")
+    except lth_config.ConfigError as error:
+        sys.exit(str(error))
 
 
 configfile: "config.yaml"

@@ -96,6 +96,12 @@ ROWS = [
     ("--config word lr", "levels: 2", ['train={"lr": "abc"}'], "train.lr"),
     ("--config inf gamma", "levels: 2", ["train={gamma: inf}"], "train.gamma"),
     ("empty config file", "", [], "empty"),
+    ("config file of a comment only", "# nothing yet", [], "empty"),
+    ("config file of null", "~", [], "empty"),
+    ("config file of a list", "- levels: 2", [], "mapping"),
+    ("number as a key", "1: 2", [], "key 1 is not a name"),
+    ("yes as a key in a section", "train: {yes: 2}", [], "key true in train is not a name"),
+    ("alias in a config file", "a: &a [1, 2]\nb: *a", [], "alias *a"),
 ]
 BANNER = ("Using workflow specific profile", "Assuming unrestricted shared filesystem",
           "Config file config.yaml is extended by additional config")
@@ -151,3 +157,12 @@ def test_validation_size_must_fit_the_real_files(tmp_path, small_idx_dataset):
     proc = subprocess.run([sys.executable, "-m", "lth", "check-config"], cwd=tmp_path, capture_output=True, text=True)
     line = one_line(proc.stderr)
     assert proc.returncode == 2 and "data.validation_size = 1190" in line and "1200 training examples" in line
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
+    (tmp_path / "config.yaml").write_bytes(b"\xff\xfelevels: 1\n")
+    lth = subprocess.run([sys.executable, "-m", "lth", "check-config"], cwd=tmp_path, capture_output=True, text=True)
+    assert lth.returncode == 2 and one_line(lth.stderr) == "error: config file config.yaml: not UTF-8 text (byte 0); save it as UTF-8"
+    snake = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-n", "--cores", "1"],
+                           cwd=tmp_path, capture_output=True, text=True)
+    assert snake.returncode != 0 and one_line(snake.stdout + snake.stderr) == lth.stderr.strip().removeprefix("error: ")

@@ -153,6 +153,7 @@ def validate(cfg: dict, schema: dict | None = None) -> dict:
     schema = schema or load_schema()
     if not isinstance(cfg, dict):
         raise ConfigError("config: the top level must be a mapping of keys to values")
+    _check_keys(cfg)
     coerced = coerce_strings(cfg, schema)
     _check_finite(coerced, schema)
     filled = fill_defaults(coerced, schema)
@@ -193,6 +194,18 @@ def _walk(value, path=()):
 def _key_of(path) -> str:
     """config.key, without list positions (the message names the value)."""
     return ".".join(str(p) for p in path if not isinstance(p, int))
+
+
+def _check_keys(cfg: dict, path=()) -> None:
+    """Every key a name: YAML reads unquoted 1, true, yes, on, null as values."""
+    for key, value in cfg.items():
+        if not isinstance(key, str):
+            where = f" in {_key_of(path)}" if path else ""
+            raise ConfigError(f"config: key {json.dumps(key, default=str)}{where} is not a name (YAML reads an unquoted "
+                              "number, true/false, yes/no, on/off or null as a value); quote it, or use a "
+                              "key from config.yaml")
+        if isinstance(value, dict):
+            _check_keys(value, (*path, key))
 
 
 def _check_finite(cfg: dict, schema: dict) -> None:
@@ -344,23 +357,45 @@ def load(path: Path | str | list, overrides: dict | None = None) -> dict:
     overrides the same way (snakemake's `--config`), validate."""
     cfg: dict = {}
     for one in [path] if isinstance(path, (str, Path)) else path:
-        try:
-            loaded = yaml.safe_load(Path(one).read_text())
-        except OSError as error:
-            raise ConfigError(f"config file {one}: cannot be read ({error.strerror}); "
-                              "give the path of a YAML config such as config.yaml") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file {one}: not valid YAML ({_yaml_problem(error)})") from None
-        if loaded is None:  # as snakemake, which refuses an empty config file
-            raise ConfigError(f"config file {one}: empty; write at least one key (see config.yaml), "
-                              "or leave the file out")
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {one}: must hold a mapping of keys (like config.yaml), "
-                              f"not a {type(loaded).__name__}")
-        cfg = layer(cfg, loaded, one)
+        cfg = layer(cfg, read_file(one), one)
     if overrides:
         cfg = layer(cfg, overrides, "--config")
     return validate(cfg)
+
+
+class _NoAliases(yaml.SafeLoader):
+    """YAML without aliases: `*name` can make a small file expand to billions of values
+    (a config needs none)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"uses the alias *{event.anchor} at line {event.start_mark.line + 1}; "
+                                 "aliases are not supported in config files: write the value out")
+        return super().compose_node(parent, index)
+
+
+def read_file(path) -> dict:
+    """One config file's mapping, or one line saying why it is not one."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as error:
+        raise ConfigError(f"config file {path}: cannot be read ({error.strerror}); "
+                          "give the path of a YAML config such as config.yaml") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    try:
+        loaded = yaml.load(text, Loader=_NoAliases)
+    except yaml.YAMLError as error:
+        problem = _yaml_problem(error) if getattr(error, "problem", None) else str(error)
+        raise ConfigError(f"config file {path}: not valid YAML ({problem})") from None
+    if loaded is None:  # as snakemake, which refuses an empty config file
+        raise ConfigError(f"config file {path}: empty; write at least one key (see config.yaml), "
+                          "or leave the file out")
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: must hold a mapping of keys (like config.yaml), "
+                          f"not a {type(loaded).__name__}")
+    return loaded
 
 
 # Where and how to run, never what is computed: kept when a preset starts over (below), so a
