@@ -102,6 +102,13 @@ ROWS = [
     ("number as a key", "1: 2", [], "key 1 is not a name"),
     ("yes as a key in a section", "train: {yes: 2}", [], "key true in train is not a name"),
     ("alias in a config file", "a: &a [1, 2]\nb: *a", [], "alias *a"),
+    ("rewind points equal in iterations", "rewind: {to: [1ep, 916it]}", [], "rewind.to has 1ep and 916it"),
+    ("rewind reset twice, once as 0ep", "rewind: {to: [reset, 0ep]}", [], "rewind.to"),
+    ("milestones equal in iterations", "train: {milestones: [1ep, 916it]}", [], "train.milestones"),
+    ("milestone after the end", "train: {iterations: 300it, milestones: [500it]}", [], "train.milestones"),
+    ("warmup longer than training", "train: {iterations: 300it, warmup: 1000it}", [], "train.warmup"),
+    ("instability points equal in iterations", "instability: {levels: [0], points: [1ep, 916it]}", [],
+     "instability.points"),
 ]
 BANNER = ("Using workflow specific profile", "Assuming unrestricted shared filesystem",
           "Config file config.yaml is extended by additional config")

@@ -78,12 +78,16 @@ def _copy(small, directory, **change):
     if "size" in change:
         x = np.zeros((len(x), change["size"], change["size"]), dtype=np.uint8)
     test_x = full.test.x if "size" not in change else np.zeros((len(full.test), change["size"], change["size"]))
-    return write_idx_dataset(directory, x, y, test_x, full.test.y)
+    test_y = full.test.y
+    if "no_test" in change:
+        test_x, test_y = test_x[:0], test_y[:0]
+    return write_idx_dataset(directory, x, y, test_x, test_y)
 
 
 @pytest.mark.parametrize("change, words", [
     ({"label": 12}, ("label 12 of example 7", "train-labels-idx1-ubyte.gz", "outside the model's 10 classes")),
     ({"size": 32}, ("images in", "train-images-idx3-ubyte.gz", "are 1x32x32, the model takes 1x28x28")),
+    ({"no_test": True}, ("the test set in", "t10k-labels-idx1-ubyte.gz", "has no examples")),
 ])
 def test_data_that_does_not_fit_the_model_stops_the_job_in_one_line(tmp_path, small_idx_dataset, change, words):
     bad = _copy(small_idx_dataset, tmp_path / "data", **change)

@@ -317,7 +317,9 @@ def steps_per_epoch(train_examples: int, validation_size: int, batch_size: int) 
 def check_with_data(cfg: dict) -> None:
     """Cross-key checks that need the training set's size (read from the dataset's file
     headers, or the standard size where the files are missing): the validation split and one
-    batch fit; every rewind point lies before the end of training, both in iterations."""
+    batch fit; every rewind point, instability point and milestone lies before the end of
+    training and the warmup ends by it, all in iterations; a list's values stay distinct in
+    iterations too (1ep and 916it are one rewind point with 916 steps per epoch)."""
     from . import data
     examples, where = data.train_size(cfg["data"]["dataset"], cfg["data_dir"])
     validation, batch = cfg["data"]["validation_size"], cfg["train"]["batch_size"]
@@ -327,16 +329,27 @@ def check_with_data(cfg: dict) -> None:
                           f"<= {examples}")
     per_epoch = steps_per_epoch(examples, validation, batch)
     total = iterations(cfg["train"]["iterations"], per_epoch)
+    at = f"(train.iterations = {cfg['train']['iterations']} = {total} iterations at {per_epoch} per epoch)"
     points = cfg["rewind"]["to"] if isinstance(cfg["rewind"]["to"], list) else [cfg["rewind"]["to"]]
-    for key, values in (("rewind.to", points), ("instability.points", cfg["instability"]["points"])):
+    for key, values, fix in (("rewind.to", points, "rewind to an earlier step"),
+                             ("instability.points", cfg["instability"]["points"], "rewind to an earlier step"),
+                             ("train.milestones", cfg["train"]["milestones"], "drop it or train longer")):
+        seen = {}
         for value in values:
-            if value in ("reset", "continue"):
+            if value == "continue":
                 continue
-            k = iterations(value, per_epoch)
+            k = 0 if value == "reset" else iterations(value, per_epoch)
             if k >= total:
                 raise ConfigError(f"config: {key} has {value} = iteration {k}, not before the end of training "
-                                  f"(train.iterations = {cfg['train']['iterations']} = {total} iterations at "
-                                  f"{per_epoch} per epoch); rewind to an earlier step")
+                                  f"{at}; {fix}")
+            if k in seen:
+                raise ConfigError(f"config: {key} has {seen[k]} and {value}, both iteration {k} at {per_epoch} "
+                                  "steps per epoch; list values must be distinct (one would run, or apply, twice)")
+            seen[k] = value
+    warmup = iterations(cfg["train"]["warmup"], per_epoch)
+    if warmup > total:
+        raise ConfigError(f"config: train.warmup = {cfg['train']['warmup']} = {warmup} iterations, longer than "
+                          f"training {at}: the learning rate would never reach train.lr; shorten the warmup")
 
 
 def notes(cfg: dict) -> list[str]:

@@ -220,6 +220,10 @@ def check_fits(dataset: Dataset, data_dir: str | None, num_classes: int, input_s
             where = directory if cifar else _idx_path(directory, IDX_STEMS[split][0])
             raise DataError(f"{dataset.name}: images in {where} are {'x'.join(map(str, shape))}, the model takes "
                             f"{'x'.join(map(str, input_shape))}; pick the matching dataset or model")
+    if len(dataset.test) == 0:
+        where = directory / CIFAR_BATCHES["test"][0] if cifar else _idx_path(directory, IDX_STEMS["test"][1])
+        raise DataError(f"{dataset.name}: the test set in {where} has no examples; every training is evaluated "
+                        "on it: restore the file")
     if len(dataset.train) < validation_size + batch_size:
         where = directory if cifar else _idx_path(directory, IDX_STEMS["train"][1])
         raise DataError(f"{dataset.name}: the training set in {where} has {len(dataset.train)} examples, fewer than "
