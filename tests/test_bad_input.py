@@ -107,6 +107,12 @@ ROWS = [
     ("milestones equal in iterations", "train: {milestones: [1ep, 916it]}", [], "train.milestones"),
     ("milestone after the end", "train: {iterations: 300it, milestones: [500it]}", [], "train.milestones"),
     ("warmup longer than training", "train: {iterations: 300it, warmup: 1000it}", [], "train.warmup"),
+    ("a sweep past what snakemake schedules (60,500 stages)",
+     "levels: 20\ninit: {seed: [" + ", ".join(map(str, range(25))) + "]}\ntrain: {lr: ["
+     + ", ".join(f"0.{i + 1:03d}" for i in range(10)) + "]}\n"
+     "controls: {random_reinit: true, random_prune: true, small_dense: true}", [], "60,500 stages"),
+    ("weight decay above 1", "train: {weight_decay: 1.0e+300}", [], "train.weight_decay"),
+    ("noise scale huge", "perturb: {kinds: [noise], noise: [1.0e+40]}", [], "perturb.noise"),
     ("instability points equal in iterations", "instability: {levels: [0], points: [1ep, 916it]}", [],
      "instability.points"),
 ]

@@ -108,3 +108,15 @@ def test_a_training_set_too_small_for_the_split_is_refused_before_any_job(tmp_pa
     assert proc.returncode != 0 and jobs(proc) == {}
     assert "config: data.validation_size = 1150 with train.batch_size = 60 does not fit the 1200 training " \
            f"examples ({small_idx_dataset}/train-labels-idx1-ubyte.gz)" in proc.stdout + proc.stderr
+
+
+def test_a_start_that_is_not_finite_is_blamed_on_its_maker_not_the_learning_rate(splits):
+    import torch
+    model = models.build("lenet_300_100", 0)
+    with torch.no_grad():
+        model.fc1.weight[0, 0] = float("inf")
+    with pytest.raises(divergence.Diverged) as err:
+        train(model, None, splits, RECIPE)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("the start weights hold a value that is not finite")
+    assert "learning rate (" not in message

@@ -205,6 +205,10 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
         began = time.perf_counter()
         with torch.no_grad():
             finite = bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+        if not finite and iteration == start and not result.metrics:
+            raise divergence.Diverged(f"the start weights hold a value that is not finite (iteration {iteration}, "
+                                      "before any step): the stage that made them is at fault (a perturbation's "
+                                      "noise scale?), not the learning rate")
         if not finite:
             raise divergence.Diverged(f"diverged at iteration {iteration}: a weight is not finite; "
                                       + divergence._cause(settings))
