@@ -68,8 +68,13 @@ onstart:
         _problem = lth_data.missing(config["data"]["dataset"], config["data_dir"])
         if _problem:
             sys.exit(f"error: {_problem}")
-    # Each job reads its manifest; write the missing or outdated ones (not in a dry run).
-    lth_jobs.write_manifests(PLAN.stages.values(), ROOT)
+    # Each job reads its manifest; write the missing or outdated ones (not in a dry run). A
+    # results folder that cannot be created after all (a read-only mount, /proc) stops here.
+    try:
+        lth_jobs.write_manifests(PLAN.stages.values(), ROOT)
+    except OSError as _error:
+        sys.exit(f"error: config: results = \"{ROOT}\" cannot be written ({_error.strerror}: "
+                 f"{_error.filename}); choose another results folder")
 
 
 onsuccess:

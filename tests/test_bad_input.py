@@ -179,3 +179,18 @@ def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
     snake = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-n", "--cores", "1"],
                            cwd=tmp_path, capture_output=True, text=True)
     assert snake.returncode != 0 and one_line(snake.stdout + snake.stderr) == lth.stderr.strip().removeprefix("error: ")
+
+
+@pytest.mark.parametrize("results", ["dangling", "/proc/lth-results"])
+def test_a_results_folder_that_cannot_be_made_is_one_line_before_any_job(tmp_path, results):
+    """A link to nowhere is refused by every entry point; a path that looks creatable but is
+    not (/proc, as root) stops the real run before its first job."""
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "deeper")
+    (tmp_path / "config.yaml").write_text(f"results: {results}\nlevels: 0\n")
+    snake = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--cores", "1"],
+                           cwd=tmp_path, capture_output=True, text=True)
+    output = snake.stdout + snake.stderr
+    errors = [line for line in output.splitlines() if "results =" in line]
+    assert snake.returncode != 0 and "Traceback" not in output and len(errors) == 1, output
+    assert f'results = "{results}"' in errors[0], errors
+    assert not (tmp_path / "nowhere").exists() and "Finished job" not in output

@@ -242,6 +242,11 @@ def _check_results(results: str) -> None:
         if path.exists() and not path.is_dir():
             raise ConfigError(f"config: results = {json.dumps(results)} is an existing file, not a folder; "
                               "name a folder (it is created if missing)")
+        broken = next((p for p in (path, *path.parents) if p.is_symlink() and not p.exists()), None)
+        if broken is not None:
+            raise ConfigError(f"config: results = {json.dumps(results)} goes through {broken}, a link to "
+                              f"{os.readlink(broken)}, which does not exist; create its target or choose another "
+                              "results folder")
         existing = next((p for p in (path.absolute(), *path.absolute().parents) if p.exists()), None)
     except OSError as exc:
         raise ConfigError(f"config: results = {json.dumps(results[:80])} is not a usable path ({exc.strerror}); "
