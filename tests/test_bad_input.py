@@ -18,6 +18,7 @@ ROWS = [
     ("results under a file", "results: /etc/hostname/sub", [], "results"),
     ("results blank", 'results: "  "', [], "results"),
     ("results with braces", 'results: "res{x}"', [], "results"),
+    ("results the working directory", "results: ./", [], "results"),
     ("results name too long", "results: " + "a" * 300, [], "results"),
     ("levels negative", "levels: -1", [], "levels"),
     ("levels fractional", "levels: 2.5", [], "levels"),

@@ -119,3 +119,9 @@ def test_conv_rate_needs_layerwise_ranking():
     with pytest.raises(config.ConfigError, match="prune.conv_rate needs prune.strategy: layerwise"):
         config.validate({"prune": {"conv_rate": 0.1, "strategy": ["layerwise", "global"]}})
     config.validate({"prune": {"conv_rate": 0.1, "strategy": ["layerwise"]}})
+
+
+def test_results_takes_its_plain_spelling():
+    # snakemake warns once per path for every output under "./results": hundreds of lines
+    assert config.validate({"results": "./results/"})["results"] == "results"
+    assert config.validate({"results": "runs/../results"})["results"] == "results"
