@@ -90,7 +90,7 @@ ROWS = [
     ("perturb level zero", "perturb: {levels: [0]}", [], "perturb.levels"),
     ("classes without controls", "classes: {enabled: true}", [], "classes.enabled"),
     ("classes margin negative", "classes: {margin: -1}", [], "classes.margin"),
-    ("sweep too large", "levels: 100\ninit: {seed: [" + ", ".join(map(str, range(100))) + "]}\n"
+    ("sweep too large", "levels: 40\ninit: {seed: [" + ", ".join(map(str, range(100))) + "]}\n"
      "train: {lr: [" + ", ".join(f"0.{i + 1:03d}" for i in range(30)) + "]}", [], "stages"),
     ("--config NaN", "levels: 2", ['prune={"rate": NaN}'], "prune.rate"),
     ("--config float levels", "levels: 2", ["levels=1e9"], "levels"),
@@ -112,6 +112,8 @@ ROWS = [
      "levels: 20\ninit: {seed: [" + ", ".join(map(str, range(25))) + "]}\ntrain: {lr: ["
      + ", ".join(f"0.{i + 1:03d}" for i in range(10)) + "]}\n"
      "controls: {random_reinit: true, random_prune: true, small_dense: true}", [], "60,500 stages"),
+    ("levels that empty a layer", "levels: 50", [], "empties fc2.weight (30,000 weights) at level 42"),
+    ("rate that empties a layer", "levels: 4\nprune: {rate: 0.99}", [], "prune.rate = 0.99"),
     ("weight decay above 1", "train: {weight_decay: 1.0e+300}", [], "train.weight_decay"),
     ("noise scale huge", "perturb: {kinds: [noise], noise: [1.0e+40]}", [], "perturb.noise"),
     ("instability points equal in iterations", "instability: {levels: [0], points: [1ep, 916it]}", [],

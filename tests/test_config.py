@@ -106,6 +106,35 @@ def test_input_table_agrees_with_the_models():
         assert tuple(type(models.build(name, width=0.1)).input_shape) == config.model_input(name), name
 
 
+def test_smallest_layer_table_agrees_with_the_models():
+    import torch
+
+    from lth import models
+    for name in models.REGISTRY:
+        with torch.device("meta"):
+            model = models.build(name)
+        sizes = {n: model.get_parameter(n).numel() for n in model.prunable()}
+        roles = {"conv": [n for n in sizes if model.get_parameter(n).ndim == 4 and n != model.output_layer],
+                 "hidden": [n for n in sizes if model.get_parameter(n).ndim == 2 and n != model.output_layer],
+                 "output": [model.output_layer]}
+        expected = {role: min(((n, sizes[n]) for n in names), key=lambda item: item[1])
+                    for role, names in roles.items() if names}
+        assert config.SMALLEST_LAYERS[name] == expected, name
+
+
+def test_a_layerwise_schedule_that_empties_a_layer_is_refused_at_its_level():
+    from lth import pruning
+    # LeNet's fc2 (30,000 weights) at rate 0.2: the level where ceil-pruning takes its last weight
+    n, level = 30000, 0
+    while n > 0:
+        n, level = n - pruning.prune_count(0.2, n), level + 1
+    assert config.emptied_at(30000, 0.2, 100) == level == 42
+    config.validate({"levels": level - 1})
+    with pytest.raises(config.ConfigError, match=rf"empties fc2.weight \(30,000 weights\) at level {level}"):
+        config.validate({"levels": level})
+    config.validate({"levels": 60, "prune": {"strategy": "global"}})  # global: the prune stage checks
+
+
 def test_schema_offers_exactly_the_registered_models_and_datasets():
     from lth import data, models
     schema = config.load_schema()["properties"]

@@ -120,3 +120,17 @@ def test_a_start_that_is_not_finite_is_blamed_on_its_maker_not_the_learning_rate
     message = str(err.value)
     assert "\n" not in message and message.startswith("the start weights hold a value that is not finite")
     assert "learning rate (" not in message
+
+
+def test_global_pruning_that_empties_a_layer_stops_its_prune_in_one_line(tmp_path, small_idx_dataset):
+    """Global ranking at rate 0.999: by level 2 a layer has no weight left (layerwise
+    schedules are refused before any job: lth.config)."""
+    cfg = tiny_config(small_idx_dataset, levels=2, prune={"strategy": "global", "rate": 0.999})
+    (tmp_path / "config.yaml").write_text(__import__("yaml").safe_dump(cfg))
+    proc = snakemake(tmp_path, check=False)
+    assert proc.returncode != 0
+    lines = [line for log in (tmp_path / "results" / "logs" / "prune").glob("*.log")
+             for line in log.read_text().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "global pruning at rate 0.999 leaves" in lines[0] and "without weights" in lines[0]
+    assert not any(p.name == "mask.parquet" and not p.parent.joinpath("record.json").exists()
+                   for p in (tmp_path / "results" / "prune").rglob("*"))

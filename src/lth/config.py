@@ -296,6 +296,48 @@ def model_input(name: str) -> tuple:
     return MODEL_INPUTS.get(name, (3, 32, 32))
 
 
+# Each model's smallest prunable tensor per pruning rate (conv layers: prune.conv_rate, other
+# hidden layers: prune.rate, the output layer: prune.output_rate) as (name, weights): the
+# first a layerwise schedule empties (tests/test_models.py checks them against the models).
+SMALLEST_LAYERS = {
+    "lenet_300_100": {"hidden": ("fc2.weight", 30000), "output": ("fc3.weight", 1000)},
+    **{name: {"conv": ("convs.0.weight", 1728), "hidden": ("fc2.weight", 65536), "output": ("fc3.weight", 2560)}
+       for name in ("conv2", "conv4", "conv6")},
+    **{name: {"conv": ("features.0.weight", 1728), "output": ("fc.weight", 5120)} for name in ("vgg16", "vgg19")},
+    "resnet20": {"conv": ("conv.weight", 432), "output": ("fc.weight", 640)},
+    "resnet18": {"conv": ("conv.weight", 1728), "output": ("fc.weight", 5120)},
+}
+
+
+def emptied_at(weights: int, rate: float, levels: int) -> int | None:
+    """The first level (1..levels) at which a layer of `weights` loses its last weight when
+    each round prunes ceil(rate * survivors) of them (lth.pruning.prune_count), or None."""
+    from .pruning import prune_count
+    for level in range(1, levels + 1):
+        weights -= prune_count(rate, weights)
+        if weights <= 0:
+            return level
+    return None
+
+
+def _check_layers(cfg: dict) -> None:
+    """A layerwise schedule that empties a layer cuts the network in two: every later level
+    would report a constant network's accuracy as a result. Refused, naming the level."""
+    p = cfg["prune"]
+    if "layerwise" not in (p["strategy"] if isinstance(p["strategy"], list) else [p["strategy"]]):
+        return  # global ranking: the prune stage refuses an emptied layer when it happens
+    rate = max(p["rate"]) if isinstance(p["rate"], list) else p["rate"]
+    rates = {"hidden": ("prune.rate", rate), "output": ("prune.output_rate", p["output_rate"]),
+             "conv": ("prune.conv_rate", p["conv_rate"]) if p["conv_rate"] is not None else ("prune.rate", rate)}
+    for role, (name, weights) in SMALLEST_LAYERS[cfg["model"]["name"]].items():
+        key, value = rates[role]
+        level = emptied_at(weights, value, cfg["levels"])
+        if level is not None:
+            raise ConfigError(f"config: levels = {cfg['levels']} with {key} = {value} (layerwise) empties "
+                              f"{name} ({weights:,} weights) at level {level}, cutting the network in two; "
+                              f"use at most {level - 1} levels or a lower rate")
+
+
 def check_combination(cfg: dict) -> None:
     """Cross-key checks the schema cannot express."""
     strategies = cfg["prune"]["strategy"] if isinstance(cfg["prune"]["strategy"], list) else [cfg["prune"]["strategy"]]
@@ -311,6 +353,7 @@ def check_combination(cfg: dict) -> None:
         if missing:
             raise ConfigError(f"config: classes.enabled needs controls.{missing[0]}: true (the ticket classes "
                               f"compare against it); turn it on or set classes.enabled: false")
+    _check_layers(cfg)
     model, dataset = cfg["model"]["name"], cfg["data"]["dataset"]
     if model_input(model) != DATASET_SHAPES[dataset]:
         shape = "x".join(map(str, model_input(model)))

@@ -300,6 +300,12 @@ def run_prune(job) -> dict:
     rounds = spec["settings"].get("rounds", 1)  # one-shot: all of level L's rounds at once
     new = pruning.prune({n: state[n] for n in prunable}, current, prunable, info["output_layer"],
                         p["strategy"], p["rate"], p["output_rate"], p.get("conv_rate"), rounds)
+    empty = [name for name, keep in new.items() if not keep.any()]
+    if empty:  # layerwise schedules are refused at config time (lth.config); global ranking ends here
+        from .data import DataError
+        raise DataError(f"prune {spec['id']} level {spec['level']}: {p['strategy']} pruning at rate {p['rate']} "
+                        f"leaves {empty[0]} without weights, cutting the network in two; use fewer levels "
+                        "(the levels before this one are kept) or a lower rate")
     masks.write(out / "mask.parquet", new)
     kept, total = masks.counts(new)
     _log(f"prune {spec['id']} -> level {spec['level']}: {kept}/{total} weights kept ({100 * kept / total:.2f}%)")
