@@ -205,3 +205,18 @@ def test_the_instability_stage_of_a_summary_is_found_by_its_networks(tmp_path):
     assert verdict.read_instability(ours / "summary.csv").stable.tolist() == [True]
     (ours / "summary.csv").write_text(csv + "imp,imp,1,ticket,0it,80,False,False\n")  # damaged: not used
     assert not verdict.intact(ours / "summary.csv") and verdict.instability_for(summary_dir) is None
+
+
+def test_networks_at_chance_are_named_and_a_dense_one_voids_the_table():
+    from lth import data
+    assert {s.num_classes for s in data.SOURCES.values()} == {round(1 / verdict.CHANCE)}
+    sparse = ONE_SEED + [row("ticket", 4, 11.2, 0), row("random_reinit", 4, 10.0, 0)]
+    said = verdict.lines(frame(sparse))
+    assert said[-1] == ("at chance (test accuracy within 2 points of 10 %): ticket at 4 (41.0 %) 11.2 %; "
+                        "random_reinit at 4 (41.0 %) 10.0 %; these networks learned nothing (too few weights, "
+                        "or a learning rate too high): their comparisons above mean nothing")
+    failed = [row("ticket", 0, 10.5, 0), row("ticket", 1, 88.0, 4000)]
+    assert verdict.lines(frame(failed))[-1].endswith(
+        "the dense network itself learned nothing: the training failed (a learning rate too high?), so no line "
+        "above is a result")
+    assert not any(line.startswith("at chance") for line in verdict.lines(frame(ONE_SEED)))

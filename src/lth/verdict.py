@@ -21,6 +21,10 @@ instability stage's summary.csv (lth.instability.summarise). Rules:
   sparsest winning ticket when it is another level.
 - Instability (Frankle et al. 2020): the networks flagged stable and matching by the
   instability stage (its threshold and matching drop) in every run of the lottery.
+- At chance: a training whose mean test accuracy, at early stop and at the end, is within
+  AT_CHANCE of chance (10 %: every registered dataset has 10 classes) learned nothing; the
+  verdict names them (a dense network there means the training failed, most likely its
+  learning rate; a sparse one, too few weights), since their comparisons mean nothing.
 
 Accuracies are in percent, gaps in percentage points. Torch-free and pure (`lines`); the
 rest finds the instability table that belongs to a summary directory.
@@ -35,6 +39,8 @@ import pandas as pd
 CONTROLS = ("random_reinit", "random_prune", "small_dense")
 FILE = "verdict.txt"
 TIE = 1e-9  # means closer than this (fraction or iterations) are equal: summation-order noise
+CHANCE = 0.10  # 1 / classes: every dataset in lth.data.SOURCES has 10 (tests/test_verdict.py checks)
+AT_CHANCE = 0.02  # within 2 points of chance: learned nothing
 
 
 def lines(summary_frame: pd.DataFrame, instability_frame: pd.DataFrame | None = None,
@@ -63,6 +69,9 @@ def lines(summary_frame: pd.DataFrame, instability_frame: pd.DataFrame | None = 
             out.append(prefix + _accuracy_line(ticket, other, control))
             out.append(prefix + _iteration_line(ticket, other, control))
         out.append(prefix + _matching_line(ticket, tolerance))
+        collapsed = _chance_line(rows)
+        if collapsed:
+            out.append(prefix + collapsed)
     if instability_frame is not None and not instability_frame.empty:
         for lottery in lotteries:
             prefix = f"{lottery}: " if len(lotteries) > 1 else ""
@@ -224,6 +233,24 @@ def _matching_line(ticket, tolerance: float) -> str:
     if short:
         text += f"; denser levels that do not match: {_levels([_level(lvl, pruned.loc[lvl]) for lvl in short])}"
     return text
+
+
+def _chance_line(rows: pd.DataFrame) -> str | None:
+    """The trainings of one lottery at chance accuracy, by variant, or None."""
+    best = rows[["early_stop_test_accuracy_mean", "final_test_accuracy_mean"]].max(axis=1, skipna=True)
+    flat = rows[best <= CHANCE + AT_CHANCE]
+    if flat.empty:
+        return None
+    parts = []
+    for variant, group in flat.groupby("variant", sort=False):
+        levels = [f"{_level(r.level, r)} {100 * best[i]:.1f} %" for i, r in zip(group.index, group.itertuples())]
+        parts.append(f"{variant} at {_levels(levels)}")
+    dense = ((flat.variant == "ticket") & (flat.level == 0)).any()
+    why = ("the dense network itself learned nothing: the training failed (a learning rate too high?), so "
+           "no line above is a result" if dense else "these networks learned nothing (too few weights, or a "
+           "learning rate too high): their comparisons above mean nothing")
+    return (f"at chance (test accuracy within {100 * AT_CHANCE:.0f} points of {100 * CHANCE:.0f} %): "
+            + "; ".join(parts) + f"; {why}")
 
 
 def instability_line(rows: pd.DataFrame) -> str:
