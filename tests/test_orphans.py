@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from test_workflow import SNAKEFILE, jobs, snakemake, tiny_config
@@ -119,3 +120,28 @@ def test_a_filesystem_without_flock_runs_unlocked_with_a_warning(tmp_path, monke
     monkeypatch.setattr(lifeline.fcntl, "flock", refuse)
     lifeline.StageLock(tmp_path / "locks" / "x.lock", tmp_path / "train" / "x")
     assert "running unlocked" in capsys.readouterr().err
+
+
+def test_interpolation_and_landscape_stop_when_their_snakemake_is_gone():
+    """They keep no checkpoint: the job stops at the next point, in one line, writing nothing."""
+    import numpy as np
+    import torch
+
+    from lth import instability, landscape, lifeline, models
+    from lth.training import Split
+    model = models.build("lenet_300_100", 0)
+    state = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    split = Split(torch.randn(20, 28, 28, generator=g), torch.randint(0, 10, (20,), generator=g))
+    asked = []
+
+    def stop():  # snakemake dies after the first point
+        asked.append(1)
+        return "the snakemake that started this job (pid 1) is gone" if len(asked) > 1 else None
+    with pytest.raises(lifeline.Orphaned, match=r"is gone: stopped at alpha 0.5; nothing of this stage is written"):
+        instability.evaluate_path(model, state, state, np.array([0.0, 0.5, 1.0]), {"test": split}, stop=stop)
+    asked.clear()
+    zero = {k: np.zeros_like(v) for k, v in state.items()}
+    with pytest.raises(lifeline.Orphaned, match="stopped at alpha 0 of the grid"):
+        landscape.evaluate_grid(model, state, {**zero, "fc1.weight": np.ones_like(state["fc1.weight"])}, zero,
+                                landscape.coordinates(3, 1.0), split, stop=stop)

@@ -138,7 +138,7 @@ def run_interpolate(job) -> None:
          f"({devices.describe(device, lease)}), batchnorm recomputed: {has_bn}")
     rows = instability.evaluate_path(model, a, b, instability.alphas(ic["alphas"]),
                                      {"test": splits["test"], "train": subset}, bn_inputs,
-                                     settings["train"].get("precision", "fp32"))
+                                     settings["train"].get("precision", "fp32"), job.stop)
     table = pa.Table.from_pylist([{**r, "weights_remaining_pct": 100 * kept / total, "bn_recomputed": has_bn}
                                   for r in rows])
     with atomic_path(out / "path.parquet") as tmp:

@@ -55,18 +55,20 @@ def barrier(errors) -> float:
 
 
 def evaluate_path(model, w1: dict, w2: dict, points: np.ndarray, splits: dict, bn_inputs=None,
-                  precision: str = "fp32") -> list[dict]:
+                  precision: str = "fp32", stop=None) -> list[dict]:
     """Rows (alpha, split, loss, error) along the path for every split in `splits`
     (name -> lth.training.Split). `bn_inputs`: a list of input batches on which BatchNorm
     statistics are recomputed at each alpha (None: the model has no BatchNorm). `precision`:
-    the trainings' arithmetic (lth.numerics)."""
+    the trainings' arithmetic (lth.numerics). `stop`: lth.jobs.Job.stop, asked at each alpha."""
     import torch
 
+    from .lifeline import check
     from .training import evaluate
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     device = next(model.parameters()).device
     rows = []
     for alpha in points:
+        check(stop, f"alpha {float(alpha):g}")
         state = interpolate(w1, w2, float(alpha))
         with torch.no_grad():
             model.load_state_dict({k: torch.from_numpy(v).to(device) for k, v in state.items()})

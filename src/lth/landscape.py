@@ -117,13 +117,15 @@ def subset_indices(size: int, count: int, seed: int) -> np.ndarray:
 # ---- evaluation (torch) ----
 
 def evaluate_grid(model, weights: dict, d1: dict, d2: dict, coords: np.ndarray, split,
-                  precision: str = "fp32") -> list[dict]:
+                  precision: str = "fp32", stop=None) -> list[dict]:
     """Rows (alpha, beta, loss, accuracy) of L(W + alpha d1 + beta d2) for every alpha, beta in
     `coords` (alpha outer), on `split` (lth.training.Split), the model in eval mode. Only
     tensors with a nonzero direction change from point to point; the rest stay at W. The
-    model is left holding W. `precision`: the trainings' arithmetic (lth.numerics)."""
+    model is left holding W. `precision`: the trainings' arithmetic (lth.numerics). `stop`:
+    lth.jobs.Job.stop, asked at each row of the grid."""
     import torch
 
+    from .lifeline import check
     from .training import evaluate
     device = next(model.parameters()).device
     with torch.no_grad():
@@ -135,6 +137,7 @@ def evaluate_grid(model, weights: dict, d1: dict, d2: dict, coords: np.ndarray, 
     two = {n: torch.from_numpy(d2[n]).to(device) for n in moving}
     rows = []
     for alpha in coords:
+        check(stop, f"alpha {float(alpha):g} of the grid")
         for beta in coords:
             with torch.no_grad():
                 for n in moving:  # W + alpha d1 + beta d2; at (0, 0) exactly W
@@ -266,7 +269,7 @@ def run(job) -> dict:
         kept, total = weight_counts(info, mask)
         d1, d2 = directions(weights, info["prunable"], mask, ls["seed"])
         grid = evaluate_grid(model, weights, d1, d2, coords, subset,
-                             settings.get("train", {}).get("precision", "fp32"))
+                             settings.get("train", {}).get("precision", "fp32"), job.stop)
         rows += [{"level": level, "weights_remaining_pct": 100 * kept / total, **r} for r in grid]
         centre = grid[len(grid) // 2]  # (0, 0): the grid is odd (schema)
         corners = [r["loss"] for r in grid if abs(r["alpha"]) == coords[-1] and abs(r["beta"]) == coords[-1]]

@@ -86,6 +86,15 @@ class Scheduler:
         return None if self.alive() else f"the snakemake that started this job (pid {self.pid}) is gone"
 
 
+def check(stop, where: str) -> None:
+    """For jobs without a checkpoint (interpolation, landscape): stop at once, with one line,
+    when `stop()` (lth.jobs.Job.stop) says the snakemake that started the job is gone."""
+    reason = stop() if stop is not None else None
+    if reason:
+        raise Orphaned(f"{reason}: stopped at {where}; nothing of this stage is written, "
+                       "run snakemake again (after --unlock) to redo it")
+
+
 class StageLock:
     """Held from construction to the end of the process."""
 
