@@ -79,6 +79,9 @@ def test_several_gpus_in_one_slurm_allocation_are_leased_per_job(tmp_path):
     got = [devices.resolve("cuda", job, count=4, lock_dir=tmp_path) for _ in range(4)]
     assert sorted(device for device, _ in got) == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
     assert sorted(p.name for p in (tmp_path / "slurm-42").iterdir()) == [f"gpu{i}.lock" for i in range(4)]
+    fresh = tmp_path / "leases"  # the shared folder made on the way to a job's folder: 1777 too
+    devices.resolve("cuda", job, count=4, lock_dir=fresh)
+    assert [(p.stat().st_mode & 0o7777) for p in (fresh, fresh / "slurm-42")] == [0o1777, 0o1777]
     other_job = devices.resolve("cuda", dict(job, SLURM_JOB_ID="43"), count=4, lock_dir=tmp_path)
     assert other_job[0] == "cuda:0"  # another allocation's GPUs are other GPUs
 

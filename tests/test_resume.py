@@ -134,6 +134,29 @@ def test_a_cpu_checkpoint_resumes_on_a_gpu_with_a_reseeded_generator(monkeypatch
     assert calls == [("set", torch.uint8)]
 
 
+def test_a_gpu_checkpoint_resumes_on_the_cpu_with_a_reseeded_dropout_generator(tmp_path):
+    """Dropout on a GPU run draws from the GPU generator; the CPU state it saved was never
+    advanced. Resumed on the CPU, the generator is reseeded from the stage seed and the
+    iteration (logged), so the same checkpoint resumes the same way every time."""
+    ckpt = checkpoint.Checkpointing(tmp_path / "c.ckpt", every=7, identity="abc")
+    model, mask = fresh()
+    with pytest.raises(Interrupt):
+        train(model, mask, splits(), RECIPE, checkpointing=ckpt,
+              log=lambda line: (_ for _ in ()).throw(Interrupt) if line.startswith("it 20/") else None)
+    payload = checkpoint.load(ckpt)
+    del payload["identity"]
+    checkpoint.save(ckpt, {**payload, "device_rng": torch.zeros(16, dtype=torch.uint8)})  # as a GPU run writes it
+    written, runs = ckpt.path.read_bytes(), []
+    for _ in range(2):
+        ckpt.path.write_bytes(written)  # each run checkpoints again on the CPU: start both from the GPU's
+        lines = []
+        model, mask = fresh()
+        runs.append((train(model, mask, splits(), RECIPE, log=lines.append, checkpointing=ckpt).metrics, lines))
+    assert all(any(line.startswith("checkpoint written on a GPU: CPU generator reseeded with") for line in lines)
+               for _, lines in runs)
+    assert runs[0][0] == runs[1][0]
+
+
 def test_checkpoint_intervals_in_iterations_wall_time_or_both(tmp_path, monkeypatch):
     assert checkpoint.parse_interval("5000it", 100) == (5000, None)
     assert checkpoint.parse_interval("2ep", 100) == (200, None)

@@ -74,9 +74,11 @@ def _shared_dir(lock_dir: Path) -> None:
     """Create the lease directory usable by every user, whatever this user's umask (created
     with umask 0, so another user never sees it narrower, even for a moment)."""
     if not lock_dir.is_dir():
+        missing = [p for p in (lock_dir, *lock_dir.parents) if not p.is_dir()]
         old = os.umask(0)
-        try:
-            lock_dir.mkdir(mode=0o1777, parents=True, exist_ok=True)
+        try:  # each missing folder, outermost first, 1777 (mkdir's parents=True would give 777)
+            for folder in reversed(missing):
+                folder.mkdir(mode=0o1777, exist_ok=True)
         finally:
             os.umask(old)
 

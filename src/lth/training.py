@@ -236,9 +236,12 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
             model.load_state_dict(saved["model"])
         optimizer.load(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
+        reseed = derived_seed(settings["seed"], saved["iteration"], DROPOUT_STREAM)
         if device.type == "cuda":
-            restore_device_rng(saved["device_rng"], device, derived_seed(settings["seed"], saved["iteration"],
-                                                                         DROPOUT_STREAM), log)
+            restore_device_rng(saved["device_rng"], device, reseed, log)
+        elif saved["device_rng"].numel() and settings.get("dropout"):  # written on a GPU, resumed here
+            torch.manual_seed(reseed)  # the CPU generator the GPU run never advanced: dropout starts afresh
+            log(f"checkpoint written on a GPU: CPU generator reseeded with {reseed} for dropout")
         result.metrics = saved["metrics"]
         result.train_seconds, result.eval_seconds = saved["train_seconds"], saved["eval_seconds"]
         first = saved["iteration"]
@@ -299,7 +302,7 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
                 save_checkpoint(done)
             raise lifeline.Orphaned(f"{reason}: stopped at iteration {done}"
                                     + (", checkpoint saved" if checkpointing else "")
-                                    + "; run snakemake with --rerun-incomplete to resume")
+                                    + "; run snakemake --unlock, then snakemake --rerun-incomplete to resume")
     if total <= start:
         record(start, ("train",))
     divergence.check_final(result.metrics, start, settings)
