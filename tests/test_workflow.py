@@ -397,3 +397,5 @@ def test_analyses_run_as_cached_stages_and_make_the_report(tmp_path, small_idx_d
         assert f'"{path}": {{"name": "{Path(path).name}"' in html, path
     pngs = [path for path in figures if path.endswith(".png")]
     assert html.count(";base64,iVBORw0KGgo") == len(pngs) == 14, proc.stderr[-2000:]  # PNG bytes, embedded
+    # the front page shows each verdict under its own heading
+    assert "Verdict of the summary table" in html and "Verdict of the instability analysis" in html
