@@ -213,3 +213,43 @@ def test_catalog_has_a_row_per_stage_from_the_records_alone(tmp_path, finished):
     proc = lth(workdir, "catalog", "results", "--out", "cat.parquet")
     assert proc.returncode == 0 and "1 stage folders without an intact record left out" in proc.stderr
     assert len(pd.read_parquet(workdir / "cat.parquet")) == len(frame) - 1
+
+
+def test_every_damage_of_every_file_kind_is_healed_by_repair_and_a_rerun(tmp_path, small_idx_dataset):
+    """All 20 (file kind x damage) cases at once, each in its own stage of a real workflow
+    (mtimes kept: Snakemake alone sees nothing); verify lists exactly those stages, --repair
+    removes them, and one plain rerun rebuilds every artifact byte for byte."""
+    from lth import config, plan
+    cfg = tiny_config(small_idx_dataset, levels=3, controls={"random_reinit": True, "random_prune": True})
+    run(tmp_path, cfg)
+    original = _snapshot(tmp_path / "results")
+    p = plan.build(config.validate(cfg))
+    by_kind = {}
+    for stage in sorted(p.stages.values(), key=lambda s: (s.level or 0, s.id)):
+        by_kind.setdefault(stage.kind, []).append(tmp_path / stage.dir)
+    pools = {"weights.pt": by_kind["train"][:4], "stats.json": by_kind["train"][4:8],
+             "mask.parquet": (by_kind["prune"] + by_kind["randmask"])[:4],
+             "spec.json": (by_kind["rewind"] + by_kind["reinit"])[:4],
+             "record.json": by_kind["reinit"][1:] + by_kind["randmask"][2:] + [by_kind["train"][8]]}
+    damaged = set()
+    for name, stages in pools.items():
+        for how, stage in zip(sorted(DAMAGES), stages, strict=True):
+            path = stage / name
+            before = path.stat().st_mtime_ns
+            if name == "record.json" and how == "replace":
+                record = json.loads(path.read_text())
+                record["figures"] = {**record.get("figures", {}), "edited": 1}  # a hand edit
+                path.write_text(json.dumps(record))
+            else:
+                DAMAGES[how](path)
+            if path.exists():
+                os.utime(path, ns=(before, before))
+            damaged.add(str(stage.relative_to(tmp_path)))
+    assert len(damaged) == 20
+    proc = lth(tmp_path, "verify", "results")
+    listed = {line.split(": ")[1] for line in proc.stdout.splitlines() if line.startswith("damaged: ")}
+    assert proc.returncode == 1 and listed == damaged, proc.stdout
+    assert lth(tmp_path, "verify", "results", "--repair").returncode == 0
+    snakemake(tmp_path)
+    assert lth(tmp_path, "verify", "results").returncode == 0
+    assert _snapshot(tmp_path / "results") == original
