@@ -135,6 +135,13 @@ def test_stage_artifacts_are_consistent(workdir, small_idx_dataset):
         # packed: only the survivors are stored, in a file torch maps in place
         stored = torch.load(weights, mmap=True, weights_only=True)
         assert all(stored[f"{name}@kept"].numel() == keep.sum() for name, keep in mask.items())
+        if level is p.levels[-1]:  # `lth start` writes it dense, for model.load_state_dict
+            out = workdir / "dense.pt"
+            proc = subprocess.run([sys.executable, "-m", "lth", "start", str(weights), "-o", str(out)],
+                                  cwd=workdir, capture_output=True, text=True)
+            assert proc.returncode == 0 and "dense" in proc.stdout, proc.stderr
+            dense = torch.load(out, weights_only=True, mmap=True)
+            assert list(dense) == list(trained) and all(torch.equal(dense[k], trained[k]) for k in trained)
         for name, keep in mask.items():
             pruned = ~torch.from_numpy(keep)
             assert torch.count_nonzero(start[name][pruned]) == 0
