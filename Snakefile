@@ -21,7 +21,7 @@ from lth import job_groups as lth_job_groups, plan as lth_plan, registry as lth_
 
 # Snakemake's own messages for a config.yaml that is empty (or only a comment), not a
 # mapping, not UTF-8 or full of aliases are several lines or a hang: say it in one first.
-if Path("config.yaml").is_file():
+if Path("config.yaml").is_file() and not workflow.config_settings.replace_workflow_config:
     try:
         lth_config.read_file("config.yaml")
     except lth_config.ConfigError as error:
@@ -74,7 +74,7 @@ onstart:
         lth_jobs.write_manifests(PLAN.stages.values(), ROOT)
     except OSError as _error:
         sys.exit(f"error: config: results = \"{ROOT}\" cannot be written ({_error.strerror}: "
-                 f"{_error.filename}); choose another results folder")
+                 f"{_error.filename or ROOT}); choose another results folder")
 
 
 onsuccess:

@@ -116,6 +116,10 @@ ROWS = [
     ("rate that empties a layer", "levels: 4\nprune: {rate: 0.99}", [], "prune.rate = 0.99"),
     ("weight decay above 1", "train: {weight_decay: 1.0e+300}", [], "train.weight_decay"),
     ("noise scale huge", "perturb: {kinds: [noise], noise: [1.0e+40]}", [], "perturb.noise"),
+    ("instability point spelled as the rewind point another way",
+     "rewind: {to: 1ep}\ninstability: {levels: [0], points: [916it]}", [], "which is rewind.to 1ep"),
+    ("global pruning that empties the output layer", "levels: 60\nprune: {strategy: global}", [],
+     "prune.output_rate = 0.1 empties fc3.weight"),
     ("instability points equal in iterations", "instability: {levels: [0], points: [1ep, 916it]}", [],
      "instability.points"),
 ]

@@ -132,7 +132,11 @@ def test_a_layerwise_schedule_that_empties_a_layer_is_refused_at_its_level():
     config.validate({"levels": level - 1})
     with pytest.raises(config.ConfigError, match=rf"empties fc2.weight \(30,000 weights\) at level {level}"):
         config.validate({"levels": level})
-    config.validate({"levels": 60, "prune": {"strategy": "global"}})  # global: the prune stage checks
+    # global ranking: the hidden layers together (the prune stage checks them), the output
+    # layer on its own at output_rate 0.1, emptied at level 50
+    config.validate({"levels": 49, "prune": {"strategy": "global"}})
+    with pytest.raises(config.ConfigError, match=r"prune.output_rate = 0.1 empties fc3.weight .* at level 50"):
+        config.validate({"levels": 50, "prune": {"strategy": "global"}})
 
 
 def test_schema_offers_exactly_the_registered_models_and_datasets():
@@ -148,6 +152,13 @@ def test_conv_rate_needs_layerwise_ranking():
     with pytest.raises(config.ConfigError, match="prune.conv_rate needs prune.strategy: layerwise"):
         config.validate({"prune": {"conv_rate": 0.1, "strategy": ["layerwise", "global"]}})
     config.validate({"prune": {"conv_rate": 0.1, "strategy": ["layerwise"]}})
+
+
+def test_results_is_never_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for spelling in (".", "./", str(tmp_path), f"../{tmp_path.name}"):
+        with pytest.raises(config.ConfigError, match="would mix every stage folder with the project's files"):
+            config.validate({"results": spelling})
 
 
 def test_results_takes_its_plain_spelling():

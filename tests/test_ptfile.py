@@ -176,7 +176,7 @@ def test_packing_refuses_weights_the_mask_prunes(tmp_path):
     assert not (tmp_path / "w.pt").exists()
 
 
-@pytest.mark.parametrize("damage", ["fewer values", "no mask", "short mask", "lone mask"])
+@pytest.mark.parametrize("damage", ["fewer values", "no mask", "short mask", "lone mask", "negative shape"])
 def test_damaged_packed_tensors_are_refused(tmp_path, damage):
     from lth.artifacts import ArtifactError
     state, keep = masked_state(density=0.3)
@@ -187,6 +187,8 @@ def test_damaged_packed_tensors_are_refused(tmp_path, damage):
         del packed["w@mask"]
     elif damage == "short mask":
         packed["w@mask"] = packed["w@mask"][:-1]
+    elif damage == "negative shape":
+        packed["w@shape"] = np.array([2, -3], np.int64)
     else:
         del packed["w@kept"]
     ptfile.save(tmp_path / "d.pt", packed)

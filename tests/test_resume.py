@@ -143,6 +143,7 @@ def test_a_gpu_checkpoint_resumes_on_the_cpu_with_a_reseeded_dropout_generator(t
     with pytest.raises(Interrupt):
         train(model, mask, splits(), RECIPE, checkpointing=ckpt,
               log=lambda line: (_ for _ in ()).throw(Interrupt) if line.startswith("it 20/") else None)
+    as_cpu = ckpt.path.read_bytes()  # written on the CPU: its CPU generator state is restored
     payload = checkpoint.load(ckpt)
     del payload["identity"]
     checkpoint.save(ckpt, {**payload, "device_rng": torch.zeros(16, dtype=torch.uint8)})  # as a GPU run writes it
@@ -155,6 +156,10 @@ def test_a_gpu_checkpoint_resumes_on_the_cpu_with_a_reseeded_dropout_generator(t
     assert all(any(line.startswith("checkpoint written on a GPU: CPU generator reseeded with") for line in lines)
                for _, lines in runs)
     assert runs[0][0] == runs[1][0]
+    ckpt.path.write_bytes(as_cpu)  # the same state resumed without the reseed: other dropout draws
+    model, mask = fresh()
+    restored = train(model, mask, splits(), RECIPE, checkpointing=ckpt).metrics
+    assert restored[:4] == runs[0][0][:4] and restored != runs[0][0]
 
 
 def test_checkpoint_intervals_in_iterations_wall_time_or_both(tmp_path, monkeypatch):

@@ -239,7 +239,7 @@ def _check_results(results: str) -> str:
     """The results folder in its plain spelling ("./results/" is "results": snakemake warns
     about every path that starts with ./): a directory, or a path that can be created; never
     a file, never the working directory itself."""
-    if os.path.normpath(results) in (".", ".."):
+    if os.path.normpath(results) in (".", "..") or Path(results).resolve() == Path.cwd().resolve():
         raise ConfigError(f"config: results = {json.dumps(results)} would mix every stage folder with the "
                           "project's files; name a subfolder such as results")
     results = os.path.normpath(results)
@@ -324,16 +324,19 @@ def _check_layers(cfg: dict) -> None:
     """A layerwise schedule that empties a layer cuts the network in two: every later level
     would report a constant network's accuracy as a result. Refused, naming the level."""
     p = cfg["prune"]
-    if "layerwise" not in (p["strategy"] if isinstance(p["strategy"], list) else [p["strategy"]]):
-        return  # global ranking: the prune stage refuses an emptied layer when it happens
+    # global ranking prunes the output layer on its own (known in advance) and the rest
+    # together (known only when it happens: the prune stage refuses an emptied layer then)
+    layerwise = "layerwise" in (p["strategy"] if isinstance(p["strategy"], list) else [p["strategy"]])
     rate = max(p["rate"]) if isinstance(p["rate"], list) else p["rate"]
     rates = {"hidden": ("prune.rate", rate), "output": ("prune.output_rate", p["output_rate"]),
              "conv": ("prune.conv_rate", p["conv_rate"]) if p["conv_rate"] is not None else ("prune.rate", rate)}
     for role, (name, weights) in SMALLEST_LAYERS[cfg["model"]["name"]].items():
+        if role != "output" and not layerwise:
+            continue
         key, value = rates[role]
         level = emptied_at(weights, value, cfg["levels"])
         if level is not None:
-            raise ConfigError(f"config: levels = {cfg['levels']} with {key} = {value} (layerwise) empties "
+            raise ConfigError(f"config: levels = {cfg['levels']} with {key} = {value} empties "
                               f"{name} ({weights:,} weights) at level {level}, cutting the network in two; "
                               f"use at most {level - 1} levels or a lower rate")
 
@@ -403,6 +406,13 @@ def check_with_data(cfg: dict) -> None:
                 raise ConfigError(f"config: {key} has {seen[k]} and {value}, both iteration {k} at {per_epoch} "
                                   "steps per epoch; list values must be distinct (one would run, or apply, twice)")
             seen[k] = value
+    rewinds = {0 if v == "reset" else iterations(v, per_epoch): v for v in points if v != "continue"}
+    for value in cfg["instability"]["points"]:
+        k = iterations(value, per_epoch)
+        if k and k in rewinds and rewinds[k] != value:  # one theta_k, one set of pairs: one spelling
+            raise ConfigError(f"config: instability.points has {value} = iteration {k}, which is rewind.to "
+                              f"{rewinds[k]}; write it {rewinds[k]} (spelled two ways it would train the same "
+                              "pairs twice)")
     warmup = iterations(cfg["train"]["warmup"], per_epoch)
     if warmup > total:
         raise ConfigError(f"config: train.warmup = {cfg['train']['warmup']} = {warmup} iterations, longer than "

@@ -23,7 +23,7 @@ Masked weights are stored packed, still as plain tensors: a pruned tensor `name`
 `name@kept` (its surviving values, C order), `name@mask` (the mask as bits,
 numpy.packbits little-endian) and `name@shape` (int64). Why: a dense float copy of a pruned
 LeNet-300-100 takes 1.07 MB at any density; packed it takes 0.89 MB at 80 % and 0.14 MB at
-10 %, and every file stays mmap-able. load() (and `python -m lth unpack`) returns the dense
+10 %, and every file stays mmap-able. load() (and `python -m lth start FILE`) returns the dense
 tensors again, pruned weights +0.0; it also reads deflated files written by earlier versions
 and any torch.save file of dense tensors.
 """
@@ -120,6 +120,8 @@ def unpack(state: dict, path="state") -> dict:
             bits, shape = state.get(name + PACKED[1]), state.get(name + PACKED[2])
             if bits is None or shape is None or shape.ndim != 1:
                 raise corrupt(path, f"packed tensor {name} lacks its mask or shape")
+            if shape.dtype.kind not in "iu" or (shape < 0).any():
+                raise corrupt(path, f"packed tensor {name} has the shape {shape.tolist()}")
             size = int(np.prod(shape))
             if bits.dtype != np.uint8 or bits.size != -(-size // 8):
                 raise corrupt(path, f"packed tensor {name}: {bits.size} mask bytes for {size} values")

@@ -303,7 +303,8 @@ def run_prune(job) -> dict:
     empty = [name for name, keep in new.items() if not keep.any()]
     if empty:  # layerwise schedules are refused at config time (lth.config); global ranking ends here
         from .data import DataError
-        raise DataError(f"prune {spec['id']} level {spec['level']}: {p['strategy']} pruning at rate {p['rate']} "
+        rate = f"output_rate {p['output_rate']}" if empty[0] == info["output_layer"] else f"rate {p['rate']}"
+        raise DataError(f"prune {spec['id']} level {spec['level']}: {p['strategy']} pruning at {rate} "
                         f"leaves {empty[0]} without weights, cutting the network in two; use fewer levels "
                         "(the levels before this one are kept) or a lower rate")
     masks.write(out / "mask.parquet", new)
