@@ -298,7 +298,7 @@ def model_input(name: str) -> tuple:
 
 # Each model's smallest prunable tensor per pruning rate (conv layers: prune.conv_rate, other
 # hidden layers: prune.rate, the output layer: prune.output_rate) as (name, weights): the
-# first a layerwise schedule empties (tests/test_models.py checks them against the models).
+# first a layerwise schedule empties (tests/test_config.py checks them against the models).
 SMALLEST_LAYERS = {
     "lenet_300_100": {"hidden": ("fc2.weight", 30000), "output": ("fc3.weight", 1000)},
     **{name: {"conv": ("convs.0.weight", 1728), "hidden": ("fc2.weight", 65536), "output": ("fc3.weight", 2560)}
