@@ -5,8 +5,9 @@ to slice many runs at once in pandas or DuckDB.
 Columns: kind, id, version, level, lottery (the list-valued settings found in the stage's
 own settings and everything upstream of it: a dense training shared by several lotteries
 names only what it depends on; a snapshot's point counts as rewind.to), variant (what a
-training is: ticket, random_reinit, random_prune, small_dense, a perturbation's name, or
-instability_copy; for a control's own start or mask stage, its control; else empty), one
+training is: ticket, random_reinit, random_prune, small_dense, a perturbation's name
+("perturbation" where no summary names it), or instability_copy; for a control's own start
+or mask stage, its control; else empty), one
 column per consumed setting ("train.lr", "prune.rate",
 extras such as "seed" or "at"), upstream (JSON), the record's key figures (trainings:
 weights remaining, early stop, final accuracies; prunes: weights kept) and path. Stages
