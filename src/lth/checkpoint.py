@@ -104,9 +104,14 @@ def _body(raw: bytes) -> bytes | None:
     return body if hashlib.sha256(body).digest() == raw[len(MAGIC):head] else None
 
 
+def _names(ckpt: Checkpointing) -> tuple[Path, Path]:
+    """Its name, then the name versions before 2026-12-03 gave it."""
+    return ckpt.path, ckpt.path.with_suffix(".pt")
+
+
 def _found(ckpt: Checkpointing) -> Path | None:
-    """The checkpoint file on disk: its name, or the name earlier versions gave it."""
-    return next((p for p in (ckpt.path, ckpt.path.with_suffix(".pt")) if p.exists()), None)
+    """The checkpoint file on disk, under either name."""
+    return next((p for p in _names(ckpt) if p.exists()), None)
 
 
 def load(ckpt: Checkpointing, warn=None) -> dict | None:
@@ -134,5 +139,5 @@ def load(ckpt: Checkpointing, warn=None) -> dict | None:
 
 
 def remove(ckpt: Checkpointing) -> None:
-    ckpt.path.unlink(missing_ok=True)
-    ckpt.path.with_suffix(".pt").unlink(missing_ok=True)
+    for path in _names(ckpt):
+        path.unlink(missing_ok=True)

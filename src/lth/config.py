@@ -391,10 +391,11 @@ def check_with_data(cfg: dict) -> None:
     total = iterations(cfg["train"]["iterations"], per_epoch)
     at = f"(train.iterations = {cfg['train']['iterations']} = {total} iterations at {per_epoch} per epoch)"
     points = cfg["rewind"]["to"] if isinstance(cfg["rewind"]["to"], list) else [cfg["rewind"]["to"]]
+    in_iterations = {}  # key -> {iteration: value as written}
     for key, values, fix in (("rewind.to", points, "rewind to an earlier step"),
                              ("instability.points", cfg["instability"]["points"], "rewind to an earlier step"),
                              ("train.milestones", cfg["train"]["milestones"], "drop it or train longer")):
-        seen = {}
+        seen = in_iterations[key] = {}
         for value in values:
             if value == "continue":
                 continue
@@ -406,9 +407,8 @@ def check_with_data(cfg: dict) -> None:
                 raise ConfigError(f"config: {key} has {seen[k]} and {value}, both iteration {k} at {per_epoch} "
                                   "steps per epoch; list values must be distinct (one would run, or apply, twice)")
             seen[k] = value
-    rewinds = {0 if v == "reset" else iterations(v, per_epoch): v for v in points if v != "continue"}
-    for value in cfg["instability"]["points"]:
-        k = iterations(value, per_epoch)
+    rewinds = in_iterations["rewind.to"]
+    for k, value in in_iterations["instability.points"].items():
         if k and k in rewinds and rewinds[k] != value:  # one theta_k, one set of pairs: one spelling
             raise ConfigError(f"config: instability.points has {value} = iteration {k}, which is rewind.to "
                               f"{rewinds[k]}; write it {rewinds[k]} (spelled two ways it would train the same "

@@ -107,8 +107,9 @@ def pack(name: str, value: np.ndarray, keep: np.ndarray) -> dict:
     if np.count_nonzero(value[~keep]):
         raise ValueError(f"{name}: nonzero weights where the mask prunes them; mask the state first")
     flat = keep.reshape(-1)
-    return {name + "@kept": value.reshape(-1)[flat], name + "@mask": np.packbits(flat, bitorder="little"),
-            name + "@shape": np.array(value.shape, np.int64)}
+    kept, bits, shape = PACKED
+    return {name + kept: value.reshape(-1)[flat], name + bits: np.packbits(flat, bitorder="little"),
+            name + shape: np.array(value.shape, np.int64)}
 
 
 def unpack(state: dict, path="state") -> dict:
