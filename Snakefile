@@ -15,8 +15,10 @@ min_version("8.0")
 # Parse time imports lth from src/ (config, registry and plan only: no torch).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from lth import config as lth_config, data as lth_data, devices as lth_devices, jobs as lth_jobs
-from lth import job_groups as lth_job_groups, plan as lth_plan, registry as lth_registry
+from lth.plan import config as lth_config
+from lth.nn import data as lth_data, devices as lth_devices
+from lth.runtime import job as lth_jobs
+from lth.plan import groups as lth_job_groups, build as lth_plan, registry as lth_registry
 
 
 # Snakemake's own messages for a config.yaml that is empty (or only a comment), not a
@@ -35,7 +37,7 @@ report: "workflow/report/workflow.rst"
 
 
 try:
-    # config.yaml, then each --configfile (a preset's `base: defaults` starts over: lth.config.layer),
+    # config.yaml, then each --configfile (a preset's `base: defaults` starts over: lth.plan.config.layer),
     # then --config: snakemake's own merge, except for that rule
     _settings = workflow.config_settings  # --replace-workflow-config drops config.yaml, as snakemake does
     _validated = lth_config.load([p for p in ["config.yaml"] if Path(p).is_file() and not _settings.replace_workflow_config]

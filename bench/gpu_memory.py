@@ -2,7 +2,7 @@
 pack onto one GPU. Figures, never assertions.
 
 Per job (float32): the dataset as the loop keeps it on the device (train + validation +
-test splits, lth.training.prepare), the parameters, their gradients and the optimizer state
+test splits, lth.nn.training.prepare), the parameters, their gradients and the optimizer state
 (Adam: two moments; SGD with momentum: one), and the activations of one training batch (the
 outputs of every module in the forward pass, kept for backward; an upper-ish estimate that
 ignores the allocator's rounding and cuDNN's workspace). Not counted: the CUDA context of
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from lth import models  # noqa: E402
+from lth.nn import models  # noqa: E402
 
 # model -> (dataset, examples in train + validation + test, batch, optimizer states per weight)
 CASES = {

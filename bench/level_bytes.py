@@ -1,13 +1,13 @@
 """Bytes a pruning level writes (its prune, rewind and train stage directories), before and
 after issue 14: the rewind stores its start as a reference (start.json) instead of a float
 copy (start.pt), and a masked training's weights.pt stores only the surviving weights and the
-mask's bits (packed, lth.ptfile): figures, never assertions.
+mask's bits (packed, lth.store.ptfile): figures, never assertions.
 
 Computed from a model's sizes (no training): the .pt files are written here with the
 model's tensor shapes and dtypes (their size depends on nothing else: stored uncompressed,
-lth.ptfile), the mask at level 1's density drawn at random (a real IMP mask compresses
+lth.store.ptfile), the mask at level 1's density drawn at random (a real IMP mask compresses
 about as well or better: zstd over bit-packed booleans), the reference with the layout
-lth.stages writes. Spec, record, stats and metrics files are counted as `--small` bytes
+lth.stages.common writes. Spec, record, stats and metrics files are counted as `--small` bytes
 (default: what the LeNet-300-100 level 1 of a short default-recipe run wrote here).
 
 Measured, given a results folder: every ticket level's prune + rewind + train directories
@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from lth import masks, ptfile  # noqa: E402
+from lth.store import masks, ptfile  # noqa: E402
 from workflow import dir_bytes  # noqa: E402  (bench/workflow.py, beside this file)
 
 # LeNet-300-100 level 1 of the default recipe (10,000 iterations, an evaluation every 1,000),
@@ -45,7 +45,7 @@ def model_state(name: str) -> tuple[dict, list[str], str]:
     prunable tensors and its output layer."""
     import torch
 
-    from lth import models
+    from lth.nn import models
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         model = models.build(name)
     dtypes = {torch.float32: np.float32, torch.int64: np.int64}
@@ -54,9 +54,9 @@ def model_state(name: str) -> tuple[dict, list[str], str]:
 
 
 def reference_bytes(weights: int, mask: int) -> int:
-    """A start.json as lth.stages.write_start_reference lays it out (12-hex IDs, sha256s)."""
-    from lth.artifacts import write_json
-    from lth.stages import START_FORMAT
+    """A start.json as lth.stages.common.write_start_reference lays it out (12-hex IDs, sha256s)."""
+    from lth.store.artifacts import write_json
+    from lth.stages.common import START_FORMAT
     ref = {"format": START_FORMAT,
            "start": "weights masked by mask, pruned weights +0.0; `python -m lth start` writes it as a .pt",
            "weights": {"file": f"init/{'0' * 12}/weights.pt", "size": weights, "sha256": "0" * 64},

@@ -1,11 +1,11 @@
-"""lth.ptfile benchmark: `python bench/ptfile.py [--runs 5]`. Prints figures, asserts nothing.
+"""lth.store.ptfile benchmark: `python bench/ptfile.py [--runs 5]`. Prints figures, asserts nothing.
 
 (a) File size of a LeNet-300-100 state dict (fc1 300x784, fc2 100x300, fc3 10x100 float32
     plus biases), dense and with 90 % of each weight matrix zeroed, as the old deflated
     ptfile wrote it, as the stored, 64-byte aligned layout (torch.save's) writes it, and
     packed (only the survivors and the mask's bits: how masked trainings are saved).
 (b) Wall time of one fresh `python -c` process that loads such a file, masks the weights
-    at 90 % sparsity and saves the result, as a prune/rewind job does: with lth.ptfile +
+    at 90 % sparsity and saves the result, as a prune/rewind job does: with lth.store.ptfile +
     numpy, and with `import torch` + torch.load/torch.save. Medians of --runs runs each,
     with a bare interpreter and `import numpy` for reference. This is what keeping the
     prune and rewind jobs torch-free saves per job.
@@ -27,7 +27,7 @@ sys.path.insert(0, str(SRC))
 
 import numpy as np  # noqa: E402
 
-from lth import ptfile  # noqa: E402
+from lth.store import ptfile  # noqa: E402
 
 SHAPES = {"fc1": (300, 784), "fc2": (100, 300), "fc3": (10, 100)}
 NEW_ONLY = (".format_version", ".storage_alignment", ".data/serialization_id")

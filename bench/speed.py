@@ -31,7 +31,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
 import numpy as np
 import torch
 
-from lth import data, models, training
+from lth.nn import data, models, training
 
 MODEL = "lenet_300_100"
 TRAIN = {"optimizer": "adam", "lr": 1.2e-3, "momentum": 0.0, "weight_decay": 0.0,
@@ -115,7 +115,7 @@ def half_mask(model) -> dict:
 
 @section("train")
 def train(ctx, args) -> dict:
-    """lth.training.train on LeNet-300-100, batch 60, Adam, 1 thread: dense, 50% masked, and
+    """lth.nn.training.train on LeNet-300-100, batch 60, Adam, 1 thread: dense, 50% masked, and
     dense with random crops and flips (the augmentation path: an epoch's draws at once)."""
     data_splits, source = splits(args)
     settings = dict(TRAIN, iterations=args.iterations)

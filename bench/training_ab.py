@@ -1,4 +1,4 @@
-"""A/B of the training loop: another checkout's lth.training against this one's, in one
+"""A/B of the training loop: another checkout's lth.nn.training against this one's, in one
 process, interleaved (so the ratio holds on a noisy machine). Figures, never assertions.
 
     git worktree add /tmp/lth-before d323bf1      # e.g. the tree before issue 13
@@ -18,7 +18,7 @@ def load(src):
     for name in [m for m in sys.modules if m == "lth" or m.startswith("lth.")]:
         del sys.modules[name]
     sys.path.insert(0, src)
-    mods = importlib.import_module("lth.models"), importlib.import_module("lth.training"), importlib.import_module("lth.checkpoint")
+    mods = importlib.import_module("lth.nn.models"), importlib.import_module("lth.nn.training"), importlib.import_module("lth.nn.checkpoint")
     sys.path.remove(src)
     return mods
 

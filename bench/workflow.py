@@ -30,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from lth import config as config_mod, plan as plan_mod, summary  # noqa: E402
+from lth.plan import config as config_mod, build as plan_mod  # noqa: E402
+from lth.report import summary
 
 
 def dir_bytes(path: Path) -> int:

@@ -34,7 +34,7 @@ def small_idx_dataset(tmp_path_factory) -> Path:
     the real dataset when it is installed, else random images (same format, same shapes)."""
     directory = tmp_path_factory.mktemp("fashion-small")
     if (FASHION / "train-images-idx3-ubyte.gz").exists():
-        from lth import data
+        from lth.nn import data
         full = data.load("fashion_mnist")
         return write_idx_dataset(directory, full.train.x[:1200], full.train.y[:1200],
                                  full.test.x[:300], full.test.y[:300])

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from lth.anatomy import COLUMNS, connectivity, plot_connectivity, plot_distance, plot_init_histograms, table
+from lth.report.anatomy import COLUMNS, connectivity, plot_connectivity, plot_distance, plot_init_histograms, table
 
 
 def values(frame, level, layer):

@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lth import masks, ptfile
-from lth.artifacts import ArtifactError
+from lth.store import masks, ptfile
+from lth.store.artifacts import ArtifactError
 
 
 def some_mask(seed=0):
@@ -81,7 +81,7 @@ def test_truncated_weights_are_reported(tmp_path):
 
 def test_tables_that_are_unreadable_or_lack_columns_fail_with_the_file_named(tmp_path):
     import pandas as pd
-    from lth.artifacts import ArtifactError, read_table
+    from lth.store.artifacts import ArtifactError, read_table
     good = tmp_path / "path.parquet"
     pd.DataFrame({"alpha": [0.0, 1.0], "error": [0.1, 0.2]}).to_parquet(good)
     assert list(read_table(good, "path table", ("alpha", "error")).error) == [0.1, 0.2]

@@ -164,7 +164,7 @@ def test_plan_and_summary_refuse_alike(tmp_path, command, row):
 
 
 def test_the_table_covers_every_section_and_enough_inputs():
-    from lth import config
+    from lth.plan import config
     sections = set(config.load_schema()["properties"])
     covered = {row[3].split(".")[0] for row in ROWS} | {row[1].split(":")[0] for row in ROWS if row[1]}
     assert sections <= covered, sections - covered

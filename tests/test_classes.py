@@ -3,7 +3,7 @@ dense network at level 0 and one pruned level at 20 % weights remaining (sparsit
 import pandas as pd
 import pytest
 
-from lth.classes import CONDITIONS, DEFAULTS, classify, plot
+from lth.report.classes import CONDITIONS, DEFAULTS, classify, plot
 
 
 def run(variant, level, lr, test, val=None, pct=None, es=50, final=100, group="g"):

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from lth import config
+from lth.plan import config
 from conftest import ROOT
 
 
@@ -101,7 +101,7 @@ def test_model_and_dataset_must_take_the_same_images():
 
 
 def test_input_table_agrees_with_the_models():
-    from lth import models
+    from lth.nn import models
     for name in models.REGISTRY:
         assert tuple(type(models.build(name, width=0.1)).input_shape) == config.model_input(name), name
 
@@ -109,7 +109,7 @@ def test_input_table_agrees_with_the_models():
 def test_smallest_layer_table_agrees_with_the_models():
     import torch
 
-    from lth import models
+    from lth.nn import models
     for name in models.REGISTRY:
         with torch.device("meta"):
             model = models.build(name)
@@ -123,7 +123,7 @@ def test_smallest_layer_table_agrees_with_the_models():
 
 
 def test_a_layerwise_schedule_that_empties_a_layer_is_refused_at_its_level():
-    from lth import pruning
+    from lth.nn import pruning
     # LeNet's fc2 (30,000 weights) at rate 0.2: the level where ceil-pruning takes its last weight
     n, level = 30000, 0
     while n > 0:
@@ -140,7 +140,7 @@ def test_a_layerwise_schedule_that_empties_a_layer_is_refused_at_its_level():
 
 
 def test_schema_offers_exactly_the_registered_models_and_datasets():
-    from lth import data, models
+    from lth.nn import data, models
     schema = config.load_schema()["properties"]
     assert set(schema["model"]["properties"]["name"]["enum"]) == set(models.REGISTRY)
     assert set(schema["data"]["properties"]["dataset"]["enum"]) == set(data.SOURCES) == set(config.DATASET_SHAPES)

@@ -14,7 +14,7 @@ import yaml
 from conftest import ROOT
 from test_workflow import SNAKEFILE, jobs, run, snakemake, tiny_config
 
-from lth import config, plan, registry
+from lth.plan import config, build as plan, registry
 
 
 def dry_run(workdir: Path, *args) -> str:
@@ -27,8 +27,8 @@ def dry_run(workdir: Path, *args) -> str:
 # ---- declared once: a toy stage kind from a plugin module ----
 
 TOY = '''
-from lth.registry import StageKind, register
-from lth.stage_ids import consumed
+from lth.plan.registry import StageKind, register
+from lth.plan.ids import consumed
 
 
 def plan(cfg, plan, make):
@@ -204,13 +204,13 @@ def test_jobs_run_with_snakemakes_python_logs_stay_in_their_results_folder_and_s
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         if results == "first results":  # the end-of-run lines can be pasted as they are
             assert "python -m lth summary 'first results/summary/" in proc.stdout + proc.stderr
-    from lth import records
+    from lth.store import records
     assert "python -m lth verify 'first results' --repair" in records.fix_hint(Path("first results") / "train" / "x")
     for results in ("first results", "second"):
         logs = sorted(p.relative_to(tmp_path / results).parts[1] for p in (tmp_path / results / "logs").rglob("*.log"))
         assert logs == ["anatomy", "correlation", "init", "summary", "train"], results
     assert not (tmp_path / "logs").exists()
-    from lth import config as config_mod  # a number where a folder name belongs, as snakemake reads it
+    from lth.plan import config as config_mod  # a number where a folder name belongs, as snakemake reads it
     assert config_mod.load([tmp_path / "config.yaml"], config_mod.parse_overrides(["results=2024"]))["results"] == "2024"
     ids = [sorted(p.name for p in (tmp_path / r / "train").iterdir()) for r in ("first results", "second")]
     assert ids[0] == ids[1]  # `results` is never in an ID

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lth.correlation import r_p, table, top_p
+from lth.report.correlation import r_p, table, top_p
 
 
 def test_identical_weights_give_one():

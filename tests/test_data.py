@@ -3,7 +3,7 @@ import pickle
 import numpy as np
 import pytest
 
-from lth import data
+from lth.nn import data
 from conftest import FASHION, write_idx, write_idx_dataset
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from lth import devices
+from lth.nn import devices
 
 HOLD = """
 import sys, time
 sys.path.insert(0, {src!r})
-from lth import devices
+from lth.nn import devices
 from pathlib import Path
 lease = devices.try_lease({count}, Path({lock_dir!r}))
 print(lease.index if lease else "none", flush=True)
@@ -141,7 +141,7 @@ import os, sys
 sys.path.insert(0, {src!r})
 os.umask(0o077)
 from pathlib import Path
-from lth import devices
+from lth.nn import devices
 lease = devices.try_lease(2, Path({lock_dir!r}))
 print(lease.index)
 """

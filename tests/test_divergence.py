@@ -6,8 +6,8 @@ import pytest
 from conftest import write_idx_dataset
 from test_workflow import jobs, snakemake, tiny_config
 
-from lth import data, divergence, models
-from lth.training import prepare, train
+from lth.nn import data, divergence, models
+from lth.nn.training import prepare, train
 
 RECIPE = {"optimizer": "adam", "lr": 1.2e-3, "momentum": 0.9, "weight_decay": 0, "batch_size": 60,
           "iterations": "100it", "eval_every": "50it", "seed": 0}
@@ -124,7 +124,7 @@ def test_a_start_that_is_not_finite_is_blamed_on_its_maker_not_the_learning_rate
 
 def test_global_pruning_that_empties_a_layer_stops_its_prune_in_one_line(tmp_path, small_idx_dataset):
     """Global ranking at rate 0.999: by level 2 a layer has no weight left (layerwise
-    schedules are refused before any job: lth.config)."""
+    schedules are refused before any job: lth.plan.config)."""
     cfg = tiny_config(small_idx_dataset, levels=2, prune={"strategy": "global", "rate": 0.999})
     (tmp_path / "config.yaml").write_text(__import__("yaml").safe_dump(cfg))
     proc = snakemake(tmp_path, check=False)

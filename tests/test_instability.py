@@ -3,8 +3,9 @@ import pandas as pd
 import pytest
 import torch
 
-from lth import instability, models
-from lth.training import Split, evaluate
+from lth.report import instability
+from lth.nn import models
+from lth.nn.training import Split, evaluate
 
 
 def test_alphas_are_evenly_spaced_with_both_endpoints():

@@ -1,11 +1,11 @@
-"""Cluster jobs (lth.job_groups): a lottery level is one job, the final analyses are one,
+"""Cluster jobs (lth.plan.groups): a lottery level is one job, the final analyses are one,
 no training ever waits for another because of grouping, and the jobs form no cycle."""
 import collections
 
 import pytest
 
 from conftest import ROOT
-from lth import config, job_groups, plan, registry
+from lth.plan import config, groups as job_groups, build as plan, registry
 
 PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
 

@@ -7,8 +7,10 @@ import torch
 from conftest import ROOT  # noqa: F401  (puts src/ on the path)
 from test_workflow import run, tiny_config
 
-from lth import config, landscape, models, plan
-from lth.training import Split, evaluate
+from lth.plan import config, build as plan
+from lth.stages import landscape
+from lth.nn import models
+from lth.nn.training import Split, evaluate
 
 
 def _weights(seed=0):
@@ -177,8 +179,9 @@ def test_planning_one_stage_per_lottery_whose_id_follows_its_own_keys():
 def test_the_landscape_stage_runs_through_snakemake(tmp_path, small_idx_dataset):
     import pandas as pd
 
-    from lth import data, ptfile
-    from lth.training import prepare
+    from lth.nn import data
+    from lth.store import ptfile
+    from lth.nn.training import prepare
     raw = tiny_config(small_idx_dataset, levels=1, landscape={"levels": [0, 1], "grid": 5, "train_subset": 200})
     assert run(tmp_path, raw) == {"init": 1, "train": 2, "prune": 1, "rewind": 1, "summary": 1, "correlation": 1,
                                   "anatomy": 1, "landscape": 1}

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from lth import models
+from lth.nn import models
 
 SHAPES = {"lenet_300_100": (1, 28, 28)}
 # Prunable weights (conv + linear). LeNet, Conv-2 and Conv-4 match the LTH paper's 266K,

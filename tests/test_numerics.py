@@ -5,7 +5,8 @@ import os
 import pytest
 import torch
 
-from lth import config, models, numerics, plan
+from lth.plan import config, build as plan
+from lth.nn import models, numerics
 from test_divergence import RECIPE, fit, splits  # noqa: F401  (fixture)
 
 
@@ -60,7 +61,7 @@ def test_device_facts_on_the_cpu():
 
 def test_bf16_runs_forward_passes_in_bfloat16_and_keeps_the_rest_float32(splits):  # noqa: F811
     from test_training import half_mask
-    from lth.training import evaluate, train
+    from lth.nn.training import evaluate, train
     plain, _ = fit(splits, iterations="60it", eval_every="30it")
     model = models.build("lenet_300_100", 0)
     mask = half_mask(model)
@@ -83,7 +84,7 @@ def test_bf16_runs_forward_passes_in_bfloat16_and_keeps_the_rest_float32(splits)
 
 
 def test_bf16_batchnorm_statistics_stay_float32_and_close():
-    from lth import instability
+    from lth.report import instability
     model = models.build("resnet20", 0)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     batches = [torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]

@@ -45,7 +45,7 @@ def wait_for(condition, timeout, step=0.05):
 
 
 def test_kill_9_of_snakemake_stops_the_training_and_rerun_incomplete_resumes_it(tmp_path, small_idx_dataset):
-    from lth import config, plan
+    from lth.plan import config, build as plan
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     for workdir in (whole, killed):
         workdir.mkdir()
@@ -84,7 +84,8 @@ def test_kill_9_of_snakemake_stops_the_training_and_rerun_incomplete_resumes_it(
 
 
 def test_a_second_process_for_a_running_stage_fails_in_one_line(tmp_path, small_idx_dataset):
-    from lth import config, jobs as lth_jobs, plan
+    from lth.plan import config, build as plan
+    from lth.runtime import job as lth_jobs
     cfg = config.validate(long_config(small_idx_dataset))
     p = plan.build(cfg)
     init, stage = p.stages[p.levels[0]["train"].upstream["start"]], p.levels[0]["train"]
@@ -113,7 +114,7 @@ def test_a_second_process_for_a_running_stage_fails_in_one_line(tmp_path, small_
 
 def test_a_filesystem_without_flock_runs_unlocked_with_a_warning(tmp_path, monkeypatch, capsys):
     import errno
-    from lth import lifeline
+    from lth.runtime import lifeline
 
     def refuse(*_):
         raise OSError(errno.ENOLCK, "No locks available")
@@ -127,8 +128,11 @@ def test_interpolation_and_landscape_stop_when_their_snakemake_is_gone():
     import numpy as np
     import torch
 
-    from lth import instability, landscape, lifeline, models
-    from lth.training import Split
+    from lth.report import instability
+    from lth.stages import landscape
+    from lth.runtime import lifeline
+    from lth.nn import models
+    from lth.nn.training import Split
     model = models.build("lenet_300_100", 0)
     state = {k: v.numpy().copy() for k, v in model.state_dict().items()}
     g = torch.Generator().manual_seed(0)

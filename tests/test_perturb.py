@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lth.perturb import KINDS, perturb
+from lth.nn.perturb import KINDS, perturb
 
 RANDOM_KINDS = ("permute_layer", "permute_unit", "shuffle_sign", "noise")
 

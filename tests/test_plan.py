@@ -2,7 +2,7 @@ import copy
 
 import pytest
 
-from lth import config, plan
+from lth.plan import config, build as plan
 
 
 def build(**overrides):

@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pandas as pd
 
-from lth import plots
+from lth.report import plots
 
 
 def png_size(path) -> tuple[int, int]:

@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from lth import config, plan
+from lth.plan import config, build as plan
 from conftest import ROOT
 
 PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
@@ -47,8 +47,8 @@ TABLE1_DENSITY = {"lmc20_lenet_mnist": 3.5, "lmc20_resnet20_standard": 16.8, "lm
 
 def density_after(model, prune: dict, rounds: int) -> float:
     """Percent of prunable weights left after `rounds` rounds, by the pruning counts alone
-    (lth.pruning.prune_count; global ranking pools the hidden tensors, the output layer apart)."""
-    from lth import pruning
+    (lth.nn.pruning.prune_count; global ranking pools the hidden tensors, the output layer apart)."""
+    from lth.nn import pruning
     params = dict(model.named_parameters())
     sizes = {n: params[n].numel() for n in model.prunable()}
     rates = pruning.layer_rates(list(sizes), model.output_layer, prune["rate"], prune["output_rate"],
@@ -65,7 +65,7 @@ def density_after(model, prune: dict, rounds: int) -> float:
 
 @pytest.mark.parametrize("name", sorted(TABLE1_DENSITY))
 def test_lmc20_presets_prune_to_the_table_1_density(name):
-    from lth import models
+    from lth.nn import models
     cfg = config.load([ROOT / "config.yaml", ROOT / "presets" / f"{name}.yaml"])
     model = models.build(cfg["model"]["name"])
     target = TABLE1_DENSITY[name]

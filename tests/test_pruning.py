@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from lth import masks, pruning
+from lth.store import masks
+from lth.nn import pruning
 
 LENET = {"fc1.weight": (300, 784), "fc2.weight": (100, 300), "fc3.weight": (10, 100)}
 PRUNABLE = list(LENET)

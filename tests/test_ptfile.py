@@ -1,4 +1,4 @@
-"""lth.ptfile writes what torch.save writes: stored, 64-byte aligned records that torch.load
+"""lth.store.ptfile writes what torch.save writes: stored, 64-byte aligned records that torch.load
 reads plainly, with weights_only and with mmap; the same arrays give the same bytes."""
 import io
 import struct
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lth import ptfile
+from lth.store import ptfile
 
 LOADS = {"plain": {}, "weights_only": {"weights_only": True}, "mmap": {"mmap": True}}
 
@@ -178,7 +178,7 @@ def test_packing_refuses_weights_the_mask_prunes(tmp_path):
 
 @pytest.mark.parametrize("damage", ["fewer values", "no mask", "short mask", "lone mask", "negative shape"])
 def test_damaged_packed_tensors_are_refused(tmp_path, damage):
-    from lth.artifacts import ArtifactError
+    from lth.store.artifacts import ArtifactError
     state, keep = masked_state(density=0.3)
     packed = {**ptfile.pack("w", state["w"], keep), "b": state["b"]}
     if damage == "fewer values":

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lth import checkpoint, models
-from lth.training import train
+from lth.nn import checkpoint, models
+from lth.nn.training import train
 from test_training import SETTINGS, half_mask, splits
 
 RECIPE = dict(SETTINGS, dropout=0.2, augment=True, warmup="4it", milestones=["20it"], gamma=0.5)
@@ -79,7 +79,8 @@ def test_corrupt_or_foreign_checkpoints_are_ignored(tmp_path):
 def test_kill_9_mid_run_then_rerun_gives_identical_outputs(tmp_path, small_idx_dataset):
     """A real training job (`python -m lth run MANIFEST`), killed with SIGKILL after its
     first checkpoint, rerun: final weights and metrics equal an uninterrupted run's exactly."""
-    from lth import config, jobs, plan
+    from lth.plan import config, build as plan
+    from lth.runtime import job as jobs
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
 
     def lth(manifest, **kw):
@@ -123,7 +124,7 @@ def test_kill_9_mid_run_then_rerun_gives_identical_outputs(tmp_path, small_idx_d
 def test_a_cpu_checkpoint_resumes_on_a_gpu_with_a_reseeded_generator(monkeypatch):
     """A checkpoint written on the CPU keeps no GPU RNG state (an empty float tensor): on a
     GPU it used to reach torch.cuda.set_rng_state ("RNG state must be a ByteTensor")."""
-    from lth import training
+    from lth.nn import training
     calls, lines = [], []
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: calls.append(("set", state.dtype)))
     monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(("seed", seed)))

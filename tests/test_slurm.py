@@ -21,7 +21,7 @@ def test_every_kind_asks_for_its_resource_class_through_the_profile(tmp_path, sm
     """Runtime and memory follow each kind's registry class, not a profile entry per rule
     (the landscape, of the training class, used to get 1 CPU, 4 GB and 30 minutes), and
     every training-class kind gets the profile's training threads."""
-    from lth import registry
+    from lth.plan import registry
     cfg = tiny_config(small_idx_dataset, levels=1, instability={"levels": [1], "pairs": 1},
                       landscape={"levels": [1], "grid": 3})
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -101,7 +101,7 @@ def test_tiny_workflow_runs_through_slurm_in_grouped_jobs(cluster, tmp_path, sma
     """One instability pair of the dense net, device: cpu. Before grouping this was 12 SLURM
     jobs, one per stage; now level 1's prune and rewind run in its training's job, and the
     final analyses are one job: 7."""
-    from lth import config, job_groups, plan
+    from lth.plan import config, groups as job_groups, build as plan
     cfg = tiny_config(small_idx_dataset, levels=1, instability={"levels": [0]}, device="cpu")
     code, output, shown = run_through_slurm(tmp_path, cfg, slurm_test_profile(tmp_path))
     assert code == 0, output[-4000:]

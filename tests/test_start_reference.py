@@ -10,8 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lth import config, jobs, masks, plan, ptfile, records, stages, verify
-from lth.artifacts import ArtifactError
+from lth.plan import config, build as plan
+from lth.runtime import job as jobs
+from lth.store import masks, ptfile, records, verify
+from lth.stages import common as stages
+from lth.store.artifacts import ArtifactError
 
 
 def _cfg(data_dir, results, **overrides):

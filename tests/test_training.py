@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from lth import models
-from lth.steps import Step
-from lth.training import Split, epoch_order, train
+from lth.nn import models
+from lth.plan.steps import Step
+from lth.nn.training import Split, epoch_order, train
 
 SETTINGS = {"optimizer": "adam", "lr": 1.2e-3, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 20,
             "iterations": "3ep", "eval_every": "1ep", "seed": 0}
@@ -45,8 +45,8 @@ def test_pruned_weights_stay_zero_and_get_no_optimizer_state(optimizer, wd):
 
 
 def test_optimizer_state_of_pruned_weights_stays_zero():
-    from lth import optim
-    from lth.training import apply_mask
+    from lth.nn import optim
+    from lth.nn.training import apply_mask
     import torch.nn.functional as F
     model = models.build("lenet_300_100", seed=0)
     mask = half_mask(model)
@@ -107,7 +107,7 @@ def test_glorot_init_is_seeded():
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_fast_loop_equals_a_plain_reference_loop(optimizer):
-    """train() takes shortcuts (lth.optim calls the fused kernels directly, index_select,
+    """train() takes shortcuts (lth.nn.optim calls the fused kernels directly, index_select,
     grads set to None by hand); a plain torch.optim loop over the same batches must give
     the same bits."""
     import torch.nn.functional as F
@@ -146,7 +146,7 @@ def test_fast_loop_equals_a_plain_reference_loop(optimizer):
 
 
 def test_learning_rate_warmup_and_milestones():
-    from lth.training import learning_rate
+    from lth.nn.training import learning_rate
     s = {"lr": 0.1, "warmup": "4it", "milestones": ["10it", 20], "gamma": 0.1}
     assert [learning_rate(s, i, 100) for i in (0, 1, 3)] == pytest.approx([0.025, 0.05, 0.1])
     assert learning_rate(s, 9, 100) == 0.1
@@ -156,7 +156,7 @@ def test_learning_rate_warmup_and_milestones():
 
 
 def test_augment_crops_and_flips_each_image():
-    from lth.training import augment, augment_draws
+    from lth.nn.training import augment, augment_draws
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8) + 1
     offsets, flips = augment_draws(0, 5, 6, 2, pad=2)
     out = augment(x, offsets[0], flips[0], pad=2)
@@ -175,7 +175,7 @@ def test_an_epochs_draws_at_once_are_each_steps_own_draws():
     """The loop draws an epoch's crops and flips in one go (one copy to a GPU, no per-step
     sync); each step's draws are still those of its own seeded generator, as when they were
     drawn step by step, so results (and stage IDs) did not change, and any step resumes."""
-    from lth.training import AUGMENT_STREAM, augment_draws, derived_seed
+    from lth.nn.training import AUGMENT_STREAM, augment_draws, derived_seed
     offsets, flips = augment_draws(7, 10, 14, 6)
     for row, it in enumerate(range(10, 14)):
         generator = torch.Generator().manual_seed(derived_seed(7, it, AUGMENT_STREAM))

@@ -1,11 +1,12 @@
-"""The verdict (lth.verdict) on hand-made summary tables: the ticket against a control at
+"""The verdict (lth.report.verdict) on hand-made summary tables: the ticket against a control at
 some levels and not others, ties, one seed and three seeds (a gap within and beyond the
 spread), the sparsest level matching the dense network, an instability table, no controls;
 and finding the instability stage that belongs to a summary in a results folder."""
 import pandas as pd
 
-from lth import records, verdict
-from lth.summary import COLUMNS
+from lth.store import records
+from lth.report import verdict
+from lth.report.summary import COLUMNS
 
 PCT = {0: 100.0, 1: 80.0, 2: 64.0, 3: 51.3, 4: 41.0}
 
@@ -208,7 +209,7 @@ def test_the_instability_stage_of_a_summary_is_found_by_its_networks(tmp_path):
 
 
 def test_networks_at_chance_are_named_and_a_dense_one_voids_the_table():
-    from lth import data
+    from lth.nn import data
     assert {s.num_classes for s in data.SOURCES.values()} == {round(1 / verdict.CHANCE)}
     sparse = ONE_SEED + [row("ticket", 4, 11.2, 0), row("random_reinit", 4, 10.0, 0)]
     said = verdict.lines(frame(sparse))

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT
 from test_workflow import jobs, run, snakemake, tiny_config
 
-from lth import masks, ptfile, records
+from lth.store import masks, ptfile, records
 
 
 def lth(workdir, *args):
@@ -113,7 +113,7 @@ def finished(tmp_path_factory, small_idx_dataset):
 
 
 def _stage_dir(workdir, kind, level=None) -> Path:
-    from lth import config, plan
+    from lth.plan import config, build as plan
     p = plan.build(config.load(workdir / "config.yaml"))
     if kind in ("summary", "correlation"):
         return workdir / p.final(kind).dir
@@ -219,7 +219,7 @@ def test_every_damage_of_every_file_kind_is_healed_by_repair_and_a_rerun(tmp_pat
     """All 20 (file kind x damage) cases at once, each in its own stage of a real workflow
     (mtimes kept: Snakemake alone sees nothing); verify lists exactly those stages, --repair
     removes them, and one plain rerun rebuilds every artifact byte for byte."""
-    from lth import config, plan
+    from lth.plan import config, build as plan
     cfg = tiny_config(small_idx_dataset, levels=3, controls={"random_reinit": True, "random_prune": True})
     run(tmp_path, cfg)
     original = _snapshot(tmp_path / "results")

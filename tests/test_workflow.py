@@ -62,7 +62,7 @@ def test_a_rerun_with_no_change_does_nothing(workdir, small_idx_dataset):
 
 
 def test_summary_command_finds_the_run_by_config_or_by_folder(workdir, small_idx_dataset):
-    from lth import config, plan
+    from lth.plan import config, build as plan
     summary_dir = plan.build(config.load(workdir / "config.yaml")).summary.dir
 
     def lth(*args):
@@ -108,7 +108,7 @@ def test_training_edit_reruns_training_and_everything_after(workdir, small_idx_d
 
 def test_summary_has_one_row_per_level_with_the_mask_arithmetic(workdir, small_idx_dataset):
     import pandas as pd
-    from lth import config, plan
+    from lth.plan import config, build as plan
     cfg = config.validate(tiny_config(small_idx_dataset))
     summary = plan.build(cfg).summary
     frame = pd.read_parquet(workdir / summary.output("table"))
@@ -122,8 +122,9 @@ def test_summary_has_one_row_per_level_with_the_mask_arithmetic(workdir, small_i
 def test_stage_artifacts_are_consistent(workdir, small_idx_dataset):
     import json
     import torch
-    from lth import config, masks, plan, ptfile
-    from lth.stages import load_start
+    from lth.plan import config, build as plan
+    from lth.store import masks, ptfile
+    from lth.stages.common import load_start
     cfg = config.validate(tiny_config(small_idx_dataset))
     p = plan.build(cfg)
     for level in p.levels[1:]:
@@ -211,7 +212,8 @@ def test_lint_is_clean():
 
 
 def test_imp_and_one_shot_side_by_side_share_the_dense_run_and_reach_the_same_sparsity(tmp_path, small_idx_dataset):
-    from lth import config, masks, plan
+    from lth.plan import config, build as plan
+    from lth.store import masks
     raw = tiny_config(small_idx_dataset, levels=2, prune={"schedule": ["iterative", "oneshot"]})
     assert run(tmp_path, raw) == {"init": 1, "train": 5, "prune": 4, "rewind": 4, "summary": 1, "correlation": 1,
                                   "anatomy": 2}
@@ -225,8 +227,10 @@ def test_imp_and_one_shot_side_by_side_share_the_dense_run_and_reach_the_same_sp
 
 def test_two_rewind_points_and_two_rates_train_the_dense_network_once(tmp_path, small_idx_dataset):
     import torch
-    from lth import config, data, masks, models, plan, training
-    from lth.stages import load_start
+    from lth.plan import config, build as plan
+    from lth.nn import data, models, training
+    from lth.store import masks
+    from lth.stages.common import load_start
     raw = tiny_config(small_idx_dataset, levels=1, rewind={"to": ["reset", "7it"]}, prune={"rate": [0.2, 0.3]})
     counts = run(tmp_path, raw)
     # dense training once; one snapshot (theta_k); a mask per rate; a start and a training per lottery
@@ -265,7 +269,9 @@ def test_two_rewind_points_and_two_rates_train_the_dense_network_once(tmp_path, 
 def test_controls_train_beside_the_ticket_at_each_level(tmp_path, small_idx_dataset):
     import pandas as pd
     import torch
-    from lth import config, masks, models, plan, ptfile
+    from lth.plan import config, build as plan
+    from lth.store import masks, ptfile
+    from lth.nn import models
     raw = tiny_config(small_idx_dataset, levels=2,
                       controls={"random_reinit": True, "random_prune": True, "small_dense": True})
     counts = run(tmp_path, raw)
@@ -290,7 +296,7 @@ def test_controls_train_beside_the_ticket_at_each_level(tmp_path, small_idx_data
         random_mask = masks.read(tmp_path / stages["random_prune"].inputs["mask"])
         assert {n: m.sum() for n, m in random_mask.items()} == {n: m.sum() for n, m in mask.items()}
     # the catalog says which training is which, from the records alone
-    from lth import catalog
+    from lth.report import catalog
     variant = {row["id"]: row["variant"] for row in catalog.rows(tmp_path / "results")[0]}
     for level in (1, 2):
         stages = p.levels[level]
@@ -310,7 +316,7 @@ def test_controls_train_beside_the_ticket_at_each_level(tmp_path, small_idx_data
 
 def test_replicates_expand_over_seeds_and_are_averaged(tmp_path, small_idx_dataset):
     import pandas as pd
-    from lth import config, plan
+    from lth.plan import config, build as plan
     raw = tiny_config(small_idx_dataset, levels=1, init={"seed": [0, 1]}, train={"seed": [0, 3]})
     assert run(tmp_path, raw) == {"init": 2, "train": 8, "prune": 4, "rewind": 4, "summary": 1, "correlation": 1,
                                   "anatomy": 4}
@@ -325,7 +331,7 @@ def test_replicates_expand_over_seeds_and_are_averaged(tmp_path, small_idx_datas
 
 def test_weight_correlation_of_every_level(workdir, small_idx_dataset):
     import pandas as pd
-    from lth import config, plan
+    from lth.plan import config, build as plan
     p = plan.build(config.validate(tiny_config(small_idx_dataset)))
     frame = pd.read_parquet(workdir / p.correlation.output("table"))
     overall = frame[frame.layer == "all"]
@@ -334,7 +340,8 @@ def test_weight_correlation_of_every_level(workdir, small_idx_dataset):
     assert overall.r_p.between(0, 1).all()
     assert set(frame.layer) == {"all", "fc1.weight", "fc2.weight", "fc3.weight"}
     # consecutive levels: level L-1's trained weights against level L's, over level L's survivors
-    from lth import correlation, masks, ptfile
+    from lth.report import correlation
+    from lth.store import masks, ptfile
     consecutive = overall[overall.comparison == "consecutive levels"]
     assert sorted(consecutive.level.unique()) == [1, 2, 3]
     for level in (1, 3):
@@ -357,7 +364,7 @@ def test_analyses_run_as_cached_stages_and_make_the_report(tmp_path, small_idx_d
     anatomy, through real Snakemake; a second pair adds only its own jobs; the HTML report
     holds every figure."""
     import pandas as pd
-    from lth import config, plan
+    from lth.plan import config, build as plan
     raw = tiny_config(small_idx_dataset, levels=2, train={"lr": [0.0012, 0.003]},
                       controls={"random_reinit": True, "small_dense": True},
                       instability={"levels": [0, 2], "alphas": 4, "train_subset": 300},

@@ -17,7 +17,7 @@ budgets add up to 410 s; --quick shrinks the iteration counts, not the budgets):
                   job's peak allocated memory (100 synthetic batches on the device, not a whole
                   dataset)
   bits_cpu/_gpu   per model, whether two runs with the same seeds give the same bits, in the
-                  default and in deterministic mode (lth.numerics.configure), and the
+                  default and in deterministic mode (lth.nn.numerics.configure), and the
                   deterministic slowdown; one fresh process per mode, since deterministic mode
                   must be set before cuBLAS starts (CPU: LeNet only)
   concurrency     aggregate LeNet it/s of 1, 4 and 8 training processes sharing the one GPU
@@ -25,9 +25,9 @@ budgets add up to 410 s; --quick shrinks the iteration counts, not the budgets):
                   builds LeNet, puts a Fashion-MNIST-sized dataset on the device and trains 1
                   iteration (with the evaluations a job does at its start and end), by phase
   checkpoint_*    size, write and read time of a VGG-16 training checkpoint (weights and SGD
-                  momentum) written with lth.checkpoint.save
+                  momentum) written with lth.nn.checkpoint.save
 
-Every training goes through lth.training.train on synthetic data shaped as each model expects
+Every training goes through lth.nn.training.train on synthetic data shaped as each model expects
 (random 28x28 images for LeNet; 3x32x32 for Conv-2, ResNet-20 and VGG-16), so no dataset is
 needed, in the project's default arithmetic (strict float32, `train.precision: fp32`), but
 for the two rows marked bf16.
@@ -63,7 +63,7 @@ ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"
 PACKAGES = {  # import name: what needs it
     "torch": "every measurement",
     "numpy": "every measurement (lth, torch)",
-    "pandas": "the GPU tests (lth.instability), the workflow's tables",
+    "pandas": "the GPU tests (lth.report.instability), the workflow's tables",
     "pyarrow": "the workflow's tables (not this check's measurements)",
     "jsonschema": "the workflow's config validation (not this check's measurements)",
     "snakemake": "the workflow (not this check's measurements)",
@@ -102,7 +102,7 @@ def synthetic(config, device: str, batches: int = 100) -> dict:
     training data, 500 examples each for validation and test, on `device`."""
     import torch
 
-    from lth.training import Split
+    from lth.nn.training import Split
     _, shape, batch, _, _ = config
     g = torch.Generator().manual_seed(0)
 
@@ -112,7 +112,7 @@ def synthetic(config, device: str, batches: int = 100) -> dict:
 
 
 def build(config, device: str, width: float = 1.0):
-    from lth import models
+    from lth.nn import models
     return models.build(config[0], seed=0, width=width).to(device)
 
 
@@ -121,12 +121,12 @@ def rounded(iterations: float) -> int:
 
 
 def rate(config, device: str, seconds: float, width: float = 1.0, deadline: float | None = None) -> dict:
-    """it/s of lth.training.train: a 100-iteration warm-up, a 100-iteration probe, then
+    """it/s of lth.nn.training.train: a 100-iteration warm-up, a 100-iteration probe, then
     about `seconds` of training (less if the deadline is nearer; the probe's figure if
     there is no room for more)."""
     import torch
 
-    from lth.training import train
+    from lth.nn.training import train
     if device.startswith("cuda"):  # peak memory of this job: what gpu_slots can pack per GPU
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -421,10 +421,10 @@ def fixed_cost_gpu(ctx, deadline) -> dict:
 
 def checkpoint_figures(device: str, reps: int, width: float = 1.0) -> dict:
     """A VGG-16 checkpoint as training writes it (weights, SGD momentum buffers, RNG
-    states), saved `reps` times with lth.checkpoint.save into a temporary folder."""
+    states), saved `reps` times with lth.nn.checkpoint.save into a temporary folder."""
     import torch
 
-    from lth import checkpoint, models, optim
+    from lth.nn import checkpoint, models, optim
     model = models.build("vgg16", seed=0, width=width).to(device)
     params = list(model.parameters())
     opt = optim.make(params, settings_for(SPEED[-1], 1))
@@ -473,8 +473,8 @@ def worker_bits(args) -> dict:
 
     import torch
 
-    from lth import numerics
-    from lth.training import train
+    from lth.nn import numerics
+    from lth.nn.training import train
     torch.set_num_threads(1)
     numerics.configure("fp32", args.deterministic)  # before cuBLAS starts
     out, began, last = {}, time.perf_counter(), 0.0
@@ -503,8 +503,9 @@ def worker_job(args) -> None:
     each `go SECONDS` line trains for that long and answers with its it/s."""
     import torch
 
-    from lth import lifeline, numerics
-    from lth.training import train
+    from lth.runtime import lifeline
+    from lth.nn import numerics
+    from lth.nn.training import train
     torch.set_num_threads(1)
     numerics.configure("fp32", False)
     model, data = build(LENET, args.device), synthetic(LENET, args.device)
@@ -540,8 +541,8 @@ def worker_fixed(args) -> dict:
     import numpy as np
     import torch
 
-    from lth import data, models, numerics
-    from lth.training import prepare, train
+    from lth.nn import data, models, numerics
+    from lth.nn.training import prepare, train
     done("import_torch_lth")
     torch.set_num_threads(1)  # a job's default (`threads: 1`)
     numerics.configure("fp32", False)
@@ -615,7 +616,7 @@ def setup_torch(ctx) -> None:
         return
     import torch
 
-    from lth import numerics
+    from lth.nn import numerics
     torch.set_num_threads(1)
     numerics.configure("fp32", False)
     ctx["machine"].update(numerics.device_info(ctx["gpu"] if ctx["no_cuda"] is None else "cpu"))

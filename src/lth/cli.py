@@ -1,4 +1,4 @@
-"""`python -m lth COMMAND`: `run MANIFEST` (what every workflow rule calls, lth.jobs), plus
+"""`python -m lth COMMAND`: `run MANIFEST` (what every workflow rule calls, lth.runtime.job), plus
 user tools: plan (stage IDs of a config), summary (print a results table), verify (check a
 results folder against its records), catalog (one table of every stage), rp (R_p of two
 weight files), start (write a stage's start or trained weights as a dense .pt), fetch (download a dataset
@@ -61,10 +61,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
-    from . import config as config_mod, plan as plan_mod
+    from lth.plan import config as config_mod, build as plan_mod
     if args.command == "rp":
-        from . import correlation, masks, ptfile
-        from .stages import read_model_info
+        from lth.report import correlation
+        from lth.store import masks, ptfile
+        from lth.stages.common import read_model_info
         layers = read_model_info(args.model)["prunable"] if args.model else None
         mask = masks.read(args.mask) if args.mask else None
         rows = correlation.table(ptfile.load(args.a), ptfile.load(args.b), args.p, layers, mask)
@@ -73,17 +74,17 @@ def _run(args) -> int:
                 print(f"p={row['p']:<5g} {row['layer']:<24s} R_p={row['r_p']:.4f}")
         return 0
     if args.command == "verify":
-        from . import verify
+        from lth.store import verify
         return verify.main(args.results, args.repair)
     if args.command == "catalog":
-        from . import catalog
+        from lth.report import catalog
         out = catalog.write(args.results, args.out)
         print(f"catalog: {out}")
         return 0
     if args.command == "start":
         return _write_start(args.start, args.out)
     if args.command == "fetch":
-        from . import data
+        from lth.nn import data
         print(f"{args.dataset}: files in {data.fetch(args.dataset, args.directory)}")
         return 0
     if args.command == "summary" and len(args.config) == 1 and Path(args.config[0]).is_dir():
@@ -110,12 +111,13 @@ def _run(args) -> int:
 
 
 def _write_start(given: Path, out: Path | None) -> int:
-    """Materialise a start (lth.stages.load_start) as a dense .pt state dict: for a rewind's
+    """Materialise a start (lth.stages.common.load_start) as a dense .pt state dict: for a rewind's
     start.json, its weights file masked by its mask, byte for byte what the rewind stage
     wrote as start.pt before it stored a reference; for a packed weights file (a masked
     training's, a reinit's start), its tensors unpacked."""
-    from . import ptfile, registry
-    from .stages import load_start
+    from lth.store import ptfile
+    from lth.plan import registry
+    from lth.stages.common import load_start
     path = given
     if given.is_dir():
         found = [given / f for f in ("start.json", "start.pt") if (given / f).is_file()]
@@ -128,7 +130,7 @@ def _write_start(given: Path, out: Path | None) -> int:
         print(f"error: {path} does not exist", file=sys.stderr)
         return 2
     if (path.parent / registry.RECORD).is_file():  # a stage's own start: check it against its record too
-        from . import records
+        from lth.store import records
         records.verify([path])
     state = load_start(path)
     out = out or Path(f"{path.stem}-{path.parent.name}.pt")
@@ -143,7 +145,7 @@ def _print_plan(plan, every: bool = False) -> None:
     included), each named with `every`."""
     from collections import Counter
 
-    from . import registry
+    from lth.plan import registry
     for run in plan.runs:
         print(f"{run.label}: init {run.levels[0]['train'].upstream['start']}")
         for level, stages_ in enumerate(run.levels):
@@ -177,12 +179,12 @@ def _config_files(given: list) -> list:
 
 def _print_summary(where: Path, instability: Path | None = None, search: bool = True,
                    figure: Path | None = None) -> int:
-    """Print a summary stage's table and its verdict (lth.verdict, computed from the table,
+    """Print a summary stage's table and its verdict (lth.report.verdict, computed from the table,
     so summaries made before the verdict existed get one too): `where` is its directory, or
     a results folder whose newest summary is printed (the others are listed). `instability`:
     the instability summary.csv of the same config; `search`: look for the instability
     stage of this summary in its results folder instead."""
-    from . import summary, verdict
+    from lth.report import summary, verdict
     if (where / "summary.parquet").exists():
         found = [where]
     else:
@@ -192,7 +194,7 @@ def _print_summary(where: Path, instability: Path | None = None, search: bool = 
         print(f"error: {where} holds no summary table (summary.parquet, or summary/<ID>/summary.parquet)",
               file=sys.stderr)
         return 1
-    from .verify import summary_problems
+    from lth.store.verify import summary_problems
     problems = summary_problems(found[0])
     if problems:
         print(f"error: the summary {found[0]} is built from damaged stages ({len(problems)}): {problems[0]}; run "
@@ -217,16 +219,16 @@ def _print_summary(where: Path, instability: Path | None = None, search: bool = 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    from .artifacts import ArtifactError
-    from .config import ConfigError
-    from .data import DataError
-    from .devices import DeviceError
-    from .divergence import Diverged
-    from .lifeline import Orphaned
-    from .numerics import NumericsError
+    from lth.store.artifacts import ArtifactError
+    from lth.plan.config import ConfigError
+    from lth.nn.data import DataError
+    from lth.nn.devices import DeviceError
+    from lth.nn.divergence import Diverged
+    from lth.runtime.lifeline import Orphaned
+    from lth.nn.numerics import NumericsError
     try:
-        if argv[:1] == ["run"]:  # the job command: its own small parser (lth.jobs)
-            from . import jobs
+        if argv[:1] == ["run"]:  # the job command: its own small parser (lth.runtime.job)
+            from lth.runtime import job as jobs
             return jobs.main(argv[1:])
         return _run(_parser().parse_args(argv))
     except (ConfigError, DataError, ArtifactError, DeviceError, Diverged, Orphaned, NumericsError) as exc:

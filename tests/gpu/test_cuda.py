@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 import torch
 
-from lth import checkpoint, instability, models, numerics, optim
-from lth.training import Split, apply_mask, train
+from lth.nn import checkpoint, models, numerics, optim
+from lth.report import instability
+from lth.nn.training import Split, apply_mask, train
 
 CUDA = torch.cuda.is_available()
 NO_CUDA = ("no CUDA device: torch.cuda.is_available() is False"
@@ -263,7 +264,7 @@ def test_interpolation_with_batchnorm_recomputed_agrees_with_the_cpu(device):
 # ---------------------------------------------------------------- (e) fused optimizers
 
 def optimizer_trajectories(device, settings, steps=5) -> tuple:
-    """The same masked gradients (seeded, one set per step) fed to lth.optim's optimizer,
+    """The same masked gradients (seeded, one set per step) fed to lth.nn.optim's optimizer,
     torch.optim's fused one and torch.optim's default one, from the same masked LeNet
     weights. Returns each's parameters (on the CPU) after every step, the masks by
     parameter index, the lth optimizer's state tensors and the parameter count."""

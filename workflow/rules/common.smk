@@ -53,7 +53,7 @@ def stage_outputs(kind):
 
 
 def manifest(kind):
-    """The job's manifest (lth.jobs): written by onstart, read by `python -m lth run`."""
+    """The job's manifest (lth.runtime.job): written by onstart, read by `python -m lth run`."""
     return lambda wildcards: lth_jobs.manifest_path(ROOT, kind, wildcards.id)
 
 
@@ -82,7 +82,7 @@ def figure_labels(kind, figure):
     return labels
 
 
-# Cluster jobs: which stages share one (lth.job_groups); Snakemake ignores groups locally.
+# Cluster jobs: which stages share one (lth.plan.groups); Snakemake ignores groups locally.
 GROUPS = lth_job_groups.assign(PLAN)
 
 

@@ -1,4 +1,4 @@
-# One rule per registered stage kind (lth.registry): the same fixed-size command for all,
+# One rule per registered stage kind (lth.plan.registry): the same fixed-size command for all,
 # `python -m lth run MANIFEST`; the stage's settings and paths are in the manifest.
 for _kind in lth_registry.kinds():
 

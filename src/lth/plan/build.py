@@ -1,0 +1,61 @@
+"""The plan of an experiment: every stage the validated config asks for, with its ID, inputs
+and outputs (lth.plan.ids says how IDs are made).
+
+Torch-free and pure: the Snakefile builds the plan at parse time from the validated config.
+One lottery (lth.plan.chain) per combination of the list-valued keys; then the analysis
+stages over all of them (lth.plan.analyses).
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+
+from lth.plan import config as config_mod
+from lth.plan import analyses
+from lth.plan import registry
+from lth.plan.chain import chain
+from lth.plan.ids import EXPANDABLE, ID_LENGTH, Plan, Run, Stage, consumed, output_patterns, stage_id
+
+# what the Snakefile and the tests use; the rest lives in lth.plan.ids
+__all__ = ["build", "variants", "Plan", "Run", "Stage", "ID_LENGTH", "output_patterns", "consumed"]
+
+
+def variants(cfg: dict) -> list[tuple[dict, dict]]:
+    """(choices, scalar config) for each combination of the list-valued expandable keys."""
+    listed = [(sec, key, cfg[sec][key]) for sec, key in EXPANDABLE if isinstance(cfg[sec][key], list)]
+    out = []
+    for combo in itertools.product(*(values for _, _, values in listed)):
+        scalar = copy.deepcopy(cfg)
+        choices = {}
+        for (sec, key, _), value in zip(listed, combo):
+            scalar[sec][key] = value
+            choices[f"{sec}.{key}"] = value
+        out.append((choices, scalar))
+    return out
+
+
+def build(cfg: dict, schema: dict | None = None) -> Plan:
+    """All stages of the experiment described by a validated config."""
+    defaults = config_mod.defaults(schema)
+    root = cfg["results"]
+    plan = Plan(config=cfg)
+
+    def make(kind, level, upstream, inputs, settings):
+        version = registry.get(kind).version
+        sid = stage_id(kind, settings, upstream, defaults, version)
+        return plan.add(Stage(kind, sid, level, settings, upstream, inputs, root, version))
+
+    for choices, scalar in variants(cfg):
+        run = Run(" ".join(f"{k}={v}" for k, v in choices.items()) or "imp", choices)
+        run.levels = chain(scalar, make)
+        run.pairs = analyses.instability_pairs(scalar, run, plan, make)
+        plan.runs.append(run)
+
+    for kind in registry.kinds():  # the final stages, in registry order (classes reads the summary)
+        planner = kind.planner()
+        if planner is not None:
+            made = planner(cfg, plan, make)
+            plan.finals[kind.name] = [] if made is None else made if isinstance(made, list) else [made]
+    return plan
+
+

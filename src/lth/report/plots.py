@@ -1,0 +1,152 @@
+"""Plots of the analyses (matplotlib, Agg). Each function writes one PNG atomically."""
+from __future__ import annotations
+
+import pandas as pd
+
+from lth.store.artifacts import atomic_path
+
+
+def _figure(nrows: int = 1, ncols: int = 1, figsize=(6, 4), **options):
+    """(pyplot, figure, axes) on the Agg backend; options go to plt.subplots."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt, *plt.subplots(nrows, ncols, figsize=figsize, **options)
+
+
+def _save(plt, fig, path) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def remaining_axis(ax) -> None:
+    """Weights remaining on a log axis, inverted so pruning proceeds left to right, with
+    plain percentages (100, 60, 20) as tick labels instead of powers of ten."""
+    from matplotlib.ticker import FuncFormatter
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.set_xlabel("weights remaining (%)")
+
+
+def _panels(labels: list, per_panel=(6, 4), rows: int = 1):
+    """(pyplot, figure, axes[lottery][i]) with one column of `rows` panels per lottery."""
+    plt, fig, axes = _figure(rows, len(labels), figsize=(per_panel[0] * len(labels), per_panel[1] * rows),
+                             sharey=True, squeeze=False)
+    return plt, fig, {label: [axes[r][c] for r in range(rows)] for c, label in enumerate(labels)}
+
+
+def rp_vs_p(frame: pd.DataFrame, path) -> None:
+    """R_p(theta_0, theta_T) against p, one line per level and one panel per lottery (Liu et
+    al.'s point is the contrast between learning rates), with R_p = p."""
+    rows = frame[frame.layer == "all"]
+    runs = list(dict.fromkeys(rows.run))
+    plt, fig, axes = _panels(runs, per_panel=(5, 4))
+    ps = sorted(rows.p.unique())
+    for run in runs:
+        ax = axes[run][0]
+        for level, group in rows[rows.run == run].groupby("level"):
+            ax.plot(group.p, group.r_p, "o-", label=f"level {level} ({group.weights_remaining_pct.iloc[0]:.1f} %)")
+        ax.plot(ps, ps, "k--", label="R_p = p (uncorrelated)")
+        ax.set_xlabel("p (top fraction by magnitude)")
+        if len(runs) > 1:
+            ax.set_title(run, fontsize=8)
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(True, alpha=0.3)
+    axes[runs[0]][0].set_ylabel("R_p(theta_0, theta_T)")
+    _save(plt, fig, path)
+
+
+def rp_vs_remaining(frame: pd.DataFrame, path) -> None:
+    """R_p against weights remaining, one line per p and lottery: theta_0 vs theta_T solid,
+    consecutive levels' trained weights (where computed) dashed."""
+    plt, fig, ax = _figure()
+    rows = frame[frame.layer == "all"]
+    colors = {}
+    for (comparison, run, p), group in rows.groupby(["comparison", "run", "p"], sort=False):
+        consecutive = comparison != "theta_0 vs theta_T"
+        what = "theta_T(L-1) vs theta_T(L)" if consecutive else "theta_0 vs theta_T"
+        label = f"{what}, p = {p:g}" if rows.run.nunique() == 1 else f"{run}: {what}, p = {p:g}"
+        line, = ax.plot(group.weights_remaining_pct, group.r_p, "x--" if consecutive else "o-", label=label,
+                        color=colors.get((run, p)))
+        colors[(run, p)] = line.get_color()
+    remaining_axis(ax)
+    ax.set_ylabel("R_p")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.set_size_inches(9, 4)
+    ax.grid(True, which="both", alpha=0.3)
+    _save(plt, fig, path)
+
+
+def _network_label(level, variant, k, remaining) -> str:
+    return f"level {level} ({remaining:.1f} %)" + ("" if variant == "ticket" else f" {variant}") + f" k={k}"
+
+
+def _k_order(k: str) -> tuple:
+    """Rewind points in training order: iterations and epochs by count (epochs after), continue last."""
+    if k == "continue":
+        return (2, 0)
+    return (int(k.endswith("ep")), int(k[:-2]))
+
+
+def error_vs_alpha(paths: pd.DataFrame, path) -> None:
+    """Error along the linear path between the copies (mean over pairs and replicates), test
+    set above and training subset below, one line per network and k, one column per lottery."""
+    lotteries = list(dict.fromkeys(paths.lottery))
+    plt, fig, axes = _panels(lotteries, per_panel=(5, 3.5), rows=2)
+    for lottery in lotteries:
+        for ax, split in zip(axes[lottery], ("test", "train")):
+            part = paths[(paths.lottery == lottery) & (paths.split == split)]
+            for (level, variant, k), group in part.groupby(["level", "variant", "k"], sort=True):
+                mean = group.groupby("alpha").error.mean()
+                ax.plot(mean.index, 100 * mean.values, ".-",
+                        label=_network_label(level, variant, k, group.weights_remaining_pct.iloc[0]))
+            ax.set_title(f"{split} {'set' if split == 'test' else 'subset'}"
+                         + ("" if len(lotteries) == 1 else f" ({lottery})"), fontsize=8)
+            ax.set_xlabel("alpha  (0: copy 2, 1: copy 1)")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=6)
+    for ax in axes[lotteries[0]]:
+        ax.set_ylabel("error (%)")
+    _save(plt, fig, path)
+
+
+def instability_vs_k(result: pd.DataFrame, path, threshold: float) -> None:
+    """Instability against the rewind point k, one line per level and variant (lotteries
+    that differ only in rewind.to are one line), with the stability threshold."""
+    plt, fig, ax = _figure()
+    frame = result.assign(lottery=result.lottery.str.replace(r"rewind\.to=\S+\s?", "", regex=True).str.strip())
+    ks = sorted(frame.k.unique(), key=_k_order)
+    position = {k: i for i, k in enumerate(ks)}
+    for (lottery, level, variant), group in frame.groupby(["lottery", "level", "variant"], sort=True):
+        mean = group.groupby("k").instability_test.mean()
+        order = sorted(mean.index, key=_k_order)
+        label = f"level {level} ({group.weights_remaining_pct.iloc[0]:.1f} %)" + \
+            ("" if variant == "ticket" else f" {variant}") + (f" {lottery}" if lottery not in ("", "imp") else "")
+        ax.plot([position[k] for k in order], [100 * mean[k] for k in order], "o-", label=label)
+    ax.set_xticks(range(len(ks)), ks)
+    ax.set_xlabel("rewind point k")
+    ax.set_ylabel("instability (test error barrier, %)")
+    ax.axhline(100 * threshold, color="k", ls="--", lw=0.8, label=f"stable below {100 * threshold:g} %")
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
+    _save(plt, fig, path)
+
+
+def instability_vs_remaining(result: pd.DataFrame, path, threshold: float) -> None:
+    """Instability against weights remaining, one line per lottery, variant and k."""
+    plt, fig, ax = _figure()
+    for (lottery, variant, k), group in result.groupby(["lottery", "variant", "k"], sort=False):
+        mean = group.groupby("weights_remaining_pct").instability_test.mean().sort_index(ascending=False)
+        label = f"{variant} k={k}" + ("" if result.lottery.nunique() == 1 else f" {lottery}")
+        ax.plot(mean.index, 100 * mean.values, "o-", label=label)
+    remaining_axis(ax)
+    ax.axhline(100 * threshold, color="k", ls="--", lw=0.8, label=f"stable below {100 * threshold:g} %")
+    ax.set_ylabel("instability (test error barrier, %)")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    _save(plt, fig, path)

@@ -1,0 +1,119 @@
+"""A job's ties to the world: the snakemake that started it, and the one process allowed to
+write its stage.
+
+- Scheduler: the nearest ancestor process that is a snakemake (found through /proc). A
+  training job checks about once a second that it still lives; when it is gone (killed with
+  -9, its node lost), the job saves its checkpoint and stops, so a rerun with
+  `--rerun-incomplete` resumes it instead of an orphan finishing unseen, or two processes
+  writing one stage. A parent-death signal would not do: the job's parent is the shell
+  snakemake starts, which outlives snakemake.
+- StageLock: an exclusive flock on <results>/.lth/locks/<id>.lock, held for the life of the
+  process (the kernel frees it when the process dies), so a second process for the same
+  stage fails in one line instead of writing beside the first.
+
+Linux only (/proc); elsewhere no scheduler is found and jobs run unwatched. Torch-free.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import time
+from pathlib import Path
+
+from lth.store.artifacts import ArtifactError
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()  # fields after "pid (comm)": state, ppid, ...
+
+
+def _start_time(pid: int) -> str | None:
+    fields = _stat(pid)
+    return fields[19] if fields else None  # field 22 of /proc/pid/stat: start time since boot
+
+
+def _is_snakemake(pid: int) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(Path(arg.decode(errors="replace")).name in ("snakemake", "snakemake.exe") or arg == b"snakemake"
+               for arg in argv[:3])
+
+
+class Orphaned(RuntimeError):
+    """The job's snakemake is gone; the job saved what it had and stopped (one line)."""
+
+
+class Scheduler:
+    """The snakemake this job belongs to, watched by PID and start time (a PID can be reused)."""
+
+    def __init__(self, pid: int, started: str):
+        self.pid, self.started = pid, started
+        self._checked = time.monotonic()
+
+    @classmethod
+    def find(cls) -> "Scheduler | None":
+        pid = os.getppid()
+        for _ in range(16):
+            if pid <= 1:
+                return None
+            if _is_snakemake(pid):
+                started = _start_time(pid)
+                return cls(pid, started) if started else None
+            fields = _stat(pid)
+            if not fields:
+                return None
+            pid = int(fields[1])
+        return None
+
+    def alive(self) -> bool:
+        fields = _stat(self.pid)
+        # a zombie has exited: its parent simply has not reaped it yet
+        return fields is not None and fields[0] != "Z" and _start_time(self.pid) == self.started
+
+    def gone(self, every: float = 1.0) -> str | None:
+        """None while snakemake lives; else why to stop. Looks at most once per `every` s."""
+        now = time.monotonic()
+        if now - self._checked < every:
+            return None
+        self._checked = now
+        return None if self.alive() else f"the snakemake that started this job (pid {self.pid}) is gone"
+
+
+def check(stop, where: str) -> None:
+    """For jobs without a checkpoint (interpolation, landscape): stop at once, with one line,
+    when `stop()` (lth.runtime.job.Job.stop) says the snakemake that started the job is gone."""
+    reason = stop() if stop is not None else None
+    if reason:
+        raise Orphaned(f"{reason}: stopped at {where}; nothing of this stage is written, "
+                       "run snakemake again (after --unlock) to redo it")
+
+
+class StageLock:
+    """Held from construction to the end of the process."""
+
+    def __init__(self, path: Path, stage_dir: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "unknown"
+            self.handle.close()
+            raise ArtifactError(f"stage {stage_dir} is being written by another process (pid {holder}); let it "
+                                "finish or stop it, then run snakemake again") from None
+        except OSError as exc:  # a filesystem without flock (Lustre without -o flock, NFSv3 without lockd)
+            print(f"warning: no lock for stage {stage_dir} ({exc.strerror} on {path.parent}); running unlocked",
+                  file=sys.stderr, flush=True)
+            return
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()

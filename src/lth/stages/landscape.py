@@ -1,0 +1,284 @@
+"""The loss landscape around a trained network on a 2-D slice (Li, Xu, Taylor, Studer &
+Goldstein, "Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018), for the dense
+network and chosen pruning levels of each lottery, side by side.
+
+The slice: two random directions d1, d2 in weight space and the grid
+
+    L(alpha, beta) = loss(W + alpha * d1 + beta * d2),  alpha, beta in [-span, span]
+
+(`grid` evenly spaced values each, symmetric about 0: the centre is W itself, exactly).
+
+Directions, filter-normalised (Li et al., section 4):
+- one Gaussian direction per perturbed tensor, d ~ N(0, 1), then each slice along the
+  output dimension scaled to the weight's own norm: d_i <- d_i * ||W_i|| / ||d_i||, where a
+  slice is one output filter of a conv weight (out, in, kh, kw) and one output unit's
+  incoming weights (a row) of a linear weight (out, in);
+- only conv and linear weights are perturbed (the model's prunable tensors); biases and
+  BatchNorm parameters and buffers get a zero direction (the paper's convention of ignoring
+  them: "d is set to zero" for biases and BN, so they keep their trained values);
+- a subnetwork's directions are restricted to its mask: multiplied by it before the
+  normalisation, so they are zero at every pruned weight (the slice stays inside the
+  subnetwork's weight space) and each slice's norm is the norm of the surviving weights of
+  that filter/row; a filter or row with no survivor (or all-zero weights) gets a zero slice;
+- the Gaussian draws come from `landscape.seed` alone, one stream per direction (numpy's
+  SeedSequence([seed, 1]) and ([seed, 2]), tensors in the model's parameter order): every
+  network of a lottery starts from the same draw, so a sparse level's direction is the dense
+  one's draw restricted to its mask and renormalised, and dense and sparse panels differ by
+  the networks, not by the luck of the draw.
+
+The loss is the mean cross-entropy (and the accuracy) on a fixed training subset: the
+`train_subset` examples of the training split (after the validation hold-out) chosen by a
+seeded draw without replacement (stream SeedSequence([seed, 0]); all of the split when it is
+smaller), the same for every network. The model is evaluated in eval mode: models with
+BatchNorm use the running statistics stored with the trained weights at every grid point, as
+Li et al. do; they are not recomputed (so the centre is the trained network exactly).
+
+Outputs: grid.parquet (level, weights_remaining_pct, alpha, beta, loss, accuracy; grid x grid
+rows per network) and landscape.png (one contour panel per network, one shared colour scale,
+the trained network marked at the centre).
+
+Torch is imported only inside the functions that evaluate (the planner runs at the
+Snakefile's parse time).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+# Columns of grid.parquet, one row per (network, alpha, beta).
+GRID_COLUMNS = ("level", "weights_remaining_pct", "alpha", "beta", "loss", "accuracy")
+SUBSET_STREAM, DIRECTION_STREAMS = 0, (1, 2)
+
+
+# ---- the slice ----
+
+def coordinates(grid: int, span: float) -> np.ndarray:
+    """`grid` evenly spaced values from -span to span, exactly symmetric about 0 (the middle
+    one of an odd grid is exactly 0.0)."""
+    if grid < 2:
+        raise ValueError(f"need at least 2 grid points per axis, got {grid}")
+    values = span * np.linspace(-1.0, 1.0, grid)
+    return (values - values[::-1]) / 2  # x_i = -x_(n-1-i) bit for bit
+
+
+def slice_norms(array: np.ndarray) -> np.ndarray:
+    """Euclidean norm of each slice along the first (output) dimension: per filter of a conv
+    weight, per row (output unit) of a linear weight."""
+    flat = np.asarray(array, dtype=np.float64).reshape(array.shape[0], -1)
+    return np.sqrt(np.einsum("ij,ij->i", flat, flat))
+
+
+def normalise(direction: np.ndarray, weight: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """A direction restricted to `keep` (True = surviving weight; None = all) and scaled slice
+    by slice to the weight's norms, as float64: d_i * ||W_i|| / ||d_i||, zero where ||d_i||
+    or ||W_i|| is zero."""
+    d = np.asarray(direction, dtype=np.float64)
+    if keep is not None:
+        d = np.where(keep, d, 0.0)
+    w = np.where(keep, weight, 0) if keep is not None else weight
+    d_norm, w_norm = slice_norms(d), slice_norms(w)
+    scale = np.divide(w_norm, d_norm, out=np.zeros_like(w_norm), where=d_norm > 0)
+    return d * scale.reshape((-1,) + (1,) * (d.ndim - 1))
+
+
+def direction(weights: dict, perturbed: list, mask: dict | None, stream) -> dict:
+    """One filter-normalised direction over every tensor of `weights` (name -> array): a
+    Gaussian draw from `stream` (a numpy SeedSequence) for each tensor in `perturbed`, in
+    that order, normalised to the weights and restricted to `mask` (name -> bool array;
+    None or a tensor missing from it: not masked); zero for every other tensor. Each tensor
+    keeps its weight's dtype."""
+    rng = np.random.default_rng(stream)
+    out = {name: np.zeros_like(value) for name, value in weights.items()}
+    for name in perturbed:
+        w = weights[name]
+        draw = rng.standard_normal(w.shape)  # drawn for every tensor, masked or not: one stream for all levels
+        keep = None if mask is None else mask.get(name)
+        out[name] = normalise(draw, w, keep).astype(w.dtype)
+    return out
+
+
+def directions(weights: dict, perturbed: list, mask: dict | None, seed: int) -> tuple[dict, dict]:
+    """The slice's two directions (d1 for alpha, d2 for beta) from `seed`."""
+    return tuple(direction(weights, perturbed, mask, np.random.SeedSequence([seed, s]))  # type: ignore[return-value]
+                 for s in DIRECTION_STREAMS)
+
+
+def subset_indices(size: int, count: int, seed: int) -> np.ndarray:
+    """`count` distinct positions of a split of `size` examples, sorted, from a seeded draw;
+    every position when count >= size."""
+    if count >= size:
+        return np.arange(size)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, SUBSET_STREAM]))
+    return np.sort(rng.choice(size, count, replace=False))
+
+
+# ---- evaluation (torch) ----
+
+def evaluate_grid(model, weights: dict, d1: dict, d2: dict, coords: np.ndarray, split,
+                  precision: str = "fp32", stop=None) -> list[dict]:
+    """Rows (alpha, beta, loss, accuracy) of L(W + alpha d1 + beta d2) for every alpha, beta in
+    `coords` (alpha outer), on `split` (lth.nn.training.Split), the model in eval mode. Only
+    tensors with a nonzero direction change from point to point; the rest stay at W. The
+    model is left holding W. `precision`: the trainings' arithmetic (lth.nn.numerics). `stop`:
+    lth.runtime.job.Job.stop, asked at each row of the grid."""
+    import torch
+
+    from lth.runtime.lifeline import check
+    from lth.nn.training import evaluate
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        model.load_state_dict({k: torch.from_numpy(v).to(device) for k, v in weights.items()})
+    params = dict(model.named_parameters())
+    moving = [name for name in weights if name in params and (d1[name].any() or d2[name].any())]
+    base = {n: torch.from_numpy(weights[n]).to(device) for n in moving}
+    one = {n: torch.from_numpy(d1[n]).to(device) for n in moving}
+    two = {n: torch.from_numpy(d2[n]).to(device) for n in moving}
+    rows = []
+    for alpha in coords:
+        check(stop, f"alpha {float(alpha):g} of the grid")
+        for beta in coords:
+            with torch.no_grad():
+                for n in moving:  # W + alpha d1 + beta d2; at (0, 0) exactly W
+                    params[n].copy_(base[n]).add_(one[n], alpha=float(alpha)).add_(two[n], alpha=float(beta))
+            loss, accuracy = evaluate(model, split, precision=precision)
+            rows.append({"alpha": float(alpha), "beta": float(beta), "loss": loss, "accuracy": accuracy})
+    with torch.no_grad():
+        for n in moving:
+            params[n].copy_(base[n])
+    return rows
+
+
+# ---- plot ----
+
+def plot(frame, path) -> None:
+    """One filled contour panel of the loss per network (level), side by side, on one shared
+    logarithmic colour scale and the same contour levels, the trained network (the centre)
+    marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import MaxNLocator
+
+    from lth.store.artifacts import atomic_path
+    networks = sorted(frame.level.unique())
+    finite = frame.loss[np.isfinite(frame.loss)]
+    low = max(float(finite.min()) if len(finite) else 1e-3, 1e-6)
+    high = max(float(finite.max()) if len(finite) else 1.0, low * 1.01)
+    levels = np.geomspace(low, high, 25)
+    norm = LogNorm(vmin=low, vmax=high)
+    fig, axes = plt.subplots(1, len(networks), figsize=(4.2 * len(networks) + 1.2, 4.2), squeeze=False,
+                             sharex=True, sharey=True, layout="constrained")
+    filled = None
+    for ax, level in zip(axes[0], networks):
+        rows = frame[frame.level == level]
+        alphas, betas = np.sort(rows.alpha.unique()), np.sort(rows.beta.unique())
+        table = rows.pivot(index="beta", columns="alpha", values="loss").reindex(index=betas, columns=alphas)
+        z = np.clip(table.to_numpy(dtype=np.float64), low, high)  # inf/NaN/out of range: the scale's ends
+        z = np.where(np.isfinite(z), z, high)
+        filled = ax.contourf(alphas, betas, z, levels=levels, norm=norm, cmap="viridis", extend="neither")
+        ax.contour(alphas, betas, z, levels=levels[::3], colors="white", linewidths=0.4, alpha=0.6)
+        centre = rows.loc[(rows.alpha.abs() + rows.beta.abs()).idxmin()]
+        ax.plot(centre.alpha, centre.beta, marker="*", color="red", markersize=11, markeredgecolor="white",
+                linestyle="none", label=f"trained: loss {centre.loss:.3g}")
+        ax.set_title(f"level {level}: {rows.weights_remaining_pct.iloc[0]:.1f} % weights", fontsize=9)
+        ax.set_xlabel("alpha (direction 1)")
+        ax.xaxis.set_major_locator(MaxNLocator(5, symmetric=True))
+        ax.yaxis.set_major_locator(MaxNLocator(5, symmetric=True))
+        ax.set_aspect("equal")
+        ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
+    axes[0][0].set_ylabel("beta (direction 2)")
+    bar = fig.colorbar(filled, ax=list(axes[0]), shrink=0.9)
+    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+             for m in (1, 2, 5) if low <= m * 10.0 ** e <= high]
+    bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+    bar.minorticks_off()
+    bar.set_label("training loss (cross-entropy, log scale)")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+# ---- the stage ----
+
+def plan(cfg: dict, plan, make) -> list | None:
+    """One landscape stage per lottery over the trained weights (and masks) of the levels in
+    `landscape.levels` that the lottery has (beyond `levels`: skipped; lth.plan.config.notes says
+    so); none when the list is empty."""
+    from lth.plan.ids import consumed
+    wanted = cfg["landscape"]["levels"]
+    stages = []
+    for run in plan.runs if wanted else []:
+        chosen = [level for level in wanted if level < len(run.levels)]
+        if not chosen:
+            continue
+        inputs = {"model": run.levels[0]["train"].inputs["model"]}
+        trains = []
+        for level in chosen:
+            train = run.levels[level]["train"]
+            inputs[f"weights_{level}"] = train.output("weights")
+            if "mask" in train.inputs:
+                inputs[f"mask_{level}"] = train.inputs["mask"]
+            trains.append({"level": level, "train": train.id})
+        stages.append(make("landscape", None, {"trains": trains}, inputs, consumed("landscape", cfg)))
+    return stages or None
+
+
+def run(job) -> dict:
+    """The loss surface of each chosen network of one lottery on the shared slice geometry,
+    its table and its figure."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    from lth.nn import data, devices, models, numerics
+    from lth.store.artifacts import atomic_path
+    from lth.plan.config import model_input
+    from lth.stages.common import _log, check_masked, load_mask, load_weights, read_model_info, weight_counts
+    from lth.nn.training import Split, prepare
+    spec, inputs, out, ex = job.spec, job.inputs, job.dir, job.execution
+    settings = spec["settings"]
+    ls = settings["landscape"]
+    if ex.threads:
+        torch.set_num_threads(ex.threads)
+    device, lease = devices.claim(ex.device, ex.gpu_slots)  # the lease lives as long as this process
+    numerics.configure(settings.get("train", {}).get("precision", "fp32"), ex.deterministic)
+    info = read_model_info(inputs["model"])
+    dataset = data.load(settings["data"]["dataset"], ex.data_dir)
+    data.check_fits(dataset, ex.data_dir, info["tensors"][info["output_layer"]][0], model_input(info["name"]),
+                    settings["data"]["validation_size"], 1)
+    splits = prepare(dataset, settings["data"]["validation_size"], settings["data"]["split_seed"], device)
+    train = splits["train"]
+    chosen = torch.from_numpy(subset_indices(len(train), ls["train_subset"], ls["seed"])).to(train.x.device)
+    subset = Split(train.x[chosen], train.y[chosen])
+    job.resolved = {"train_subset_examples": len(subset)}
+    coords = coordinates(ls["grid"], ls["span"])
+    model = models.build(info["name"], width=info.get("width", 1.0)).to(device)
+    _log(f"landscape {spec['id']}: {len(spec['upstream']['trains'])} networks, {ls['grid']}x{ls['grid']} points "
+         f"in [-{ls['span']}, {ls['span']}]^2, {len(subset)} training examples, on {devices.describe(device, lease)}")
+    rows = []
+    for entry in spec["upstream"]["trains"]:
+        level = entry["level"]
+        began = time.perf_counter()
+        weights = load_weights(inputs[f"weights_{level}"], info)
+        mask = load_mask(inputs[f"mask_{level}"], info) if f"mask_{level}" in inputs else None
+        if mask is not None:
+            check_masked(inputs[f"weights_{level}"], weights, mask, inputs[f"mask_{level}"])
+        kept, total = weight_counts(info, mask)
+        d1, d2 = directions(weights, info["prunable"], mask, ls["seed"])
+        grid = evaluate_grid(model, weights, d1, d2, coords, subset,
+                             settings.get("train", {}).get("precision", "fp32"), job.stop)
+        rows += [{"level": level, "weights_remaining_pct": 100 * kept / total, **r} for r in grid]
+        centre = grid[len(grid) // 2]  # (0, 0): the grid is odd (schema)
+        corners = [r["loss"] for r in grid if abs(r["alpha"]) == coords[-1] and abs(r["beta"]) == coords[-1]]
+        _log(f"landscape level {level} ({100 * kept / total:.1f} %): loss at the centre "
+             f"{centre['loss']:.4f} (alpha, beta = {centre['alpha']:g}, {centre['beta']:g}), mean at the corners "
+             f"{np.mean(corners):.4f}, "
+             f"max {max(r['loss'] for r in grid):.4f} ({time.perf_counter() - began:.1f} s)")
+    table = pa.Table.from_pylist([{c: r[c] for c in GRID_COLUMNS} for r in rows])
+    with atomic_path(out / "grid.parquet") as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    plot(table.to_pandas(), out / "landscape.png")
+    return {"networks": len(spec["upstream"]["trains"]), "points_per_network": ls["grid"] ** 2}
