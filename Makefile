@@ -3,7 +3,7 @@
 CORES ?= 2
 VENV ?= .venv
 
-.PHONY: setup run test lint bench screenshots figure clean
+.PHONY: setup run test lint bench screenshots figure docs clean
 
 setup:
 	bash tools/setup.sh
@@ -26,6 +26,10 @@ screenshots:
 # The README's figure, from the finished default run (after `make run`).
 figure:
 	$(VENV)/bin/python -m lth summary --figure docs/default_run.png
+
+# docs/configuration.md, the configuration reference, from the config schema (tests check it is current).
+docs:
+	$(VENV)/bin/python tools/config_docs.py
 
 bench: setup
 	$(VENV)/bin/python bench/speed.py

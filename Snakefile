@@ -1,8 +1,9 @@
 # Lottery-ticket workflow: init -> train -> prune -> rewind over levels of iterative
-# magnitude pruning, and the analyses over them. Every stage kind is declared once in
-# src/lth/registry.py; its directory is named by a hash of the settings it consumes, its
-# code version and its upstream IDs (src/lth/stage_ids.py), so an edit reruns only what it
-# changes. Parse time stays cheap: nothing here imports torch.
+# magnitude pruning, and the analyses over them. Every stage kind is declared once, in its
+# module under src/lth/stages/ (src/lth/plan/registry.py: the type); its directory is named
+# by a hash of the settings it consumes, its code version and its upstream IDs
+# (src/lth/plan/ids.py), so an edit reruns only what it changes. Parse time stays cheap:
+# only src/lth/plan/ and the stage declarations are read, nothing imports torch.
 import shlex
 import sys
 from pathlib import Path
@@ -12,20 +13,20 @@ from snakemake.utils import min_version
 # profiles, report labels and the SLURM executor plugin need Snakemake 8
 min_version("8.0")
 
-# Parse time imports lth from src/ (config, registry and plan only: no torch).
+# Parse time imports lth from src/ (lth.plan and the declarations: no torch).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from lth.plan import config as lth_config
 from lth.nn import data as lth_data, devices as lth_devices
+from lth.plan import build as lth_plan, config as lth_config, execution as lth_execution, files as lth_files
+from lth.plan import groups as lth_job_groups, registry as lth_registry
 from lth.runtime import job as lth_jobs
-from lth.plan import groups as lth_job_groups, build as lth_plan, registry as lth_registry
 
 
 # Snakemake's own messages for a config.yaml that is empty (or only a comment), not a
 # mapping, not UTF-8 or full of aliases are several lines or a hang: say it in one first.
 if Path("config.yaml").is_file() and not workflow.config_settings.replace_workflow_config:
     try:
-        lth_config.read_file("config.yaml")
+        lth_files.read_file("config.yaml")
     except lth_config.ConfigError as error:
         sys.exit(str(error))
 

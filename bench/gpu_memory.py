@@ -20,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from lth.nn import models  # noqa: E402
+from lth.plan import models as declared  # noqa: E402
 
 # model -> (dataset, examples in train + validation + test, batch, optimizer states per weight)
 CASES = {
@@ -52,7 +53,7 @@ def main() -> None:
     print(f"{'model':15s} {'dataset':16s} {'batch':>5s} {'data':>8s} {'weights+grad+opt':>17s} "
           f"{'activations':>12s} {'total':>8s}  (GB, without the CUDA context)")
     for name, (dataset, examples, batch, states) in CASES.items():
-        if name not in models.REGISTRY:
+        if name not in declared.names():
             continue
         model = models.build(name, seed=0)
         params = sum(p.numel() for p in model.parameters()) * 4

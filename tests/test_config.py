@@ -1,7 +1,8 @@
 import pytest
 import yaml
 
-from lth.plan import config
+from lth.plan import checks, config
+from lth.plan import files as config_files
 from conftest import ROOT
 
 
@@ -31,7 +32,7 @@ def test_empty_config_gets_every_default():
     ({"prune": {"rate": 1.5}}, "prune.rate", "0 < rate < 1"),
     ({"prune": {"output_rate": -0.1}}, "prune.output_rate", "0 < output_rate < 1"),
     ({"train": {"iterations": "10 epochs"}}, "train.iterations", "500it or 2ep"),
-    ({"model": {"name": "resnet"}}, "model.name", "registered model"),
+    ({"model": {"name": "resnet"}}, "model.name", "declared model"),
     ({"train": {"iterations": "0it"}}, "train.iterations", "at least one step"),
     ({"train": {"eval_every": 0}}, "train.eval_every", "at least one step"),
     ({"checkpoint_every": "0ep"}, "checkpoint_every", "an integer >= 1"),
@@ -82,14 +83,14 @@ def test_config_files_merge_in_order_then_overrides(tmp_path):
     base, preset = tmp_path / "base.yaml", tmp_path / "preset.yaml"
     base.write_text(yaml.safe_dump({"levels": 4, "prune": {"rate": 0.2, "output_rate": 0.05}}))
     preset.write_text(yaml.safe_dump({"levels": 6, "prune": {"rate": 0.3}}))
-    overrides = config.parse_overrides(["prune.output_rate=0.2", "results=elsewhere", "train={lr: 0.01}"])
+    overrides = config_files.parse_overrides(["prune.output_rate=0.2", "results=elsewhere", "train={lr: 0.01}"])
     # as snakemake reads them: nested scalars stay strings until validate() types them
     assert overrides == {"prune": {"output_rate": 0.2}, "results": "elsewhere", "train": {"lr": "0.01"}}
     cfg = config.load([base, preset], overrides)
     assert (cfg["levels"], cfg["prune"]["rate"], cfg["prune"]["output_rate"]) == (6, 0.3, 0.2)
     assert (cfg["results"], cfg["train"]["lr"], cfg["train"]["optimizer"]) == ("elsewhere", 0.01, "adam")
     with pytest.raises(config.ConfigError, match="expected KEY=VALUE"):
-        config.parse_overrides(["levels"])
+        config_files.parse_overrides(["levels"])
     with pytest.raises(config.ConfigError, match=r"config file .*nope.yaml: cannot be read"):
         config.load([base, tmp_path / "nope.yaml"])
 
@@ -100,26 +101,37 @@ def test_model_and_dataset_must_take_the_same_images():
     assert config.validate({"model": {"name": "conv2"}, "data": {"dataset": "cifar10"}})["model"]["name"] == "conv2"
 
 
-def test_input_table_agrees_with_the_models():
-    from lth.nn import models
-    for name in models.REGISTRY:
-        assert tuple(type(models.build(name, width=0.1)).input_shape) == config.model_input(name), name
-
-
-def test_smallest_layer_table_agrees_with_the_models():
+def test_every_declared_model_agrees_with_its_class():
+    """Each declaration's input shape, output layer and smallest layers are the built
+    network's (lth.nn.models.build checks on first build; here for every model, full size)."""
     import torch
 
     from lth.nn import models
-    for name in models.REGISTRY:
+    from lth.plan import models as declared
+    for name in declared.names():
         with torch.device("meta"):
             model = models.build(name)
+        spec = declared.get(name)
+        assert models.disagreement(spec, model) is None, name
         sizes = {n: model.get_parameter(n).numel() for n in model.prunable()}
         roles = {"conv": [n for n in sizes if model.get_parameter(n).ndim == 4 and n != model.output_layer],
                  "hidden": [n for n in sizes if model.get_parameter(n).ndim == 2 and n != model.output_layer],
                  "output": [model.output_layer]}
         expected = {role: min(((n, sizes[n]) for n in names), key=lambda item: item[1])
                     for role, names in roles.items() if names}
-        assert config.SMALLEST_LAYERS[name] == expected, name
+        assert {k: tuple(v) for k, v in spec.smallest.items()} == expected, name
+
+
+def test_a_declaration_that_disagrees_with_its_class_stops_the_build():
+    import dataclasses
+
+    from lth.nn import models
+    from lth.plan import models as declared
+    wrong = dataclasses.replace(declared.get("lenet_300_100"), smallest={"hidden": ("fc1.weight", 235200)})
+    problem = models.disagreement(wrong, models.build("lenet_300_100"))
+    assert problem.startswith("smallest layers {'hidden': ('fc1.weight', 235200)}, the model's are")
+    wrong = dataclasses.replace(declared.get("lenet_300_100"), input_shape=(3, 32, 32))
+    assert models.disagreement(wrong, models.build("lenet_300_100")) == "input (3, 32, 32), the model takes (1, 28, 28)"
 
 
 def test_a_layerwise_schedule_that_empties_a_layer_is_refused_at_its_level():
@@ -128,7 +140,7 @@ def test_a_layerwise_schedule_that_empties_a_layer_is_refused_at_its_level():
     n, level = 30000, 0
     while n > 0:
         n, level = n - pruning.prune_count(0.2, n), level + 1
-    assert config.emptied_at(30000, 0.2, 100) == level == 42
+    assert checks.emptied_at(30000, 0.2, 100) == level == 42
     config.validate({"levels": level - 1})
     with pytest.raises(config.ConfigError, match=rf"empties fc2.weight \(30,000 weights\) at level {level}"):
         config.validate({"levels": level})
@@ -139,17 +151,27 @@ def test_a_layerwise_schedule_that_empties_a_layer_is_refused_at_its_level():
         config.validate({"levels": 50, "prune": {"strategy": "global"}})
 
 
-def test_schema_offers_exactly_the_registered_models_and_datasets():
-    from lth.nn import data, models
+def test_schema_offers_exactly_the_declared_models_datasets_and_strategies():
+    from lth.nn import data
+    from lth.plan import models, strategies
     schema = config.load_schema()["properties"]
-    assert set(schema["model"]["properties"]["name"]["enum"]) == set(models.REGISTRY)
-    assert set(schema["data"]["properties"]["dataset"]["enum"]) == set(data.SOURCES) == set(config.DATASET_SHAPES)
+    assert schema["model"]["properties"]["name"]["enum"] == models.names() == [
+        "lenet_300_100", "conv2", "conv4", "conv6", "vgg16", "vgg19", "resnet20", "resnet18"]
+    assert schema["data"]["properties"]["dataset"]["enum"] == data.names() == ["fashion_mnist", "mnist", "cifar10"]
+    strategy = schema["prune"]["properties"]["strategy"]
+    assert [b.get("enum") or b["items"]["enum"] for b in strategy["anyOf"]] == [["layerwise", "global"]] * 2
+    assert "lenet_300_100 (1x28x28)" in schema["model"]["properties"]["name"]["description"]
+    with pytest.raises(config.ConfigError, match=r'model.name = "lenet5" is not allowed .*expected a declared model'):
+        config.validate({"model": {"name": "lenet5"}})
+    with pytest.raises(config.ConfigError, match=r'prune.strategy = \["layerwise", "random"\] is not allowed'):
+        config.validate({"prune": {"strategy": ["layerwise", "random"]}})
 
 
 def test_conv_rate_needs_layerwise_ranking():
-    with pytest.raises(config.ConfigError, match="prune.conv_rate needs prune.strategy: layerwise"):
+    with pytest.raises(config.ConfigError, match=r"prune.conv_rate needs a per-layer prune.strategy \(layerwise\); "
+                                                 "global ranks all hidden layers together"):
         config.validate({"prune": {"conv_rate": 0.1, "strategy": "global"}})
-    with pytest.raises(config.ConfigError, match="prune.conv_rate needs prune.strategy: layerwise"):
+    with pytest.raises(config.ConfigError, match="prune.conv_rate needs a per-layer prune.strategy"):
         config.validate({"prune": {"conv_rate": 0.1, "strategy": ["layerwise", "global"]}})
     config.validate({"prune": {"conv_rate": 0.1, "strategy": ["layerwise"]}})
 

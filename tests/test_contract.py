@@ -14,7 +14,8 @@ import yaml
 from conftest import ROOT
 from test_workflow import SNAKEFILE, jobs, run, snakemake, tiny_config
 
-from lth.plan import config, build as plan, registry
+from lth.plan import build as plan, config, registry
+from lth.plan import files as config_files
 
 
 def dry_run(workdir: Path, *args) -> str:
@@ -96,7 +97,7 @@ def test_bumping_a_kinds_version_changes_its_ids_and_downstream_only(monkeypatch
 def test_every_schema_key_is_consumed_by_a_stage_kind_or_execution_only():
     """A new config key must be hashed by the kinds that read it (or be declared
     execution-only here): otherwise two experiments would share one ID."""
-    execution = set(config.EXECUTION_KEYS) | {
+    execution = set(config.execution_keys()) | {
                  "train.divergence_factor",  # judges a result, never changes it (a job flag)
                  "levels",  # how many stages, not what one computes
                  "controls.random_reinit", "controls.random_prune", "controls.small_dense",  # which stages exist
@@ -179,7 +180,7 @@ def test_snakemake_and_the_cli_read_config_strings_alike(tmp_path):
     from snakemake.cli import parse_config
     strings = ['train={"lr": 1, "iterations": "300"}', "prune={rate: 0.3, output_rate: 5e-2}", "levels=2",
                "init={seed: [1, 0]}", "instability={levels: [2, 0]}", "results='my results'"]
-    assert config.parse_overrides(strings) == parse_config(strings)
+    assert config_files.parse_overrides(strings) == parse_config(strings)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data_dir": str(tmp_path), "threads": 1}))
     output = dry_run(tmp_path, "--config", *strings)
     from_snakemake = set(re.findall(r"results/\w+/([0-9a-f]{12})/spec\.json", output))
@@ -211,7 +212,7 @@ def test_jobs_run_with_snakemakes_python_logs_stay_in_their_results_folder_and_s
         assert logs == ["anatomy", "correlation", "init", "summary", "train"], results
     assert not (tmp_path / "logs").exists()
     from lth.plan import config as config_mod  # a number where a folder name belongs, as snakemake reads it
-    assert config_mod.load([tmp_path / "config.yaml"], config_mod.parse_overrides(["results=2024"]))["results"] == "2024"
+    assert config_mod.load([tmp_path / "config.yaml"], config_files.parse_overrides(["results=2024"]))["results"] == "2024"
     ids = [sorted(p.name for p in (tmp_path / r / "train").iterdir()) for r in ("first results", "second")]
     assert ids[0] == ids[1]  # `results` is never in an ID
 

@@ -4,7 +4,7 @@ from torch import nn
 
 from lth.nn import models
 
-SHAPES = {"lenet_300_100": (1, 28, 28)}
+from lth.plan import models as declared
 # Prunable weights (conv + linear). LeNet, Conv-2 and Conv-4 match the LTH paper's 266K,
 # 4.3M, 2.4M; the rest pin this implementation (the papers count BN and biases differently).
 EXPECTED_WEIGHTS = {
@@ -14,10 +14,10 @@ EXPECTED_WEIGHTS = {
 PINNED_FC1_SUM = -37.9796
 
 
-@pytest.mark.parametrize("name", list(models.REGISTRY))
+@pytest.mark.parametrize("name", declared.names())
 def test_forward_backward_and_prunable_tensors(name):
     model = models.build(name, seed=0, width=0.25 if name in ("vgg16", "vgg19", "resnet18") else 1.0)
-    x = torch.randn(4, *SHAPES.get(name, (3, 32, 32)))
+    x = torch.randn(4, *declared.get(name).input_shape)
     out = model(x)
     assert out.shape == (4, 10)
     out.sum().backward()

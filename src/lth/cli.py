@@ -61,11 +61,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
-    from lth.plan import config as config_mod, build as plan_mod
+    from lth.plan import build as plan_mod, config as config_mod, files as config_files
     if args.command == "rp":
         from lth.report import correlation
         from lth.store import masks, ptfile
-        from lth.stages.common import read_model_info
+        from lth.store.weights import read_model_info
         layers = read_model_info(args.model)["prunable"] if args.model else None
         mask = masks.read(args.mask) if args.mask else None
         rows = correlation.table(ptfile.load(args.a), ptfile.load(args.b), args.p, layers, mask)
@@ -90,7 +90,7 @@ def _run(args) -> int:
     if args.command == "summary" and len(args.config) == 1 and Path(args.config[0]).is_dir():
         return _print_summary(Path(args.config[0]), figure=args.figure)
     files = _config_files(args.config)
-    cfg = config_mod.load(files, config_mod.parse_overrides(args.overrides))
+    cfg = config_mod.load(files, config_files.parse_overrides(args.overrides))
     if args.command == "check-config":
         print(" + ".join(map(str, files)) + "".join(f" + {o}" for o in args.overrides) + ": valid")
         return 0
@@ -111,13 +111,13 @@ def _run(args) -> int:
 
 
 def _write_start(given: Path, out: Path | None) -> int:
-    """Materialise a start (lth.stages.common.load_start) as a dense .pt state dict: for a rewind's
+    """Materialise a start (lth.store.starts.load_start) as a dense .pt state dict: for a rewind's
     start.json, its weights file masked by its mask, byte for byte what the rewind stage
     wrote as start.pt before it stored a reference; for a packed weights file (a masked
     training's, a reinit's start), its tensors unpacked."""
     from lth.store import ptfile
     from lth.plan import registry
-    from lth.stages.common import load_start
+    from lth.store.starts import load_start
     path = given
     if given.is_dir():
         found = [given / f for f in ("start.json", "start.pt") if (given / f).is_file()]

@@ -1,5 +1,4 @@
 # Pure helpers and input functions: they look stages up in PLAN (built in the Snakefile).
-import shlex
 
 ROOT = config["results"]
 ID = "[0-9a-f]{%d}" % lth_plan.ID_LENGTH
@@ -57,17 +56,9 @@ def manifest(kind):
     return lambda wildcards: lth_jobs.manifest_path(ROOT, kind, wildcards.id)
 
 
-def execution_flags(kind):
-    """How the job runs, never what it computes: fixed-size flags."""
-    flags = (f"--device {config['device']} --checkpoint-every {config['checkpoint_every']} "
-             f"--divergence-factor {config['train']['divergence_factor']}")
-    if config["deterministic"]:
-        flags += " --deterministic"
-    if config["gpu_slots"] != 1:
-        flags += f" --gpu-slots {config['gpu_slots']}"
-    if config["data_dir"]:
-        flags += f" --data-dir {shlex.quote(str(config['data_dir']))}"
-    return flags
+# How jobs run, never what they compute: fixed-size flags, one per execution key of the
+# schema (lth.plan.execution); the same for every job.
+EXECUTION_FLAGS = lth_execution.flags(config)
 
 
 def figure_labels(kind, figure):

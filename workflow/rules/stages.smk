@@ -13,7 +13,7 @@ for _kind in lth_registry.kinds():
             python=PYTHON,
             src=SRC,
             manifest=manifest(_kind.name),
-            execution=execution_flags(_kind),
+            execution=EXECUTION_FLAGS,
         threads: config["threads"] if _kind.resources == "train" else 1
         group:
             job_group

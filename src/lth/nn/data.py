@@ -47,6 +47,8 @@ class Source:
     default_dir: str
     how_to_get: str
     reader: "callable"
+    shape: tuple = (1, 28, 28)   # (channels, height, width) of one image: models must take it
+    train_size: int = 60000      # examples in the standard release's training set (before the files are read)
     num_classes: int = 10
 
     def directory(self, data_dir: str | None) -> Path:
@@ -158,11 +160,28 @@ SOURCES = {
         "cifar10", "data/cifar-10-batches-py",
         "run `python -m lth fetch cifar10 DIR` where a network exists (or unpack "
         "cifar-10-python.tar.gz there) and set data_dir: DIR",
-        _read_cifar10),
+        _read_cifar10, (3, 32, 32), 50000),
 }
 
 
+def register(src: Source) -> Source:
+    """Declare a dataset (a plugin's: lth.plan.plugins); the schema's data.dataset enum follows."""
+    known = SOURCES.get(src.name)
+    if known is not None and known != src:
+        raise ValueError(f"dataset {src.name!r} is declared twice, differently")
+    SOURCES[src.name] = src
+    return src
+
+
+def names() -> list[str]:
+    from lth.plan import plugins
+    plugins.load()
+    return list(SOURCES)
+
+
 def source(name: str) -> Source:
+    from lth.plan import plugins
+    plugins.load()
     if name not in SOURCES:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(SOURCES)}")
     return SOURCES[name]
@@ -173,7 +192,6 @@ def load(name: str, data_dir: str | None = None) -> Dataset:
     return src.reader(src, src.directory(data_dir))
 
 
-STANDARD_TRAIN_SIZE = {"fashion_mnist": 60000, "mnist": 60000, "cifar10": 50000}
 CIFAR_BATCH_SIZE = 10000  # examples per python batch file of the standard CIFAR-10 release
 
 
@@ -197,7 +215,7 @@ def train_size(name: str, data_dir: str | None = None) -> tuple[int, str]:
                     return int.from_bytes(header[4:8], "big"), str(path)
             except (OSError, EOFError):
                 pass  # a malformed file: the training job names it
-    return STANDARD_TRAIN_SIZE[name], "standard size"
+    return src.train_size, "standard size"
 
 
 def check_fits(dataset: Dataset, data_dir: str | None, num_classes: int, input_shape: tuple,

@@ -1,8 +1,7 @@
-"""Model registry. A model is an nn.Module that also says which tensors are prunable
+"""The networks. A model is an nn.Module that also says which tensors are prunable
 (weights of conv and linear layers; never biases or BatchNorm) and which is the output layer.
-Adding a model: one class here (or a module), one REGISTRY entry, and its name in the
-schema's model.name enum (parse time validates without importing torch; a test checks the
-two agree); a model whose input is not 3x32x32 also goes in config.MODEL_INPUTS.
+Adding a model: its class (here or in any module) and one declaration in lth.plan.models
+(or a plugin's) naming it as the factory; `build` checks the two agree.
 
 Every model takes `width` (a multiplier on its hidden widths, for the small-dense baseline
 of the sanity checks), `num_classes` and `dropout` (on the fully connected hidden layers).
@@ -161,21 +160,6 @@ class ResNet(PrunableModel):
         return self.fc(F.dropout(x, self.dropout, self.training))
 
 
-_VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
-_VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512]
-
-REGISTRY = {
-    "lenet_300_100": LeNet300100,
-    "conv2": lambda **kw: ConvNet([64, 64], **kw),
-    "conv4": lambda **kw: ConvNet([64, 64, 128, 128], **kw),
-    "conv6": lambda **kw: ConvNet([64, 64, 128, 128, 256, 256], **kw),
-    "vgg16": lambda **kw: VGG(_VGG16, **kw),
-    "vgg19": lambda **kw: VGG(_VGG19, **kw),
-    "resnet20": lambda **kw: ResNet([(16, 3), (32, 3), (64, 3)], **kw),
-    "resnet18": lambda **kw: ResNet([(64, 2), (128, 2), (256, 2), (512, 2)], **kw),
-}
-
-
 def describe(name: str, model: PrunableModel, **extra) -> dict:
     """What torch-free stages need to know about a model (written as the init's model.json)."""
     return {"name": name,
@@ -184,13 +168,50 @@ def describe(name: str, model: PrunableModel, **extra) -> dict:
 
 
 def build(name: str, seed: int | None = None, **options) -> PrunableModel:
-    """A registered model; with a seed, freshly initialised from it (no global RNG)."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(REGISTRY)}")
-    model = REGISTRY[name](**options)
+    """A declared model (lth.plan.models); with a seed, freshly initialised from it (no
+    global RNG). The first build of each model in a process checks it against its declaration."""
+    from lth.plan import models as declared, plugins
+    try:
+        spec = declared.get(name)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    model = plugins.resolve(spec.factory)(**spec.options, **options)
+    if name not in _checked and options.get("width", 1.0) == 1.0 and options.get("num_classes", 10) == 10:
+        problem = disagreement(spec, model)
+        if problem:
+            raise ValueError(f"model {name}: its declaration (lth.plan.models) says {problem}; fix the declaration")
+        _checked.add(name)
     if seed is not None:
         model.init_weights(torch.Generator().manual_seed(seed))
     return model
+
+
+_checked: set = set()
+
+
+def smallest_layers(model: PrunableModel) -> dict:
+    """The smallest prunable tensor per pruning rate, {role: (name, weights)}: "output" (the
+    output layer), "conv" (4-d tensors), "hidden" (the rest); ties go to the first."""
+    out: dict = {}
+    for name in model.prunable():
+        tensor = model.get_parameter(name)
+        role = "output" if name == model.output_layer else "conv" if tensor.dim() == 4 else "hidden"
+        if role not in out or tensor.numel() < out[role][1]:
+            out[role] = (name, tensor.numel())
+    return out
+
+
+def disagreement(spec, model: PrunableModel) -> str | None:
+    """How a built model (full width, 10 classes) differs from its declaration, or None."""
+    if model.output_layer != spec.output_layer:
+        return f"output layer {spec.output_layer}, the model has {model.output_layer}"
+    if tuple(model.input_shape) != tuple(spec.input_shape):
+        return f"input {spec.input_shape}, the model takes {tuple(model.input_shape)}"
+    if spec.smallest is not None:
+        found = smallest_layers(model)
+        if {k: tuple(v) for k, v in spec.smallest.items()} != found:
+            return f"smallest layers {spec.smallest}, the model's are {found}"
+    return None
 
 
 def prunable_count(model: PrunableModel) -> int:

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from lth.store.masks import Mask
+Mask = dict  # tensor name -> numpy bool array (lth.store.masks; not imported: parse time reads prune_count)
 
 
 def layer_rates(prunable: list[str], output_layer: str, rate: float, output_rate: float,
@@ -82,27 +82,30 @@ def random_like(mask: Mask, seed: int) -> Mask:
     return out
 
 
-STRATEGIES = {"layerwise", "global"}
+def layerwise_round(weights: dict, mask: Mask, rates: dict, output_layer: str, settings: dict) -> Mask:
+    return layerwise(weights, mask, rates)
+
+
+def global_round(weights: dict, mask: Mask, rates: dict, output_layer: str, settings: dict) -> Mask:
+    return global_magnitude(weights, mask, rates, output_layer)
 
 
 def prune(weights: dict, mask: Mask, prunable: list[str], output_layer: str,
           strategy: str, rate: float, output_rate: float, conv_rate: float | None = None,
-          rounds: int = 1) -> Mask:
-    """The next mask from trained weights (numpy arrays by tensor name) and the current mask.
+          rounds: int = 1, settings: dict | None = None) -> Mask:
+    """The next mask from trained weights (numpy arrays by tensor name) and the current mask,
+    by a declared strategy (lth.plan.strategies) with its own settings.
 
     rounds > 1 is one-shot pruning to the sparsity of `rounds` iterative rounds: the same
     rule applied repeatedly to the same weights removes the smallest survivors each time,
     which is the one-shot magnitude cut with exactly the iterative per-layer counts."""
+    from lth.plan import strategies
+    try:
+        one_round = strategies.get(strategy).prune_round()
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
     conv_layers = {n for n in prunable if weights[n].ndim == 4}
     rates = layer_rates(prunable, output_layer, rate, output_rate, conv_rate, conv_layers)
     for _ in range(rounds):
-        mask = _one_round(weights, mask, rates, output_layer, strategy)
+        mask = one_round(weights, mask, rates, output_layer, settings or {})
     return mask
-
-
-def _one_round(weights: dict, mask: Mask, rates: dict, output_layer: str, strategy: str) -> Mask:
-    if strategy == "layerwise":
-        return layerwise(weights, mask, rates)
-    if strategy == "global":
-        return global_magnitude(weights, mask, rates, output_layer)
-    raise ValueError(f"unknown pruning strategy {strategy!r}; known: {', '.join(sorted(STRATEGIES))}")

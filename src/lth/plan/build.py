@@ -2,8 +2,9 @@
 and outputs (lth.plan.ids says how IDs are made).
 
 Torch-free and pure: the Snakefile builds the plan at parse time from the validated config.
-One lottery (lth.plan.chain) per combination of the list-valued keys; then the analysis
-stages over all of them (lth.plan.analyses).
+One lottery (lth.plan.chain, and its instability pairs: lth.stages.interpolate) per
+combination of the list-valued keys; then the final stages over all of them, each kind's
+planner after those it needs (lth.plan.registry.planned_in_order).
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import copy
 import itertools
 
 from lth.plan import config as config_mod
-from lth.plan import analyses
 from lth.plan import registry
 from lth.plan.chain import chain
 from lth.plan.ids import EXPANDABLE, ID_LENGTH, Plan, Run, Stage, consumed, output_patterns, stage_id
@@ -40,22 +40,36 @@ def build(cfg: dict, schema: dict | None = None) -> Plan:
     root = cfg["results"]
     plan = Plan(config=cfg)
 
-    def make(kind, level, upstream, inputs, settings):
+    from lth.stages import interpolate
+    producer: dict = {}  # output path -> ID of the stage that writes it
+    lottery: dict = {}   # the choices of the lottery being planned
+
+    def make(kind, level, upstream, inputs, settings, *, layout=None, variant=None, related=None):
+        """The stage of this kind with these settings and upstream stages (an analysis: its
+        layout, and the stages it reads as `upstream`), added to the plan once."""
         version = registry.get(kind).version
-        sid = stage_id(kind, settings, upstream, defaults, version)
-        return plan.add(Stage(kind, sid, level, settings, upstream, inputs, root, version))
+        if upstream is None:
+            upstream = {name: producer[path] for name, path in inputs.items() if path in producer}
+        sid = stage_id(kind, settings, upstream, defaults, version, layout)
+        new = sid not in plan.stages
+        stage = plan.add(Stage(kind, sid, level, settings, upstream, inputs, root, version, layout, variant,
+                               dict(lottery), related or {}))
+        if new:
+            producer.update((path, sid) for path in stage.outputs.values())
+        return stage
 
     for choices, scalar in variants(cfg):
         run = Run(" ".join(f"{k}={v}" for k, v in choices.items()) or "imp", choices)
+        lottery.clear()
+        lottery.update(choices)
         run.levels = chain(scalar, make)
-        run.pairs = analyses.instability_pairs(scalar, run, plan, make)
+        run.pairs = interpolate.pairs(scalar, run, plan, make)
         plan.runs.append(run)
 
-    for kind in registry.kinds():  # the final stages, in registry order (classes reads the summary)
-        planner = kind.planner()
-        if planner is not None:
-            made = planner(cfg, plan, make)
-            plan.finals[kind.name] = [] if made is None else made if isinstance(made, list) else [made]
+    lottery.clear()  # the final stages span every lottery
+    for kind in registry.planned_in_order():
+        made = kind.plan(cfg, plan, make)
+        plan.finals[kind.name] = [] if made is None else made if isinstance(made, list) else [made]
     return plan
 
 

@@ -25,6 +25,7 @@ groups.
 from __future__ import annotations
 
 from collections import defaultdict
+from graphlib import CycleError, TopologicalSorter
 
 from lth.plan import registry
 
@@ -32,33 +33,17 @@ ANALYSES = "analyses"
 
 
 def dependencies(plan) -> dict[str, set[str]]:
-    """Stage ID -> IDs of the stages whose files it reads."""
-    producer = {path: stage.id for stage in plan.stages.values() for path in stage.outputs.values()}
-    return {sid: {producer[path] for path in stage.inputs.values() if path in producer}
-            for sid, stage in plan.stages.items()}
+    """Stage ID -> IDs of the stages it reads, as the plan recorded them (`upstream`: the
+    direct ones; what a training reads through its rewind, the rewind reads itself)."""
+    return {sid: set(stage.upstream.values()) for sid, stage in plan.stages.items()}
 
 
 def _topological(deps: dict[str, set[str]]) -> list[str]:
     """Nodes after everything they depend on; ValueError on a cycle."""
-    order, state = [], {}
-    for root in deps:
-        if root in state:
-            continue
-        stack = [(root, iter(sorted(deps[root])))]
-        state[root] = "open"
-        while stack:
-            node, children = stack[-1]
-            child = next(children, None)
-            if child is None:
-                stack.pop()
-                state[node] = "done"
-                order.append(node)
-            elif state.get(child) == "open":
-                raise ValueError(f"cycle through {node} and {child}")
-            elif child not in state:
-                state[child] = "open"
-                stack.append((child, iter(sorted(deps[child]))))
-    return order
+    try:
+        return list(TopologicalSorter(deps).static_order())
+    except CycleError as exc:
+        raise ValueError(f"cycle through {' and '.join(exc.args[1][:2])}") from None
 
 
 def assign(plan) -> dict[str, str]:

@@ -90,25 +90,35 @@ def _without_defaults(settings: dict, defaults: dict) -> dict:
     return out
 
 
-def stage_id(kind: str, settings: dict, upstream: dict, defaults: dict, version: int | None = None) -> str:
+def stage_id(kind: str, settings: dict, upstream: dict, defaults: dict, version: int | None = None,
+             layout: dict | None = None) -> str:
     """sha256 over canonical JSON of the kind, its code version, the settings it consumes
-    (those at their canonical default left out) and its upstream IDs."""
+    (those at their canonical default left out) and its upstream IDs (an analysis: its
+    layout, which names them)."""
     version = registry.get(kind).version if version is None else version
     payload = {"kind": kind, "version": version, "settings": _without_defaults(settings, defaults),
-               "upstream": upstream}
+               "upstream": upstream if layout is None else layout}
     return canonical.digest(payload, ID_LENGTH)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Stage:
     kind: str
     id: str
     level: int | None
     settings: dict
-    upstream: dict           # name -> upstream stage ID (hashed)
+    upstream: dict           # name -> ID of a stage whose files it reads (for chain stages: hashed)
     inputs: dict             # name -> path (not hashed: paths follow from IDs)
     root: str
     version: int = 1
+    # An analysis's identity: which trainings, grouped how (lotteries, levels, pairs). Hashed
+    # in place of `upstream` (the shape `upstream` had before it was one {name: id} for
+    # every kind: so IDs hold); it names every upstream ID itself.
+    layout: dict | None = None
+    # What the plan knows and files alone do not say; not hashed (lth.report.catalog reads them):
+    variant: str | None = None   # ticket, random_reinit, ..., a perturbation, instability_copy
+    lottery: dict = field(default_factory=dict)  # the list-valued choices it depends on
+    related: dict = field(default_factory=dict)  # name -> ID of a stage it belongs with
 
     @property
     def dir(self) -> str:
@@ -122,10 +132,21 @@ class Stage:
         """Every file of the stage, its spec.json and record.json included."""
         return {name: f"{self.dir}/{f}" for name, f in registry.get(self.kind).files.items()}
 
+    def identity(self) -> dict:
+        """What the ID hashes (besides the schema defaults), as spec.json keeps it."""
+        out = {"kind": self.kind, "id": self.id, "version": self.version, "level": self.level,
+               "settings": self.settings, "upstream": self.upstream}
+        if self.layout is not None:
+            out["layout"] = self.layout
+        return out
+
     def spec(self) -> dict:
-        """What spec.json holds: exactly the settings and upstream IDs that produced the stage."""
-        return {"kind": self.kind, "id": self.id, "version": self.version, "level": self.level,
-                "settings": self.settings, "upstream": self.upstream}
+        """What spec.json holds: the settings, upstream IDs and layout that produced the
+        stage, and what the plan knew of it (variant, lottery, related stages)."""
+        out = {**self.identity(), "variant": self.variant, "lottery": self.lottery}
+        if self.related:
+            out["related"] = self.related
+        return out
 
     def manifest(self) -> dict:
         """What a job reads (lth.runtime.job): the spec, plus where its inputs and outputs are."""
@@ -170,11 +191,17 @@ class Plan:
     anatomy = property(lambda self: self.finals.get("anatomy", []))
 
     def add(self, stage: Stage) -> Stage:
+        """The stage, or the one with its ID made before (another lottery's: it keeps the
+        choices both share and its first variant)."""
         known = self.stages.get(stage.id)
-        if known is not None and known.spec() != stage.spec():
+        if known is None:
+            self.stages[stage.id] = stage
+            return stage
+        if known.identity() != stage.identity():
             raise RuntimeError(f"stage ID collision for {stage.id}")
-        self.stages[stage.id] = stage
-        return stage
+        known.lottery = {k: v for k, v in known.lottery.items() if stage.lottery.get(k, object()) == v}
+        known.variant = known.variant or stage.variant
+        return known
 
     def get(self, kind: str, sid: str) -> Stage:
         stage = self.stages.get(sid)

@@ -284,49 +284,23 @@ def instability_line(rows: pd.DataFrame) -> str:
 # --- finding the instability table of a summary -----------------------------------------
 
 def instability_for(summary_dir) -> Path | None:
-    """The summary.csv of a finished instability stage in the same results folder that
-    analysed the networks of this summary (its dense trainings are this summary's level-0
-    trainings, run label for run label, and each analysed network's copies start from the
-    same stages as this summary's training at that level and variant); the newest when
-    several do, None when none does."""
+    """The summary.csv of a finished instability stage in the same results folder planned
+    with this summary (its spec's `related` names the summary: lth.stages.instability); the
+    newest when several are, None when none is. Stages finished before instability specs
+    named their summary are not found: rerun the instability stage to link one."""
     from lth.store.artifacts import ArtifactError, read_json
     summary_dir = Path(summary_dir)
-    root = summary_dir.parent.parent
-    try:
-        runs = {r["label"]: r for r in read_json(summary_dir / "spec.json")["upstream"]["runs"]}
-    except (ArtifactError, KeyError, TypeError):
-        return None
     found = []
-    for stage in (root / "instability").glob("*"):
+    for stage in (summary_dir.parent.parent / "instability").glob("*"):
         table = stage / "summary.csv"
         if not intact(table):
             continue
         try:
-            if _analyses(read_json(stage / "spec.json")["upstream"], runs, root):
+            if read_json(stage / "spec.json").get("related", {}).get("summary") == summary_dir.name:
                 found.append(table)
-        except (ArtifactError, KeyError, TypeError, ValueError, IndexError):
+        except (ArtifactError, AttributeError):
             continue
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
-
-
-def _analyses(upstream: dict, runs: dict, root: Path) -> bool:
-    from lth.store.artifacts import read_json
-    dense = upstream["dense"]
-    if set(dense) != set(runs) or any(runs[label]["trains"][0] != tid for label, tid in dense.items()):
-        return False
-    for e in upstream["entries"]:
-        run = runs[e["run"]]
-        key = "trains" if e["variant"] == "ticket" else e["variant"]
-        own = run.get(key) or []
-        if e["level"] >= len(own) or own[e["level"]] is None:
-            return False
-        if e["level"] == 0:
-            continue  # the dense trainings matched above; k > 0 starts from a snapshot
-        copy = read_json(root / "interpolate" / e["path"] / "spec.json")["upstream"]["a"]
-        if read_json(root / "train" / copy / "spec.json")["upstream"] != \
-                read_json(root / "train" / own[e["level"]] / "spec.json")["upstream"]:
-            return False
-    return True
 
 
 def intact(path) -> bool:

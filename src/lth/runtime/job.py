@@ -21,27 +21,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lth.nn.divergence import Diverged
 from lth.plan import config as config_mod
+from lth.plan import execution, registry
+from lth.plan.ids import stage_id
 from lth.runtime import lifeline
 from lth.store import records
-from lth.plan import registry
 from lth.store.artifacts import ArtifactError, atomic_path, write_json
-from lth.nn.divergence import Diverged
-from lth.plan.ids import stage_id
 
 MANIFESTS = ".lth/manifests"
-
-
-@dataclass(frozen=True)
-class Execution:
-    """How a job runs (never part of a stage ID)."""
-    threads: int | None = None
-    device: str = "auto"
-    data_dir: str | None = None
-    checkpoint_every: str = "2000it"
-    deterministic: bool = False
-    divergence_factor: float = 10.0  # decides whether a result is accepted, not what it is
-    gpu_slots: int = 1               # jobs sharing one GPU on a workstation (lth.nn.devices)
 
 
 @dataclass
@@ -50,7 +38,7 @@ class StageJob:
     inputs: dict                 # name -> Path, each verified against its stage's record
     outputs: dict                # name -> Path, the kind's own files (spec and record are written here)
     dir: Path
-    execution: Execution = field(default_factory=Execution)
+    execution: object = field(default_factory=execution.Execution)  # lth.plan.execution
     resolved: dict = field(default_factory=dict)  # what the runner worked out (steps in iterations), for spec.json
     scheduler: "lifeline.Scheduler | None" = None  # the snakemake this job belongs to, if any
 
@@ -68,8 +56,31 @@ class StageJob:
         those before a rerun), one file per stage ID."""
         return self.dir.parent.parent / "checkpoints" / f"{self.spec['id']}.ckpt"
 
-    def log(self, line: str) -> None:
-        print(line, flush=True)
+    def start_torch(self, precision: str = "fp32") -> tuple:
+        """The start-up of every job that runs a network: its CPU threads, its device (and, on
+        a shared GPU, its lease, held as long as this process) and the numerics (before any
+        CUDA operation). Returns (device, lease)."""
+        import torch
+
+        from lth.nn import devices, numerics
+        if self.execution.threads:
+            torch.set_num_threads(self.execution.threads)
+        device, lease = devices.claim(self.execution.device, self.execution.gpu_slots)
+        numerics.configure(precision, self.execution.deterministic)
+        return device, lease
+
+    def splits(self, info: dict, device: str, batch_size: int | None = None) -> dict:
+        """The stage's dataset, checked against the model (classes, image shape) and its
+        split, as tensors on `device`: {"train", "validation", "test"} (lth.nn.training.prepare)."""
+        from lth.nn import data
+        from lth.nn.training import prepare
+        from lth.plan import models
+        settings = self.settings
+        dataset = data.load(settings["data"]["dataset"], self.execution.data_dir)
+        data.check_fits(dataset, self.execution.data_dir, info["tensors"][info["output_layer"]][0],
+                        models.get(info["name"]).input_shape, settings["data"]["validation_size"],
+                        batch_size or settings["train"]["batch_size"])
+        return prepare(dataset, settings["data"]["validation_size"], settings["data"]["split_seed"], device)
 
 
 def manifest_path(root: str, kind: str, sid: str) -> str:
@@ -94,13 +105,14 @@ def write_manifests(stages, root: str) -> int:
     return written
 
 
-def load(manifest: Path, execution: Execution) -> StageJob:
+def load(manifest: Path, how) -> StageJob:
     """The job a manifest describes, after checking that it is intact and that the code
     reading it hashes the stage to the same ID (same kind, same code version)."""
     try:
         data = json.loads(Path(manifest).read_text())
         kind = registry.get(data["kind"])
         spec = {key: data[key] for key in ("kind", "id", "version", "level", "settings", "upstream")}
+        spec.update({key: data[key] for key in ("layout", "variant", "lottery", "related") if key in data})
         outputs = {name: Path(path) for name, path in data["outputs"].items()}
         inputs = {name: Path(path) for name, path in data["inputs"].items()}
         stage_dir = Path(data["dir"])
@@ -115,15 +127,16 @@ def load(manifest: Path, execution: Execution) -> StageJob:
     if spec["version"] != kind.version:
         raise ArtifactError(f"manifest {manifest} was written for {kind.name} version {spec['version']}, this code "
                             f"is version {kind.version}; run snakemake again to plan with this code")
-    expected = stage_id(spec["kind"], spec["settings"], spec["upstream"], config_mod.defaults(), kind.version)
+    expected = stage_id(spec["kind"], spec["settings"], spec["upstream"], config_mod.defaults(), kind.version,
+                        spec.get("layout"))
     if expected != spec["id"]:
         raise ArtifactError(f"manifest {manifest} does not hash to its ID {spec['id']} (it gives {expected}): "
                             "altered, or written by other code; delete it and run snakemake again")
-    return StageJob(spec, inputs, {name: outputs[name] for name in kind.outputs}, stage_dir, execution)
+    return StageJob(spec, inputs, {name: outputs[name] for name in kind.outputs}, stage_dir, how)
 
 
-def run(manifest: Path, execution: Execution) -> None:
-    job = load(manifest, execution)
+def run(manifest: Path, how) -> None:
+    job = load(manifest, how)
     kind = registry.get(job.spec["kind"])
     # one writer per stage, for as long as this process lives (lth.runtime.lifeline)
     _lock = lifeline.StageLock(job.dir.parent.parent / ".lth" / "locks" / f"{job.spec['id']}.lock", job.dir)
@@ -131,7 +144,7 @@ def run(manifest: Path, execution: Execution) -> None:
     records.verify(job.inputs.values())
     job.dir.mkdir(parents=True, exist_ok=True)
     try:
-        figures = kind.runner_function()(job) or {}
+        figures = kind.runner(job) or {}
     except Diverged as exc:  # name the stage; nothing of it is written
         raise Diverged(f"{kind.name} {job.dir}: {exc}") from None
     missing = [name for name, path in job.outputs.items() if not path.is_file()]
@@ -145,16 +158,9 @@ def main(argv: list[str]) -> int:
     import argparse
     parser = argparse.ArgumentParser(prog="python -m lth run", description="run one workflow stage")
     parser.add_argument("manifest", type=Path)
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--data-dir")
-    parser.add_argument("--checkpoint-every", default="2000it")
-    parser.add_argument("--deterministic", action="store_true")
-    parser.add_argument("--divergence-factor", type=float, default=10.0)
-    parser.add_argument("--gpu-slots", type=int, default=1)
+    execution.add_arguments(parser)
     args = parser.parse_args(argv)
-    run(args.manifest, Execution(args.threads, args.device, args.data_dir or None, args.checkpoint_every,
-                                 args.deterministic, args.divergence_factor, args.gpu_slots))
+    run(args.manifest, execution.from_arguments(args))
     return 0
 
 

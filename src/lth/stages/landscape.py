@@ -222,7 +222,7 @@ def plan(cfg: dict, plan, make) -> list | None:
             if "mask" in train.inputs:
                 inputs[f"mask_{level}"] = train.inputs["mask"]
             trains.append({"level": level, "train": train.id})
-        stages.append(make("landscape", None, {"trains": trains}, inputs, consumed("landscape", cfg)))
+        stages.append(make("landscape", None, None, inputs, consumed("landscape", cfg), layout={"trains": trains}))
     return stages or None
 
 
@@ -233,33 +233,27 @@ def run(job) -> dict:
     import pyarrow.parquet as pq
     import torch
 
-    from lth.nn import data, devices, models, numerics
+    from lth.nn import devices, models
+    from lth.nn.training import Split
+    from lth.stages import log
     from lth.store.artifacts import atomic_path
-    from lth.plan.config import model_input
-    from lth.stages.common import _log, check_masked, load_mask, load_weights, read_model_info, weight_counts
-    from lth.nn.training import Split, prepare
-    spec, inputs, out, ex = job.spec, job.inputs, job.dir, job.execution
+    from lth.store.weights import check_masked, load_mask, load_weights, read_model_info, weight_counts
+    spec, inputs, out = job.spec, job.inputs, job.dir
     settings = spec["settings"]
     ls = settings["landscape"]
-    if ex.threads:
-        torch.set_num_threads(ex.threads)
-    device, lease = devices.claim(ex.device, ex.gpu_slots)  # the lease lives as long as this process
-    numerics.configure(settings.get("train", {}).get("precision", "fp32"), ex.deterministic)
+    device, lease = job.start_torch(settings.get("train", {}).get("precision", "fp32"))
     info = read_model_info(inputs["model"])
-    dataset = data.load(settings["data"]["dataset"], ex.data_dir)
-    data.check_fits(dataset, ex.data_dir, info["tensors"][info["output_layer"]][0], model_input(info["name"]),
-                    settings["data"]["validation_size"], 1)
-    splits = prepare(dataset, settings["data"]["validation_size"], settings["data"]["split_seed"], device)
+    splits = job.splits(info, device, batch_size=1)  # evaluation only: one example is a batch
     train = splits["train"]
     chosen = torch.from_numpy(subset_indices(len(train), ls["train_subset"], ls["seed"])).to(train.x.device)
     subset = Split(train.x[chosen], train.y[chosen])
     job.resolved = {"train_subset_examples": len(subset)}
     coords = coordinates(ls["grid"], ls["span"])
     model = models.build(info["name"], width=info.get("width", 1.0)).to(device)
-    _log(f"landscape {spec['id']}: {len(spec['upstream']['trains'])} networks, {ls['grid']}x{ls['grid']} points "
+    log(f"landscape {spec['id']}: {len(spec['upstream']['trains'])} networks, {ls['grid']}x{ls['grid']} points "
          f"in [-{ls['span']}, {ls['span']}]^2, {len(subset)} training examples, on {devices.describe(device, lease)}")
     rows = []
-    for entry in spec["upstream"]["trains"]:
+    for entry in spec["layout"]["trains"]:
         level = entry["level"]
         began = time.perf_counter()
         weights = load_weights(inputs[f"weights_{level}"], info)
@@ -273,7 +267,7 @@ def run(job) -> dict:
         rows += [{"level": level, "weights_remaining_pct": 100 * kept / total, **r} for r in grid]
         centre = grid[len(grid) // 2]  # (0, 0): the grid is odd (schema)
         corners = [r["loss"] for r in grid if abs(r["alpha"]) == coords[-1] and abs(r["beta"]) == coords[-1]]
-        _log(f"landscape level {level} ({100 * kept / total:.1f} %): loss at the centre "
+        log(f"landscape level {level} ({100 * kept / total:.1f} %): loss at the centre "
              f"{centre['loss']:.4f} (alpha, beta = {centre['alpha']:g}, {centre['beta']:g}), mean at the corners "
              f"{np.mean(corners):.4f}, "
              f"max {max(r['loss'] for r in grid):.4f} ({time.perf_counter() - began:.1f} s)")
@@ -281,4 +275,17 @@ def run(job) -> dict:
     with atomic_path(out / "grid.parquet") as tmp:
         pq.write_table(table, tmp, compression="zstd")
     plot(table.to_pandas(), out / "landscape.png")
-    return {"networks": len(spec["upstream"]["trains"]), "points_per_network": ls["grid"] ** 2}
+    return {"networks": len(spec["layout"]["trains"]), "points_per_network": ls["grid"] ** 2}
+
+
+from lth.plan.registry import Figure, StageKind, register  # noqa: E402  (the declaration closes the module)
+from lth.stages.train import DATA  # noqa: E402
+
+register(StageKind(
+    "landscape", 1, run, {"table": "grid.parquet", "plot": "landscape.png"},
+    consumes=DATA + ("train.precision", "landscape.levels", "landscape.grid", "landscape.span", "landscape.seed",
+                     "landscape.train_subset"),
+    resources="train", plan=plan,
+    figures={"plot": Figure("landscape.rst", "Loss landscape", "loss surface around the trained networks",
+                            per_lottery=True)},
+    announce="loss landscape: {dir}"))

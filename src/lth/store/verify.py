@@ -89,7 +89,7 @@ def summary_problems(summary_dir: Path) -> list[str]:
         return problems
     root = summary_dir.parent.parent
     spec = read_json(summary_dir / registry.SPEC)
-    trains = {tid for run in spec["upstream"]["runs"] for key, ids in run.items()
+    trains = {tid for run in spec["layout"]["runs"] for key, ids in run.items()
               if isinstance(ids, list) for tid in ids if tid}
     outputs = registry.get("train").outputs
     for tid in sorted(trains):

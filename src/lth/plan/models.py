@@ -1,0 +1,81 @@
+"""Model declarations: each model is one `Model` (name, factory, input shape, output layer,
+smallest prunable tensors per pruning rate), registered here or by a plugin
+(lth.plan.plugins). Torch-free: the config check and the schema's `model.name` enum
+(lth.plan.config.load_schema) come from these at parse time; the factory (a
+"module:callable" returning an lth.nn.models.PrunableModel) is imported only when a job
+builds the model, and lth.nn.models.build checks the built network against its declaration
+(input shape, output layer, smallest layers), so a declaration cannot silently disagree
+with its class.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lth.plan import plugins
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    factory: str                   # "module:callable"; called with num_classes, width, dropout
+    input_shape: tuple             # (channels, height, width) of one example
+    output_layer: str              # the prunable tensor that is the classifier (its own pruning rate)
+    # The smallest prunable tensor per pruning rate, (tensor, weights): "conv" (prune.conv_rate),
+    # "hidden" (other hidden layers: prune.rate) and "output" (prune.output_rate). The first a
+    # layerwise schedule would empty, refused before any job. None: no check before the jobs
+    # (the prune stage still refuses an emptied layer).
+    smallest: dict | None = None
+    options: dict = field(default_factory=dict)  # fixed keyword arguments of the factory
+    description: str = ""
+
+
+_MODELS: dict[str, Model] = {}
+
+
+def register(model: Model) -> Model:
+    known = _MODELS.get(model.name)
+    if known is not None and known != model:
+        raise ValueError(f"model {model.name!r} is declared twice, differently")
+    _MODELS[model.name] = model
+    return model
+
+
+def get(name: str) -> Model:
+    plugins.load()
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; declared: {', '.join(_MODELS)}") from None
+
+
+def names() -> list[str]:
+    plugins.load()
+    return list(_MODELS)
+
+
+_CIFAR = (3, 32, 32)
+_VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+_VGG19 = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512)
+_CONVNET = {"conv": ("convs.0.weight", 1728), "hidden": ("fc2.weight", 65536), "output": ("fc3.weight", 2560)}
+_VGG = {"conv": ("features.0.weight", 1728), "output": ("fc.weight", 5120)}
+
+for _model in (
+    Model("lenet_300_100", "lth.nn.models:LeNet300100", (1, 28, 28), "fc3.weight",
+          {"hidden": ("fc2.weight", 30000), "output": ("fc3.weight", 1000)},
+          description="LeNet-300-100: 784-300-100-10 fully connected (Frankle & Carbin 2019)"),
+    Model("conv2", "lth.nn.models:ConvNet", _CIFAR, "fc3.weight", _CONVNET, {"plan": (64, 64)},
+          "Conv-2 of Frankle & Carbin 2019"),
+    Model("conv4", "lth.nn.models:ConvNet", _CIFAR, "fc3.weight", _CONVNET, {"plan": (64, 64, 128, 128)},
+          "Conv-4 of Frankle & Carbin 2019"),
+    Model("conv6", "lth.nn.models:ConvNet", _CIFAR, "fc3.weight", _CONVNET,
+          {"plan": (64, 64, 128, 128, 256, 256)}, "Conv-6 of Frankle & Carbin 2019"),
+    Model("vgg16", "lth.nn.models:VGG", _CIFAR, "fc.weight", _VGG, {"plan": _VGG16}, "VGG-16 with BatchNorm"),
+    Model("vgg19", "lth.nn.models:VGG", _CIFAR, "fc.weight", _VGG, {"plan": _VGG19}, "VGG-19 with BatchNorm"),
+    Model("resnet20", "lth.nn.models:ResNet", _CIFAR, "fc.weight",
+          {"conv": ("conv.weight", 432), "output": ("fc.weight", 640)},
+          {"stages": ((16, 3), (32, 3), (64, 3))}, "CIFAR ResNet-20 (16-32-64 channels)"),
+    Model("resnet18", "lth.nn.models:ResNet", _CIFAR, "fc.weight",
+          {"conv": ("conv.weight", 1728), "output": ("fc.weight", 5120)},
+          {"stages": ((64, 2), (128, 2), (256, 2), (512, 2))}, "CIFAR ResNet-18 (64-128-256-512 channels)"),
+):
+    register(_model)

@@ -1,0 +1,70 @@
+"""Pruning strategy declarations: each strategy is one `Strategy` (its name, the function
+that prunes one round, how it ranks and its own settings), registered here or by a plugin
+(lth.plan.plugins). The schema's `prune.strategy` enum, its settings' schema
+(`prune.<strategy>.<key>`, hashed into prune IDs only when not at their defaults) and the
+config checks before any job follow from these. Torch-free; the function is imported only
+by the prune job.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lth.plan import plugins
+
+# How a strategy ranks, which decides what the config can check before any job:
+PER_LAYER = "per_layer"  # each tensor at its own rate: every layer's count is known in advance
+GLOBAL = "global"        # the hidden tensors ranked together at one rate, the output layer on its own
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    # "module:function" pruning one round: (weights, mask, rates, output_layer, settings) -> mask,
+    # numpy arrays by tensor name; rates: tensor -> fraction of its survivors to remove
+    function: str
+    ranks: str = PER_LAYER
+    # its own config keys, prune.<name>.<key>: {key: JSON schema with a default}
+    settings: dict = field(default_factory=dict)
+    description: str = ""
+
+    def prune_round(self):
+        return plugins.resolve(self.function)
+
+
+_STRATEGIES: dict[str, Strategy] = {}
+
+
+def register(strategy: Strategy) -> Strategy:
+    known = _STRATEGIES.get(strategy.name)
+    if known is not None and known != strategy:
+        raise ValueError(f"pruning strategy {strategy.name!r} is declared twice, differently")
+    if strategy.ranks not in (PER_LAYER, GLOBAL):
+        raise ValueError(f"pruning strategy {strategy.name!r}: ranks must be {PER_LAYER!r} or {GLOBAL!r}")
+    if any("default" not in schema for schema in strategy.settings.values()):
+        raise ValueError(f"pruning strategy {strategy.name!r}: every setting needs a default (IDs omit it)")
+    _STRATEGIES[strategy.name] = strategy
+    return strategy
+
+
+def get(name: str) -> Strategy:
+    plugins.load()
+    try:
+        return _STRATEGIES[name]
+    except KeyError:
+        raise KeyError(f"unknown pruning strategy {name!r}; declared: {', '.join(_STRATEGIES)}") from None
+
+
+def names() -> list[str]:
+    plugins.load()
+    return list(_STRATEGIES)
+
+
+def settings(cfg: dict, name: str) -> dict:
+    """The strategy's own settings from a validated config ({} for a strategy without any)."""
+    return dict(cfg["prune"].get(name, {})) if get(name).settings else {}
+
+
+register(Strategy("layerwise", "lth.nn.pruning:layerwise_round", PER_LAYER,
+                  description="each layer ranked on its own"))
+register(Strategy("global", "lth.nn.pruning:global_round", GLOBAL,
+                  description="hidden layers ranked together"))

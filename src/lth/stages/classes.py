@@ -1,0 +1,49 @@
+"""`classes`: ticket classes of the sanity checks (Ma et al. 2021; lth.report.classes) from
+the summary table and each lottery's learning rate."""
+from __future__ import annotations
+
+from lth.plan.ids import consumed
+from lth.plan.registry import Figure, StageKind, register
+from lth.stages import log
+from lth.plan.ids import REPLICATE_KEYS, Plan, Stage
+
+
+def plan(cfg: dict, plan: Plan, make) -> Stage | None:
+    """Ticket classes from the summary table; lotteries that differ only in learning rate
+    (and replicate seeds) form one group."""
+    if not cfg["classes"]["enabled"]:
+        return None
+    runs = [{"label": run.label, "lr": run.levels[0]["train"].settings["train"]["lr"],
+             "group": " ".join(f"{k}={v}" for k, v in run.choices.items()
+                               if k not in REPLICATE_KEYS and k != "train.lr") or "imp"}
+            for run in plan.runs]
+    return make("classes", None, None, {"summary": plan.summary.output("table")}, consumed("classes", cfg),
+                layout={"summary": plan.summary.id, "runs": runs})
+
+
+def run(job) -> None:
+    """Ticket classes (lth.report.classes) from the summary table and each run's learning rate."""
+    import pandas as pd
+
+    from lth.report import classes
+    from lth.store.artifacts import atomic_path
+    from lth.report.summary import read_summary
+    spec, inputs, out = job.spec, job.inputs, job.dir
+    summary = read_summary(inputs["summary"])
+    runs = pd.DataFrame(spec["layout"]["runs"]).rename(columns={"label": "run"})
+    frame = summary.merge(runs, on="run", how="inner")
+    result = classes.classify(frame, spec["settings"].get("classes", {}))
+    with atomic_path(out / "classes.csv") as tmp:
+        result.to_csv(tmp, index=False, float_format="%.6g")
+    classes.plot(result, out / "classes.png")
+    for r in result.itertuples():
+        log(f"{r.group} level {r.level} ({r.weights_remaining_pct:.1f}%): {r.prize}")
+
+
+register(StageKind(
+    "classes", 1, run, {"table": "classes.csv", "plot": "classes.png"},
+    consumes=("classes.min_sparsity", "classes.margin", "classes.tolerance"), resources="analysis",
+    plan=plan, needs=("summary",),
+    figures={"table": Figure("classes_table.rst", "Ticket classes", "conditions table"),
+             "plot": Figure("classes.rst", "Ticket classes", "conditions and prizes")},
+    announce="ticket classes: {dir}"))

@@ -1,0 +1,56 @@
+"""`summary`: the per-level table of every training of every lottery (tickets, controls,
+perturbations), its plots and its verdict (lth.report.summary, lth.report.verdict)."""
+from __future__ import annotations
+
+from lth.plan.ids import consumed
+from lth.plan.registry import Figure, StageKind, register
+from lth.stages import log
+from lth.plan.ids import CONTROLS, perturbations
+
+
+def plan(cfg: dict, plan: Plan, make) -> Stage:
+    """The per-level table of every training of every lottery: tickets, controls, perturbations."""
+    variant_keys = [c for c in CONTROLS if cfg["controls"][c]] + [name for name, _, _ in perturbations(cfg)]
+    trains = sorted({lvl[k].id: lvl[k] for run in plan.runs for lvl in run.levels
+                     for k in ("train", *variant_keys) if k in lvl}.values(), key=lambda s: s.id)
+    layout = {"runs": [{"label": run.label, "lottery": run.lottery,
+                          "trains": [lvl["train"].id for lvl in run.levels],
+                          **{c: [lvl[c].id if c in lvl else None for lvl in run.levels] for c in variant_keys}}
+                         for run in plan.runs]}
+    inputs = {f"{t.id}_{name}": t.output(name) for t in trains for name in ("metrics", "stats")}
+    return make("summary", None, None, inputs, consumed("summary", cfg), layout=layout)
+
+
+def _by_training(inputs: dict) -> dict:
+    """Inputs named <train ID>_<what> as train ID -> {what: path}."""
+    out: dict = {}
+    for name, path in inputs.items():
+        tid, _, what = name.rpartition("_")
+        out.setdefault(tid, {})[what] = path
+    return out
+
+
+def run(job) -> dict:
+    """The per-level table of every training of every lottery, its plots (lth.report.summary) and
+    its verdict (lth.report.verdict: the ticket against each control, the sparsest level matching
+    the dense network); inputs are named <train ID>_metrics and <train ID>_stats."""
+    from lth.report import summary, verdict
+    paths = _by_training(job.inputs)
+    frame = summary.table(job.spec["layout"]["runs"], {tid: (p["metrics"], p["stats"]) for tid, p in paths.items()})
+    summary.write(frame, job.dir)
+    said = verdict.lines(frame)
+    verdict.write(job.dir / verdict.FILE, said)
+    log(summary.format_table(frame))
+    log("\n".join(said))
+    return {"rows": len(frame)}
+
+
+register(StageKind(
+    "summary", 1, run,
+    {"table": "summary.parquet", "csv": "summary.csv", "replicates": "replicates.csv",
+     "plot": "accuracy.png", "early_stop": "early_stop.png", "verdict": "verdict.txt"},
+    resources="analysis", plan=plan,
+    figures={"plot": Figure("accuracy.rst", "Accuracy", "ticket vs controls: test accuracy at early stop"),
+             "early_stop": Figure("early_stop.rst", "Accuracy", "ticket vs controls: early-stop iteration"),
+             "verdict": Figure("verdict.rst", "Accuracy", "verdict")},
+    announce="summary: {dir}  (print it with: python -m lth summary {dir})"))
