@@ -7,7 +7,7 @@ Computed from a model's sizes (no training): the .pt files are written here with
 model's tensor shapes and dtypes (their size depends on nothing else: stored uncompressed,
 lth.store.ptfile), the mask at level 1's density drawn at random (a real IMP mask compresses
 about as well or better: zstd over bit-packed booleans), the reference with the layout
-lth.stages.common writes. Spec, record, stats and metrics files are counted as `--small` bytes
+lth.store.starts writes. Spec, record, stats and metrics files are counted as `--small` bytes
 (default: what the LeNet-300-100 level 1 of a short default-recipe run wrote here).
 
 Measured, given a results folder: every ticket level's prune + rewind + train directories
@@ -54,9 +54,9 @@ def model_state(name: str) -> tuple[dict, list[str], str]:
 
 
 def reference_bytes(weights: int, mask: int) -> int:
-    """A start.json as lth.stages.common.write_start_reference lays it out (12-hex IDs, sha256s)."""
+    """A start.json as lth.store.starts.write_start_reference lays it out (12-hex IDs, sha256s)."""
     from lth.store.artifacts import write_json
-    from lth.stages.common import START_FORMAT
+    from lth.store.starts import START_FORMAT
     ref = {"format": START_FORMAT,
            "start": "weights masked by mask, pruned weights +0.0; `python -m lth start` writes it as a .pt",
            "weights": {"file": f"init/{'0' * 12}/weights.pt", "size": weights, "sha256": "0" * 64},

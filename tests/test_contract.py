@@ -25,60 +25,7 @@ def dry_run(workdir: Path, *args) -> str:
     return proc.stdout + proc.stderr
 
 
-# ---- declared once: a toy stage kind from a plugin module ----
-
-TOY = '''
-from lth.plan.registry import StageKind, register
-from lth.plan.ids import consumed
-
-
-def plan(cfg, plan, make):
-    return make("toy", None, {"summary": plan.summary.id}, {"table": plan.summary.output("table")},
-                consumed("toy", cfg))
-
-
-def run(job):
-    import pandas as pd
-    rows = len(pd.read_parquet(job.inputs["table"]))
-    job.outputs["text"].write_text(f"{rows} rows for {job.settings['levels']} levels\\n")
-    return {"rows": rows}
-
-
-register(StageKind("toy", VERSION, "toy_stage:run", {"text": "count.txt"}, consumes=("levels",),
-                   plan="toy_stage:plan", announce="toy: {dir}"))
-'''
-
-
-def test_a_toy_stage_kind_from_one_plugin_file_runs_through_snakemake(tmp_path, small_idx_dataset):
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    workdir = tmp_path / "wf"
-    workdir.mkdir()
-
-    def with_toy(version):
-        (plugins / "toy_stage.py").write_text(TOY.replace("VERSION", str(version)))
-        os.environ["LTH_PLUGINS"], os.environ["PYTHONPATH"] = "toy_stage", str(plugins)
-
-    try:
-        with_toy(1)
-        cfg = tiny_config(small_idx_dataset, levels=1)
-        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
-        proc = snakemake(workdir)
-        counts = jobs(proc)
-        assert counts == {"init": 1, "train": 2, "prune": 1, "rewind": 1, "summary": 1, "correlation": 1,
-                          "anatomy": 1, "toy": 1}
-        toy_dirs = list((workdir / "results" / "toy").iterdir())
-        assert len(toy_dirs) == 1 and f"toy: results/toy/{toy_dirs[0].name}" in proc.stdout
-        assert (toy_dirs[0] / "count.txt").read_text() == "2 rows for 1 levels\n"
-        assert {p.name for p in toy_dirs[0].iterdir()} == {"count.txt", "spec.json", "record.json"}
-        assert jobs(snakemake(workdir)) == {}
-        with_toy(2)  # a bumped code version reruns that kind (and what depends on it), nothing else
-        assert jobs(snakemake(workdir)) == {"toy": 1}
-        verify = subprocess.run([sys.executable, "-m", "lth", "verify"], cwd=workdir, capture_output=True, text=True)
-        assert verify.returncode == 0 and "10 stages checked" in verify.stdout, verify.stdout + verify.stderr
-    finally:
-        os.environ.pop("LTH_PLUGINS", None)
-        os.environ.pop("PYTHONPATH", None)
+# ---- declared once: a toy model, strategy and stage kind from plugin files: tests/test_plugins.py ----
 
 
 def test_bumping_a_kinds_version_changes_its_ids_and_downstream_only(monkeypatch):

@@ -159,8 +159,8 @@ def test_planning_one_stage_per_lottery_whose_id_follows_its_own_keys():
     cfg, stages = _landscapes(landscape={"levels": [3, 0]})
     (stage,) = stages
     p = plan.build(cfg)
-    assert [t["level"] for t in stage.upstream["trains"]] == [0, 3]
-    assert [t["train"] for t in stage.upstream["trains"]] == [p.levels[0]["train"].id, p.levels[3]["train"].id]
+    assert [t["level"] for t in stage.layout["trains"]] == [0, 3]
+    assert [t["train"] for t in stage.layout["trains"]] == [p.levels[0]["train"].id, p.levels[3]["train"].id]
     assert set(stage.inputs) == {"model", "weights_0", "weights_3", "mask_3"}
     assert stage.inputs["mask_3"] == p.levels[3]["train"].inputs["mask"]
     same = {"landscape": {"levels": [0, 3]}}
@@ -172,7 +172,7 @@ def test_planning_one_stage_per_lottery_whose_id_follows_its_own_keys():
     assert len(_landscapes(landscape={"levels": [0, 2]}, prune={"rate": [0.2, 0.3]})[1]) == 2
     # levels beyond `levels` are skipped, with a note
     cfg, stages = _landscapes(landscape={"levels": [0, 7]})
-    assert [t["level"] for t in stages[0].upstream["trains"]] == [0]
+    assert [t["level"] for t in stages[0].layout["trains"]] == [0]
     assert any("landscape.levels 7" in note for note in config.notes(cfg))
 
 

@@ -51,5 +51,5 @@ def test_small_dense_width_matches_a_parameter_count():
 
 
 def test_unknown_model_is_refused():
-    with pytest.raises(ValueError, match="registered: lenet_300_100"):
+    with pytest.raises(ValueError, match="declared: lenet_300_100"):
         models.build("alexnet")

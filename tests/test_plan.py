@@ -180,7 +180,7 @@ def test_perturbations_are_trained_like_controls_and_skip_identities_at_reset():
     reset = build(perturb={"kinds": ["signs_from_0", "noise", "permute_layer"], "noise": [0.5, 2], "levels": [2]})
     assert set(reset.levels[2]) == {"prune", "rewind", "train", "noise_0.5", "noise_2", "permute_layer"}
     assert set(reset.levels[1]) == {"prune", "rewind", "train"}
-    variants = reset.summary.upstream["runs"][0]
+    variants = reset.summary.layout["runs"][0]
     assert variants["noise_2"] == [None, None, reset.levels[2]["noise_2"].id, None]
     late = build(rewind={"to": "100it"}, perturb={"kinds": ["signs_from_0", "magnitudes_from_0"]})
     for level in (1, 2, 3):
@@ -194,7 +194,7 @@ def test_perturbations_are_trained_like_controls_and_skip_identities_at_reset():
 def test_classes_group_runs_by_everything_but_the_learning_rate():
     p = build(train={"lr": [0.001, 0.01], "seed": [0, 1]}, controls={"random_reinit": True, "small_dense": True},
               classes={"enabled": True})
-    runs = p.classes.upstream["runs"]
+    runs = p.classes.layout["runs"]
     assert len(runs) == 4 and {r["group"] for r in runs} == {"imp"}
     assert sorted({r["lr"] for r in runs}) == [0.001, 0.01]
     assert p.classes.inputs == {"summary": p.summary.output("table")}
@@ -271,3 +271,24 @@ def test_noise_scales_that_print_alike_stay_two_variants():
 def test_a_rewind_point_of_zero_epochs_is_the_dense_start_once():
     p = build(instability={"levels": [0], "points": ["0ep"]})
     assert [(e["level"], e["k"]) for e in p.runs[0].pairs] == [(0, "0it")]
+
+
+def test_the_plan_records_upstream_variant_and_lottery_of_every_stage():
+    """One shape of `upstream` ({name: ID of a stage in the plan}), each stage's variant and
+    the lottery choices it depends on: what catalog, verdict and job grouping read."""
+    p = build(train={"lr": [0.001, 0.01]}, controls={"random_reinit": True, "random_prune": True},
+              perturb={"kinds": ["noise"], "noise": [1], "levels": [2]}, instability={"levels": [0, 2], "pairs": 1})
+    for stage in p.stages.values():
+        assert all(isinstance(k, str) and v in p.stages for k, v in stage.upstream.items()), stage.kind
+    assert set(p.summary.upstream.values()) == {s.id for s in p.stages.values() if s.kind == "train"
+                                                and s.variant != "instability_copy"}
+    level = p.runs[1].levels[2]
+    assert [level[v].variant for v in ("train", "random_reinit", "random_prune", "noise_1")] == \
+        ["ticket", "random_reinit", "random_prune", "noise_1"]
+    assert p.stages[level["random_reinit"].upstream["start"]].variant == "random_reinit"
+    assert level["train"].lottery == {"train.lr": 0.01}
+    init = p.stages[p.runs[0].levels[0]["train"].upstream["start"]]
+    assert init.lottery == {} and init.spec()["lottery"] == {}  # shared by both learning rates
+    copies = {p.stages[e["path"].upstream[c]].variant for run in p.runs for e in run.pairs for c in ("a", "b")}
+    assert copies == {"instability_copy"}
+    assert p.instability.related == {"summary": p.summary.id} and "related" not in p.instability.identity()

@@ -13,7 +13,10 @@ import pytest
 from lth.plan import config, build as plan
 from lth.runtime import job as jobs
 from lth.store import masks, ptfile, records, verify
-from lth.stages import common as stages
+from lth.plan import execution as how
+from lth.stages import train as train_kind
+from lth.store import starts
+from lth.store import weights as stored
 from lth.store.artifacts import ArtifactError
 
 
@@ -32,7 +35,7 @@ def level1(tmp_path_factory, small_idx_dataset):
     cfg = _cfg(small_idx_dataset, results)
     p = plan.build(cfg)
     jobs.write_manifests(p.stages.values(), cfg["results"])
-    execution = jobs.Execution(threads=1, device="cpu", data_dir=str(small_idx_dataset))
+    execution = how.Execution(threads=1, device="cpu", data_dir=str(small_idx_dataset))
     threads = torch.get_num_threads()
     try:
         init = p.stages[p.levels[0]["train"].upstream["start"]]
@@ -45,10 +48,10 @@ def level1(tmp_path_factory, small_idx_dataset):
 
 def _old_start_pt(p, init, path: Path) -> Path:
     """What the rewind stage wrote as start.pt before it stored a reference."""
-    info = stages.read_model_info(init.output("model"))
+    info = stored.read_model_info(init.output("model"))
     rewind = p.levels[1]["rewind"]
-    ptfile.save(path, stages.masked(stages.load_weights(rewind.inputs["init"], info),
-                                    stages.load_mask(rewind.inputs["mask"], info)))
+    ptfile.save(path, stored.masked(stored.load_weights(rewind.inputs["init"], info),
+                                    stored.load_mask(rewind.inputs["mask"], info)))
     return path
 
 
@@ -88,7 +91,7 @@ def test_training_from_the_reference_equals_training_from_the_materialised_pt(le
             job = jobs.StageJob(train.spec(), {**{k: Path(v) for k, v in train.inputs.items()}, "start": start},
                                 {}, tmp_path / name / "train" / train.id, execution)  # own checkpoint folder
             job.dir.mkdir(parents=True)
-            stages.run_train(job)
+            train_kind.run(job)
             trained[name] = job.dir
     finally:
         torch.set_num_threads(threads)
@@ -103,9 +106,9 @@ def test_damage_to_what_a_reference_names_stops_the_job_in_one_line(level1, tmp_
     shutil.copytree(p.config["results"], results)
     start = results / "rewind" / p.levels[1]["rewind"].id / "start.json"
     init_dir = results / "init" / init.id
-    info = stages.read_model_info(init_dir / "model.json")
+    info = stored.read_model_info(init_dir / "model.json")
     weights, original = init_dir / "weights.pt", (init_dir / "weights.pt").read_bytes()
-    intact = stages.load_start(start, info)
+    intact = starts.load_start(start, info)
 
     def rerecord():  # as if the init stage had been rebuilt: an intact record of the bytes there now
         records.write(init_dir, json.loads((init_dir / "spec.json").read_text()),
@@ -115,21 +118,21 @@ def test_damage_to_what_a_reference_names_stops_the_job_in_one_line(level1, tmp_
     flipped[-200] ^= 1
     weights.write_bytes(bytes(flipped))
     with pytest.raises(ArtifactError) as damaged:
-        stages.load_start(start, info)
+        starts.load_start(start, info)
     message = str(damaged.value)
     assert message.startswith(f"damaged stage {init_dir}: weights.pt differs from its record") and "\n" not in message
     assert set(verify.damaged(results)) == {init_dir}
     rerecord()  # rebuilt differently: the reference is stale, and verify lists the rewind
     with pytest.raises(ArtifactError, match=r"the reference is stale"):
-        stages.load_start(start, info)
+        starts.load_start(start, info)
     assert set(verify.damaged(results)) == {start.parent}
     weights.write_bytes(original)
     rerecord()
     assert verify.damaged(results) == {}
-    assert all(np.array_equal(v, intact[k]) for k, v in stages.load_start(start, info).items())
+    assert all(np.array_equal(v, intact[k]) for k, v in starts.load_start(start, info).items())
     shutil.rmtree(results / "prune")
     with pytest.raises(ArtifactError, match=r"^damaged stage .*prune.*: no record.json"):
-        stages.load_start(start, info)
+        starts.load_start(start, info)
 
 
 def test_the_start_command_refuses_a_folder_without_a_start(tmp_path):

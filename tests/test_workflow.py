@@ -124,7 +124,7 @@ def test_stage_artifacts_are_consistent(workdir, small_idx_dataset):
     import torch
     from lth.plan import config, build as plan
     from lth.store import masks, ptfile
-    from lth.stages.common import load_start
+    from lth.store.starts import load_start
     cfg = config.validate(tiny_config(small_idx_dataset))
     p = plan.build(cfg)
     for level in p.levels[1:]:
@@ -230,7 +230,7 @@ def test_two_rewind_points_and_two_rates_train_the_dense_network_once(tmp_path, 
     from lth.plan import config, build as plan
     from lth.nn import data, models, training
     from lth.store import masks
-    from lth.stages.common import load_start
+    from lth.store.starts import load_start
     raw = tiny_config(small_idx_dataset, levels=1, rewind={"to": ["reset", "7it"]}, prune={"rate": [0.2, 0.3]})
     counts = run(tmp_path, raw)
     # dense training once; one snapshot (theta_k); a mask per rate; a start and a training per lottery

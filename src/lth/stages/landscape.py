@@ -250,7 +250,7 @@ def run(job) -> dict:
     job.resolved = {"train_subset_examples": len(subset)}
     coords = coordinates(ls["grid"], ls["span"])
     model = models.build(info["name"], width=info.get("width", 1.0)).to(device)
-    log(f"landscape {spec['id']}: {len(spec['upstream']['trains'])} networks, {ls['grid']}x{ls['grid']} points "
+    log(f"landscape {spec['id']}: {len(spec['layout']['trains'])} networks, {ls['grid']}x{ls['grid']} points "
          f"in [-{ls['span']}, {ls['span']}]^2, {len(subset)} training examples, on {devices.describe(device, lease)}")
     rows = []
     for entry in spec["layout"]["trains"]:

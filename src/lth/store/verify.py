@@ -35,7 +35,7 @@ def damaged(results: Path) -> dict[Path, list[str]]:
     for stage_dir in stage_dirs(results):
         problems = records.problems(stage_dir)
         if not problems and (stage_dir / "start.json").is_file():
-            from lth.stages.common import reference_problems
+            from lth.store.starts import reference_problems
             try:
                 problems = reference_problems(stage_dir / "start.json")
             except ArtifactError as exc:
