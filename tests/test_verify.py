@@ -79,6 +79,22 @@ def test_every_damage_of_every_file_kind_is_detected(tmp_path, name, damage):
         records.verify([target])
 
 
+def test_a_job_hashes_each_unchanged_input_once(tmp_path, monkeypatch):
+    """A training verifies its inputs, then load_start the files its start names: the same
+    bytes are not hashed twice in one process, and a file changed since is hashed again."""
+    stage = _stage(tmp_path)
+    hashed = []
+    digest = records.file_digest
+    monkeypatch.setattr(records, "file_digest", lambda path: hashed.append(Path(path).name) or digest(path))
+    records.verify([stage / "weights.pt", stage / "stats.json"])
+    records.verify([stage / "weights.pt"])
+    assert sorted(hashed) == ["stats.json", "weights.pt"]
+    DAMAGES["replace"](stage / "weights.pt")
+    with pytest.raises(records.ArtifactError, match="weights.pt differs from its record"):
+        records.verify([stage / "weights.pt"])
+    assert sorted(hashed) == ["stats.json", "weights.pt", "weights.pt"]
+
+
 def test_a_file_not_in_its_record_is_refused(tmp_path):
     stage = _stage(tmp_path)
     (stage / "extra.parquet").write_bytes(b"x")

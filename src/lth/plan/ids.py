@@ -101,6 +101,12 @@ def stage_id(kind: str, settings: dict, upstream: dict, defaults: dict, version:
     return canonical.digest(payload, ID_LENGTH)
 
 
+def layout_of(spec: dict) -> dict:
+    """An analysis's layout from its spec.json; a spec written before `layout` had its own
+    key holds it as `upstream` (what the ID hashed: the same thing)."""
+    return spec["layout"] if "layout" in spec else spec["upstream"]
+
+
 @dataclass
 class Stage:
     kind: str

@@ -101,13 +101,29 @@ def problems(stage_dir, names=None) -> list[str]:
     return out
 
 
+# Files this process has verified, by what their stat says: a job reads some twice (a
+# training verifies its inputs, then load_start the files its start reference names), and
+# hashing a weights file again would check nothing new while it is unchanged.
+_verified: set = set()
+
+
+def _stat_key(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino
+
+
 def verify(paths) -> None:
-    """Check files against their stages' records (each record read once), or raise the
-    one-line error naming the first damaged stage."""
+    """Check files against their stages' records (each record read once, each unchanged
+    file hashed once per process), or raise the one-line error naming the first damaged stage."""
     by_stage: dict = {}
     for path in map(Path, paths):
-        by_stage.setdefault(path.parent, set()).add(path.name)
+        if _stat_key(path) not in _verified:
+            by_stage.setdefault(path.parent, set()).add(path.name)
     for stage_dir, names in by_stage.items():
         found = problems(stage_dir, names)
         if found:
             raise damaged(stage_dir, "; ".join(found))
+        _verified.update(_stat_key(stage_dir / name) for name in names)

@@ -15,6 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from lth.plan.ids import layout_of
 from lth.store import records
 from lth.plan import registry
 from lth.store.artifacts import ArtifactError, read_json
@@ -89,7 +90,7 @@ def summary_problems(summary_dir: Path) -> list[str]:
         return problems
     root = summary_dir.parent.parent
     spec = read_json(summary_dir / registry.SPEC)
-    trains = {tid for run in spec["layout"]["runs"] for key, ids in run.items()
+    trains = {tid for run in layout_of(spec)["runs"] for key, ids in run.items()
               if isinstance(ids, list) for tid in ids if tid}
     outputs = registry.get("train").outputs
     for tid in sorted(trains):
