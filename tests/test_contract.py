@@ -2,6 +2,7 @@
 plugin runs through Snakemake), fixed-size job commands for a 4,000-job sweep, canonical
 IDs shared by snakemake and the library's CLI, code versions in IDs, logs and quoting."""
 import dataclasses
+import shlex
 import os
 import re
 import subprocess
@@ -183,3 +184,57 @@ def test_jobs_run_the_code_of_the_snakefile_that_planned_them(tmp_path, small_id
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     log = next((work / "results" / "logs" / "init").glob("*.log")).read_text()
     assert log.startswith("lth from the second checkout"), log
+
+
+def test_parse_time_reads_only_torch_free_modules():
+    """What the Snakefile imports (lth.plan, every stage declaration, the dataset readers,
+    the job's manifests) loads, validates and plans with torch, pandas, pyarrow and
+    matplotlib blocked: parse time stays cheap on a login node."""
+    code = f'''
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "pandas", "pyarrow", "matplotlib"):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+sys.path.insert(0, {str(ROOT / "src")!r})
+from lth.nn import data, devices
+from lth.plan import build, config, execution, files, groups, registry
+from lth.runtime import job
+cfg = config.load([{str(ROOT / "config.yaml")!r}, {str(ROOT / "presets" / "fashion_sanity_cpu.yaml")!r}])
+plan = build.build(cfg)
+groups.assign(plan)
+print(len(plan.stages), len(registry.kinds()), execution.flags(cfg))
+'''
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stages, kinds, flags = proc.stdout.split(maxsplit=2)
+    assert int(stages) == 211 and int(kinds) == 16
+    assert flags.strip() == "--device auto --checkpoint-every 5000it --divergence-factor 10"  # config.yaml's
+
+
+def test_execution_keys_make_the_flags_the_argparse_and_the_record():
+    """Declared once in the schema (x-execution, x-flag): the rule's flags, the job's options
+    and its Execution record follow, each key at its schema default unless set."""
+    import argparse
+
+    from lth.plan import execution
+    cfg = config.validate({"deterministic": True, "gpu_slots": 2, "data_dir": "/data/fashion mnist",
+                           "checkpoint_every": "10min", "train": {"divergence_factor": 4}})
+    flags = execution.flags(cfg)
+    assert flags == ("--device auto --checkpoint-every 10min --divergence-factor 4 --deterministic --gpu-slots 2 "
+                     "--data-dir '/data/fashion mnist'")
+    parser = argparse.ArgumentParser()
+    execution.add_arguments(parser)
+    args = parser.parse_args(["--threads", "3", *shlex.split(flags)])
+    record = execution.from_arguments(args)
+    assert record == execution.Execution(threads=3, device="auto", checkpoint_every="10min", divergence_factor=4.0,
+                                         deterministic=True, gpu_slots=2, data_dir="/data/fashion mnist")
+    assert execution.from_arguments(parser.parse_args([])) == execution.Execution()
+    assert execution.Execution() == execution.Execution(threads=None, device="auto", checkpoint_every="2000it",
+                                                        divergence_factor=10, deterministic=False, gpu_slots=1,
+                                                        data_dir=None)
+    assert [d for d, _, _ in execution.declared()] == ["device", "threads", "deterministic", "checkpoint_every",
+                                                       "gpu_slots", "data_dir", "train.divergence_factor"]
+    assert set(config.execution_keys()) == {"results", "device", "threads", "deterministic", "checkpoint_every",
+                                            "gpu_slots", "data_dir"}
