@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from lth.nn import checkpoint, divergence, numerics, optim
 from lth.runtime import lifeline
 from lth.nn.data import Dataset, split_validation
-from lth.plan.steps import Step
+from lth.plan.steps import Step, epoch_steps
 
 EVAL_BATCH = 5000
 
@@ -132,10 +132,6 @@ def evaluate(model, split: Split, batch: int = EVAL_BATCH, precision: str = "fp3
         correct += (logits.argmax(1) == target).sum()
     model.train(was_training)
     return loss.item() / len(split), correct.item() / len(split)
-
-
-def epoch_steps(examples: int, batch: int) -> int:
-    return max(1, examples // batch)  # the last partial batch is dropped
 
 
 @dataclass

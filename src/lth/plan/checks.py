@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lth.plan import canonical
 from lth.plan.config import ConfigError
-from lth.plan.steps import Step
+from lth.plan.steps import Step, epoch_steps
 
 
 def _description(schema: dict, path: list) -> str:
@@ -202,13 +202,8 @@ def combination(cfg: dict) -> None:
 
 
 def iterations(value, steps_per_epoch: int) -> int:
-    """A step ("500it", "2ep") in iterations: the one place epochs become iterations."""
+    """A step ("500it", "2ep") in iterations (lth.plan.steps)."""
     return Step.parse(value).iterations(steps_per_epoch)
-
-
-def steps_per_epoch(train_examples: int, validation_size: int, batch_size: int) -> int:
-    """Optimisation steps per epoch of the training split (the last partial batch dropped)."""
-    return max(1, (train_examples - validation_size) // batch_size)
 
 
 def with_data(cfg: dict) -> None:
@@ -224,7 +219,7 @@ def with_data(cfg: dict) -> None:
         raise ConfigError(f"config: data.validation_size = {validation} with train.batch_size = {batch} does not fit "
                           f"the {examples} training examples ({where}); expected validation_size + batch_size "
                           f"<= {examples}")
-    per_epoch = steps_per_epoch(examples, validation, batch)
+    per_epoch = epoch_steps(examples - validation, batch)  # the training split
     total = iterations(cfg["train"]["iterations"], per_epoch)
     at = f"(train.iterations = {cfg['train']['iterations']} = {total} iterations at {per_epoch} per epoch)"
     points = cfg["rewind"]["to"] if isinstance(cfg["rewind"]["to"], list) else [cfg["rewind"]["to"]]

@@ -238,9 +238,11 @@ def validate(cfg: dict, schema: dict | None = None) -> dict:
 
 def notes(cfg: dict) -> list[str]:
     """Warnings about a valid config: analysis levels beyond `levels` are skipped (so
-    `--config levels=2` works with the default experiment's instability levels)."""
+    `--config levels=2` works with the default experiment's instability levels), for every
+    section with a `levels` list of its own (a new analysis's too)."""
     out = []
-    for section in ("instability", "perturb", "landscape"):
+    sections = [name for name, sub in load_schema()["properties"].items() if "levels" in sub.get("properties", {})]
+    for section in sections:
         beyond = [level for level in cfg[section]["levels"] or [] if level > cfg["levels"]]
         if beyond:
             out.append(f"note: {section}.levels {', '.join(map(str, beyond))} are beyond levels "

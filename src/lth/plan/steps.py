@@ -1,4 +1,5 @@
-"""Training lengths written as "500it" (iterations) or "2ep" (epochs), or a bare integer."""
+"""Training lengths written as "500it" (iterations) or "2ep" (epochs), or a bare integer, and
+the one rule that makes epochs iterations (`epoch_steps`, `Step.iterations`). Torch-free."""
 from __future__ import annotations
 
 import re
@@ -28,3 +29,9 @@ class Step:
 
     def __str__(self) -> str:
         return f"{self.count}{self.unit}"
+
+
+def epoch_steps(examples: int, batch: int) -> int:
+    """Optimisation steps per epoch of `examples` training examples: the last partial batch
+    is dropped. The config check (from the files' headers) and the training use this one."""
+    return max(1, examples // batch)

@@ -31,7 +31,6 @@ rest finds the instability table that belongs to a summary directory.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd

@@ -1,7 +1,7 @@
 """A job's ties to the world: the snakemake that started it, and the one process allowed to
 write its stage.
 
-- Scheduler: the nearest ancestor process that is a snakemake (found through /proc). A
+- Scheduler: the nearest ancestor process that is a snakemake (found with psutil). A
   training job checks about once a second that it still lives; when it is gone (killed with
   -9, its node lost), the job saves its checkpoint and stops, so a rerun with
   `--rerun-incomplete` resumes it instead of an orphan finishing unseen, or two processes
@@ -11,7 +11,7 @@ write its stage.
   process (the kernel frees it when the process dies), so a second process for the same
   stage fails in one line instead of writing beside the first.
 
-Linux only (/proc); elsewhere no scheduler is found and jobs run unwatched. Torch-free.
+Torch-free.
 """
 from __future__ import annotations
 
@@ -21,29 +21,17 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from lth.store.artifacts import ArtifactError
 
 
-def _stat(pid: int) -> list[str] | None:
+def _is_snakemake(process: psutil.Process) -> bool:
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2:].split()  # fields after "pid (comm)": state, ppid, ...
-
-
-def _start_time(pid: int) -> str | None:
-    fields = _stat(pid)
-    return fields[19] if fields else None  # field 22 of /proc/pid/stat: start time since boot
-
-
-def _is_snakemake(pid: int) -> bool:
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+        argv = process.cmdline()
+    except psutil.Error:
         return False
-    return any(Path(arg.decode(errors="replace")).name in ("snakemake", "snakemake.exe") or arg == b"snakemake"
-               for arg in argv[:3])
+    return any(Path(arg).name in ("snakemake", "snakemake.exe") or arg == "snakemake" for arg in argv[:3])
 
 
 class Orphaned(RuntimeError):
@@ -53,29 +41,33 @@ class Orphaned(RuntimeError):
 class Scheduler:
     """The snakemake this job belongs to, watched by PID and start time (a PID can be reused)."""
 
-    def __init__(self, pid: int, started: str):
+    def __init__(self, pid: int, started: float):
         self.pid, self.started = pid, started
         self._checked = time.monotonic()
 
     @classmethod
     def find(cls) -> "Scheduler | None":
-        pid = os.getppid()
-        for _ in range(16):
-            if pid <= 1:
-                return None
-            if _is_snakemake(pid):
-                started = _start_time(pid)
-                return cls(pid, started) if started else None
-            fields = _stat(pid)
-            if not fields:
-                return None
-            pid = int(fields[1])
+        try:
+            process = psutil.Process(os.getppid())
+            for _ in range(16):
+                if process.pid <= 1:
+                    return None
+                if _is_snakemake(process):
+                    return cls(process.pid, process.create_time())
+                process = process.parent()
+                if process is None:
+                    return None
+        except psutil.Error:  # an ancestor exited while we looked
+            return None
         return None
 
     def alive(self) -> bool:
-        fields = _stat(self.pid)
-        # a zombie has exited: its parent simply has not reaped it yet
-        return fields is not None and fields[0] != "Z" and _start_time(self.pid) == self.started
+        try:
+            process = psutil.Process(self.pid)
+            # a zombie has exited: its parent simply has not reaped it yet
+            return process.create_time() == self.started and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
 
     def gone(self, every: float = 1.0) -> str | None:
         """None while snakemake lives; else why to stop. Looks at most once per `every` s."""

@@ -2,10 +2,9 @@
 survivors, distance moved by kept vs pruned weights, per-unit connectivity."""
 from __future__ import annotations
 
-from lth.plan.ids import consumed
+from lth.plan.ids import Plan, Run, Stage
 from lth.plan.registry import Figure, StageKind, register
 from lth.stages import log
-from lth.plan.ids import Plan, Run, Stage
 
 
 def plan(cfg: dict, plan: Plan, make) -> list[Stage]:

@@ -2,10 +2,9 @@
 the summary table and each lottery's learning rate."""
 from __future__ import annotations
 
-from lth.plan.ids import consumed
+from lth.plan.ids import Plan, REPLICATE_KEYS, Stage, consumed
 from lth.plan.registry import Figure, StageKind, register
 from lth.stages import log
-from lth.plan.ids import REPLICATE_KEYS, Plan, Stage
 
 
 def plan(cfg: dict, plan: Plan, make) -> Stage | None:

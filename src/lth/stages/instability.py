@@ -2,10 +2,9 @@
 (lth.report.instability)."""
 from __future__ import annotations
 
-from lth.plan.ids import consumed
+from lth.plan.ids import Plan, Stage, consumed
 from lth.plan.registry import Figure, StageKind, register
 from lth.stages import log
-from lth.plan.ids import Plan, Stage
 
 
 def plan(cfg: dict, plan: Plan, make) -> Stage | None:

@@ -3,11 +3,9 @@ copies of a network trained from the same start with other data orders, and erro
 along the straight line between them (lth.report.instability)."""
 from __future__ import annotations
 
-from lth.plan.ids import consumed
+from lth.plan.ids import Plan, Run, consumed, copy_seed
 from lth.plan.registry import StageKind, register
-from lth.stages import log
-from lth.plan.ids import Plan, Run, copy_seed
-from lth.stages import train
+from lth.stages import log, train
 
 COPY = "instability_copy"  # the variant of a pair's two trainings
 

@@ -2,10 +2,9 @@
 perturbations), its plots and its verdict (lth.report.summary, lth.report.verdict)."""
 from __future__ import annotations
 
-from lth.plan.ids import consumed
+from lth.plan.ids import CONTROLS, consumed, perturbations
 from lth.plan.registry import Figure, StageKind, register
 from lth.stages import log
-from lth.plan.ids import CONTROLS, perturbations
 
 
 def plan(cfg: dict, plan: Plan, make) -> Stage:

@@ -48,8 +48,8 @@ def run(job) -> dict | None:
     import torch
 
     from lth.nn import checkpoint, data, devices, models, numerics
-    from lth.nn.training import epoch_steps, train
-    from lth.plan.steps import Step
+    from lth.nn.training import train
+    from lth.plan.steps import Step, epoch_steps
     from lth.store import ptfile
     from lth.store.artifacts import write_json
     from lth.store.starts import load_start
