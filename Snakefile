@@ -20,6 +20,8 @@ from lth.nn import data as lth_data, devices as lth_devices
 from lth.plan import build as lth_plan, config as lth_config, execution as lth_execution, files as lth_files
 from lth.plan import groups as lth_job_groups, registry as lth_registry
 from lth.runtime import job as lth_jobs
+from lth.store import freshness as lth_freshness
+from lth.runtime import lifeline as lth_lifeline
 
 
 # Snakemake's own messages for a config.yaml that is empty (or only a comment), not a
@@ -32,6 +34,10 @@ if Path("config.yaml").is_file() and not workflow.config_settings.replace_workfl
 
 
 configfile: "config.yaml"
+
+
+# Jobs inherit this snakemake's identity: one started as it dies still knows whom to watch.
+lth_lifeline.announce()
 
 
 report: "workflow/report/workflow.rst"
@@ -64,6 +70,12 @@ rule all:
 
 
 onstart:
+    # Stop before any job when a finished stage it would reuse no longer matches its record
+    # (a stat per file while nothing changed; a hash where size or time did; `verify: full`
+    # hashes everything): damage is repaired by `lth verify --repair`, never reused.
+    _damaged = lth_freshness.check([stage.dir for stage in PLAN.stages.values()], full=config["verify"] == "full")
+    if _damaged:
+        sys.exit(lth_freshness.message(_damaged, ROOT))
     # Stop before any job runs when the dataset is missing and some stage still has to read
     # it (a dry run and a fully cached workflow do not need it).
     if any(not Path(stage.output("record")).exists() for stage in PLAN.stages.values()

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
-from test_workflow import SNAKEFILE, jobs, run, snakemake, tiny_config
+from conftest import ROOT, SNAKEFILE, jobs, run, snakemake, tiny_config
 
 from lth.plan import build as plan, config, registry
 from lth.plan import files as config_files
@@ -71,6 +70,7 @@ SWEEP = {"levels": 20, "init": {"seed": [0, 1, 2]}, "train": {"lr": [0.0003, 0.0
          "instability": {"levels": [0, 5, 10], "pairs": 1, "variants": ["ticket", "random_reinit", "random_prune"]}}
 
 
+@pytest.mark.slow
 def test_a_4000_job_sweep_plans_with_every_command_under_4_kib(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**SWEEP, "data_dir": str(tmp_path)}))
     output = dry_run(tmp_path)
@@ -122,6 +122,7 @@ def test_snapshot_id_ignores_training_length_and_evaluation_interval():
     assert snapshot() != snapshot(lr=0.01)
 
 
+@pytest.mark.slow
 def test_snakemake_and_the_cli_read_config_strings_alike(tmp_path):
     """`--config` strings through snakemake itself and through `python -m lth plan` give the
     same stage IDs (one merge function, tested against snakemake's own parsing)."""
@@ -141,6 +142,7 @@ def test_snakemake_and_the_cli_read_config_strings_alike(tmp_path):
 
 # ---- the Python that runs snakemake, logs per results folder, paths with spaces ----
 
+@pytest.mark.slow
 def test_jobs_run_with_snakemakes_python_logs_stay_in_their_results_folder_and_spaces_work(
         tmp_path, small_idx_dataset):
     cfg = tiny_config(small_idx_dataset, levels=0)
@@ -165,6 +167,7 @@ def test_jobs_run_with_snakemakes_python_logs_stay_in_their_results_folder_and_s
     assert ids[0] == ids[1]  # `results` is never in an ID
 
 
+@pytest.mark.slow
 def test_jobs_run_the_code_of_the_snakefile_that_planned_them(tmp_path, small_idx_dataset):
     """A second checkout run with the venv that has the first one installed: its jobs import
     its own src/, not the installed one."""
@@ -237,4 +240,4 @@ def test_execution_keys_make_the_flags_the_argparse_and_the_record():
     assert [d for d, _, _ in execution.declared()] == ["device", "threads", "deterministic", "checkpoint_every",
                                                        "gpu_slots", "data_dir", "train.divergence_factor"]
     assert set(config.execution_keys()) == {"results", "device", "threads", "deterministic", "checkpoint_every",
-                                            "gpu_slots", "data_dir"}
+                                            "gpu_slots", "data_dir", "verify"}

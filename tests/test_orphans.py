@@ -9,10 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
-from test_workflow import SNAKEFILE, jobs, snakemake, tiny_config
+from conftest import SNAKEFILE, jobs, snakemake, tiny_config
 
 
 def long_config(data_dir):
@@ -23,15 +24,11 @@ def long_config(data_dir):
 def job_pids(manifest_part: str) -> list[int]:
     """PIDs of `python -m lth run` processes whose command line names manifest_part."""
     found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if b"lth" in argv and b"run" in argv and any(manifest_part.encode() in a for a in argv) and state != "Z":
-                found.append(int(proc.name))
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        argv = proc.info["cmdline"] or []
+        if "lth" in argv and "run" in argv and any(manifest_part in a for a in argv) \
+                and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc.pid)
     return found
 
 
@@ -44,6 +41,7 @@ def wait_for(condition, timeout, step=0.05):
     return False
 
 
+@pytest.mark.slow
 def test_kill_9_of_snakemake_stops_the_training_and_rerun_incomplete_resumes_it(tmp_path, small_idx_dataset):
     from lth.plan import config, build as plan
     whole, killed = tmp_path / "whole", tmp_path / "killed"
@@ -83,6 +81,7 @@ def test_kill_9_of_snakemake_stops_the_training_and_rerun_incomplete_resumes_it(
         assert (killed / stage.output(name)).read_bytes() == (whole / stage.output(name)).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_a_second_process_for_a_running_stage_fails_in_one_line(tmp_path, small_idx_dataset):
     from lth.plan import config, build as plan
     from lth.runtime import job as lth_jobs
@@ -149,3 +148,31 @@ def test_interpolation_and_landscape_stop_when_their_snakemake_is_gone():
     with pytest.raises(lifeline.Orphaned, match="stopped at alpha 0 of the grid"):
         landscape.evaluate_grid(model, state, {**zero, "fc1.weight": np.ones_like(state["fc1.weight"])}, zero,
                                 landscape.coordinates(3, 1.0), split, stop=stop)
+
+
+@pytest.mark.slow
+def test_a_job_spawned_as_its_snakemake_dies_is_gone_within_2_s(tmp_path, small_idx_dataset):
+    """kill -9 of snakemake at the moment a training job is spawned, at several delays
+    (while it starts its interpreter, imports torch, reads data, trains): every job is gone
+    within 2 s and leaves no finished stage (at most its checkpoint)."""
+    cfg = tiny_config(small_idx_dataset, levels=0, train={"iterations": "3000it", "eval_every": "1000it"})
+    took = {}
+    for attempt, delay in enumerate((0.0, 0.05, 0.2, 0.5, 0.9, 1.4, 2.5)):
+        cfg["results"] = f"results_{attempt}"
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+        snake = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--cores", "1"],
+                                 cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        part = f"results_{attempt}/.lth/manifests/train/"
+        assert wait_for(lambda: job_pids(part), 120, step=0.01), "no training job started"
+        time.sleep(delay)
+        snake.kill()
+        snake.wait()
+        killed = time.time()
+        assert wait_for(lambda: not job_pids(part), 10, step=0.02), f"delay {delay}: the job outlived its snakemake"
+        took[delay] = time.time() - killed
+        trained = list((tmp_path / f"results_{attempt}" / "train").glob("*/record.json"))
+        assert trained == [], f"delay {delay}: the job finished unseen"
+        log = next((tmp_path / f"results_{attempt}" / "logs" / "train").glob("*.log")).read_text()
+        assert "is gone" in log or "was gone before it began" in log or log.strip() == "", log[-2000:]
+    print(f"kill at spawn: seconds from kill -9 to the job gone, by delay: {took}")
+    assert max(took.values()) <= 2.0, took

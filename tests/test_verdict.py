@@ -183,25 +183,16 @@ def _stage(root, kind, sid, spec, files=()):
     return directory
 
 
-def test_the_instability_stage_of_a_summary_is_found_by_its_networks(tmp_path):
+def test_the_instability_stage_of_a_summary_is_the_one_planned_with_it(tmp_path):
+    """The plan records which summary an instability stage belongs with (its spec's
+    `related`, not hashed): the verdict reads that one spec per instability stage."""
     csv = "run,lottery,level,variant,k,weights_remaining_pct,stable,matching\nimp,imp,0,ticket,0it,100,True,True\n"
-    summary_dir = _stage(tmp_path, "summary", "s" * 12, {"upstream": {"runs": [
-        {"label": "imp", "lottery": "imp", "trains": ["d" * 12, "t1" * 6]}]}})
-    _stage(tmp_path, "train", "t1" * 6, {"upstream": {"start": "r" * 12, "mask": "m" * 12}})
-    _stage(tmp_path, "train", "c1" * 6, {"upstream": {"start": "r" * 12, "mask": "m" * 12}})   # its copy
-    _stage(tmp_path, "train", "x1" * 6, {"upstream": {"start": "q" * 12, "mask": "n" * 12}})   # another chain's
-    _stage(tmp_path, "interpolate", "p1" * 6, {"upstream": {"a": "c1" * 6, "b": "c1" * 6}})
-    _stage(tmp_path, "interpolate", "p2" * 6, {"upstream": {"a": "x1" * 6, "b": "x1" * 6}})
-    entry = {"run": "imp", "lottery": "imp", "level": 1, "variant": "ticket", "k": "0it", "pair": 0}
+    summary_dir = _stage(tmp_path, "summary", "s" * 12, {"layout": {"runs": []}})
     assert verdict.instability_for(summary_dir) is None
-    _stage(tmp_path, "instability", "i2" * 6,  # same dense network, another chain's level 1 (another prune rate)
-           {"upstream": {"dense": {"imp": "d" * 12}, "entries": [{**entry, "path": "p2" * 6}]}}, {"summary.csv": csv})
-    _stage(tmp_path, "instability", "i3" * 6,  # another dense network
-           {"upstream": {"dense": {"imp": "e" * 12}, "entries": []}}, {"summary.csv": csv})
+    _stage(tmp_path, "instability", "i2" * 6, {"related": {"summary": "o" * 12}}, {"summary.csv": csv})  # another's
+    _stage(tmp_path, "instability", "i3" * 6, {"upstream": {}}, {"summary.csv": csv})  # a spec from before `related`
     assert verdict.instability_for(summary_dir) is None
-    ours = _stage(tmp_path, "instability", "i1" * 6,
-                  {"upstream": {"dense": {"imp": "d" * 12}, "entries": [{**entry, "path": "p1" * 6}]}},
-                  {"summary.csv": csv})
+    ours = _stage(tmp_path, "instability", "i1" * 6, {"related": {"summary": "s" * 12}}, {"summary.csv": csv})
     assert verdict.instability_for(summary_dir) == ours / "summary.csv"
     assert verdict.read_instability(ours / "summary.csv").stable.tolist() == [True]
     (ours / "summary.csv").write_text(csv + "imp,imp,1,ticket,0it,80,False,False\n")  # damaged: not used

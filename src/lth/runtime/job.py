@@ -26,7 +26,7 @@ from lth.plan import config as config_mod
 from lth.plan import execution, registry
 from lth.plan.ids import stage_id
 from lth.runtime import lifeline
-from lth.store import records
+from lth.store import freshness, records
 from lth.store.artifacts import ArtifactError, atomic_path, write_json
 
 MANIFESTS = ".lth/manifests"
@@ -41,6 +41,12 @@ class StageJob:
     execution: object = field(default_factory=execution.Execution)  # lth.plan.execution
     resolved: dict = field(default_factory=dict)  # what the runner worked out (steps in iterations), for spec.json
     scheduler: "lifeline.Scheduler | None" = None  # the snakemake this job belongs to, if any
+
+    def cooperate(self) -> None:
+        """The runner now asks `stop()` at safe points (a training step, a grid point): from
+        here a gone snakemake no longer interrupts the job where it stands."""
+        if self.scheduler is not None:
+            self.scheduler.cooperate()
 
     def stop(self) -> str | None:
         """Why a long job should stop now (its snakemake is gone), or None."""
@@ -136,11 +142,30 @@ def load(manifest: Path, how) -> StageJob:
 
 
 def run(manifest: Path, how) -> None:
+    # The snakemake that started this job, found before anything is read or written: if it
+    # is already gone (killed while spawning us), stop now; while the job starts up (imports,
+    # data), a watch thread interrupts it the moment it goes (lth.runtime.lifeline).
+    scheduler = lifeline.Scheduler.find()
+    if scheduler is not None:
+        if not scheduler.alive():
+            raise lifeline.Orphaned(f"the snakemake that started this job (pid {scheduler.pid}) was gone before it "
+                                    "began; nothing of this stage is written, run snakemake again to redo it")
+        scheduler.watch()
+    try:
+        _run(manifest, how, scheduler)
+    except KeyboardInterrupt:
+        if scheduler is None or not scheduler.gone():
+            raise
+        raise lifeline.Orphaned(f"{scheduler.gone()}: stopped while starting; nothing of this stage is written, "
+                                "run snakemake again (after --unlock) to redo it") from None
+
+
+def _run(manifest: Path, how, scheduler) -> None:
     job = load(manifest, how)
+    job.scheduler = scheduler
     kind = registry.get(job.spec["kind"])
     # one writer per stage, for as long as this process lives (lth.runtime.lifeline)
     _lock = lifeline.StageLock(job.dir.parent.parent / ".lth" / "locks" / f"{job.spec['id']}.lock", job.dir)
-    job.scheduler = lifeline.Scheduler.find()
     records.verify(job.inputs.values())
     job.dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -152,6 +177,7 @@ def run(manifest: Path, how) -> None:
         raise ArtifactError(f"stage {job.dir}: the {kind.name} runner did not write {', '.join(missing)}")
     write_json(job.dir / registry.SPEC, {**job.spec, "resolved": job.resolved} if job.resolved else job.spec)
     records.write(job.dir, job.spec, {n: f for n, f in kind.files.items() if n != "record"}, figures)
+    freshness.remember(job.dir)  # what the next run's stat check compares against
 
 
 def main(argv: list[str]) -> int:

@@ -15,9 +15,11 @@ Torch-free.
 """
 from __future__ import annotations
 
+import _thread
 import fcntl
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -38,16 +40,38 @@ class Orphaned(RuntimeError):
     """The job's snakemake is gone; the job saved what it had and stopped (one line)."""
 
 
+ENV = "LTH_SCHEDULER"  # "pid:start time" of the snakemake that plans the jobs (set at parse time)
+
+
+def announce() -> None:
+    """Name this process (a snakemake parsing the Snakefile) as the scheduler of the jobs it
+    starts: they inherit the variable, so a job knows its snakemake even when that one is
+    already gone by the time the job looks (an ancestor walk would find nothing then)."""
+    me = psutil.Process()
+    os.environ[ENV] = f"{me.pid}:{me.create_time()!r}"
+
+
 class Scheduler:
-    """The snakemake this job belongs to, watched by PID and start time (a PID can be reused)."""
+    """The snakemake this job belongs to, watched by PID and start time (a PID can be reused).
+    `watch` starts a thread that looks every 0.2 s: while the job starts up (imports, data)
+    it interrupts it at once; once the job `cooperates` (a training loop that saves its
+    checkpoint, a grid that stops at its next point), `gone()` tells it to stop."""
 
     def __init__(self, pid: int, started: float):
         self.pid, self.started = pid, started
-        self._checked = time.monotonic()
+        self._gone = threading.Event()
+        self._interrupt = True
 
     @classmethod
     def find(cls) -> "Scheduler | None":
-        try:
+        announced = os.environ.get(ENV, "")
+        if announced:
+            pid, _, started = announced.partition(":")
+            try:
+                return cls(int(pid), float(started))
+            except ValueError:
+                pass
+        try:  # started by hand or by an older Snakefile: the nearest snakemake ancestor
             process = psutil.Process(os.getppid())
             for _ in range(16):
                 if process.pid <= 1:
@@ -69,13 +93,22 @@ class Scheduler:
         except psutil.Error:
             return False
 
-    def gone(self, every: float = 1.0) -> str | None:
-        """None while snakemake lives; else why to stop. Looks at most once per `every` s."""
-        now = time.monotonic()
-        if now - self._checked < every:
-            return None
-        self._checked = now
-        return None if self.alive() else f"the snakemake that started this job (pid {self.pid}) is gone"
+    def watch(self, every: float = 0.2) -> None:
+        def look():
+            while self.alive():
+                time.sleep(every)
+            self._gone.set()
+            if self._interrupt:
+                _thread.interrupt_main()  # a KeyboardInterrupt in the job's main thread (lth.runtime.job)
+        threading.Thread(target=look, name="lth-scheduler-watch", daemon=True).start()
+
+    def cooperate(self) -> None:
+        """From now on the job asks `gone()` and stops at a safe point itself."""
+        self._interrupt = False
+
+    def gone(self) -> str | None:
+        """None while snakemake lives (or nobody watches); else why to stop."""
+        return f"the snakemake that started this job (pid {self.pid}) is gone" if self._gone.is_set() else None
 
 
 def check(stop, where: str) -> None:

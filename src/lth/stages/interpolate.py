@@ -88,6 +88,7 @@ def run(job) -> None:
     bn_inputs = [splits["train"].x[i * batch:(i + 1) * batch] for i in range(ic["bn_batches"])] if has_bn else None
     log(f"interpolate {spec['id']} level {spec['level']}: {ic['alphas']} points on {device} "
          f"({devices.describe(device, lease)}), batchnorm recomputed: {has_bn}")
+    job.cooperate()  # from here a gone snakemake stops the path at its next point
     rows = instability.evaluate_path(model, a, b, instability.alphas(ic["alphas"]),
                                      {"test": splits["test"], "train": subset}, bn_inputs,
                                      settings["train"].get("precision", "fp32"), job.stop)

@@ -252,6 +252,7 @@ def run(job) -> dict:
     model = models.build(info["name"], width=info.get("width", 1.0)).to(device)
     log(f"landscape {spec['id']}: {len(spec['layout']['trains'])} networks, {ls['grid']}x{ls['grid']} points "
          f"in [-{ls['span']}, {ls['span']}]^2, {len(subset)} training examples, on {devices.describe(device, lease)}")
+    job.cooperate()  # from here a gone snakemake stops the grid at its next point
     rows = []
     for entry in spec["layout"]["trains"]:
         level = entry["level"]

@@ -88,6 +88,7 @@ def run(job) -> dict | None:
     job.resolved.update({"steps_per_epoch": per_epoch, "start_iteration": first, "iterations": last})
     every, seconds = checkpoint.parse_interval(ex.checkpoint_every, per_epoch)
     ckpt = checkpoint.Checkpointing(job.checkpoint, every, spec["id"], seconds)
+    job.cooperate()  # from here a gone snakemake stops the loop at its next step, checkpoint saved
     try:
         result = train(model, mask, splits, settings["train"], start=first, checkpointing=ckpt, stop=job.stop,
                        log=lambda line: log(f"{spec['kind']} {spec['id']}: {line}"))

@@ -1,0 +1,74 @@
+"""What a run reuses, checked cheaply before any job. When a stage is recorded, the size and
+modification time of each of its files (record.json included) are kept beside it, outside
+the stage directory (<results>/.lth/stats/<kind>/<id>.json). Before a run, every finished
+stage of the plan is stat-ed: one whose files all still have the kept size and time is
+reused as is; any other is hashed against its record, and either its stat is kept anew (a
+`touch`, a copy: the same bytes) or it is damaged and the run stops, naming it. Bit rot
+that keeps size and time is only seen by hashing everything: `verify: full`, or
+`python -m lth verify`. Torch-free.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lth.plan.registry import RECORD
+from lth.store import records
+from lth.store.artifacts import write_json
+
+STATS = ".lth/stats"
+
+
+def _kept_path(stage_dir: Path) -> Path:
+    stage_dir = Path(stage_dir)
+    return stage_dir.parent.parent / STATS / stage_dir.parent.name / f"{stage_dir.name}.json"
+
+
+def _stat(path: Path) -> list | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def remember(stage_dir) -> None:
+    """Keep the stat of every file the stage's record names, and of the record itself."""
+    stage_dir = Path(stage_dir)
+    names = [entry["file"] for entry in records.read(stage_dir)["files"].values()] + [RECORD]
+    write_json(_kept_path(stage_dir), {name: _stat(stage_dir / name) for name in names})
+
+
+def _unchanged(stage_dir: Path) -> bool:
+    try:
+        kept = json.loads(_kept_path(stage_dir).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(kept, dict) and RECORD in kept and \
+        all(_stat(stage_dir / name) == value for name, value in kept.items())
+
+
+def check(stage_dirs, full: bool = False) -> dict[Path, list[str]]:
+    """{stage directory: its problems} of the finished stages (those with a record.json)
+    among `stage_dirs` whose files changed since they were recorded (all of them: `full`).
+    The unchanged ones cost a stat per file; the intact changed ones are remembered anew."""
+    damaged = {}
+    for stage_dir in map(Path, stage_dirs):
+        if not (stage_dir / RECORD).exists() or (not full and _unchanged(stage_dir)):
+            continue  # unfinished stages are rerun by snakemake anyway
+        found = records.problems(stage_dir)
+        if found:
+            damaged[stage_dir] = found
+        else:
+            remember(stage_dir)
+    return damaged
+
+
+def message(damaged: dict, root) -> str:
+    """One line naming the damaged stages and the fix."""
+    import shlex
+    first, problems = next(iter(damaged.items()))
+    more = f" and {len(damaged) - 1} more" if len(damaged) > 1 else ""
+    return (f"error: {len(damaged)} finished stage{'s' if len(damaged) > 1 else ''} no longer match their records: "
+            f"{first} ({problems[0]}){more}; run `python -m lth verify {shlex.quote(str(root))} --repair`, then "
+            "snakemake again (it rebuilds them and what depends on them)")

@@ -1,0 +1,69 @@
+"""What a run reuses is checked cheaply: a stat per file while nothing changed, a hash when
+something did (lth.store.freshness)."""
+import json
+import os
+
+import pytest
+
+from lth.store import freshness, records
+from test_verify import DAMAGES, _stage
+
+
+def _hashing(monkeypatch) -> list:
+    hashed = []
+    digest = records.file_digest
+    monkeypatch.setattr(records, "file_digest", lambda path: hashed.append(path.name) or digest(path))
+    return hashed
+
+
+def test_unchanged_stages_cost_a_stat_and_a_touched_one_a_hash(tmp_path, monkeypatch):
+    stage = _stage(tmp_path)
+    freshness.remember(stage)
+    hashed = _hashing(monkeypatch)
+    assert freshness.check([stage]) == {} and hashed == []
+    os.utime(stage / "stats.json")  # the same bytes, a new time: hashed once, then remembered
+    assert freshness.check([stage]) == {} and sorted(hashed) == ["mask.parquet", "spec.json", "stats.json",
+                                                               "weights.pt"]
+    hashed.clear()
+    assert freshness.check([stage]) == {} and hashed == []
+    assert freshness.check([stage], full=True) == {} and len(hashed) == 4  # verify: full hashes everything
+
+
+# a deleted record.json is an unfinished stage: snakemake reruns it (it is an output)
+@pytest.mark.parametrize("name, damage", [(n, d) for n in ("spec.json", "record.json", "stats.json", "weights.pt")
+                                          for d in sorted(DAMAGES) if (n, d) != ("record.json", "delete")])
+def test_every_damage_is_caught_without_verify(tmp_path, name, damage):
+    stage = _stage(tmp_path)
+    freshness.remember(stage)
+    if name == "record.json" and damage == "replace":
+        record = json.loads((stage / name).read_text())
+        record["files"]["stats"]["size"] += 1  # a hand edit
+        (stage / name).write_text(json.dumps(record))
+    else:
+        DAMAGES[damage](stage / name)
+    found = freshness.check([stage])
+    assert list(found) == [stage] and found[stage]
+    line = freshness.message(found, tmp_path / "results")
+    assert "\n" not in line and f"verify {tmp_path / 'results'} --repair" in line and str(stage) in line
+
+
+def test_bit_rot_that_keeps_size_and_time_is_seen_only_by_a_full_check(tmp_path):
+    stage = _stage(tmp_path)
+    freshness.remember(stage)
+    path = stage / "weights.pt"
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert freshness.check([stage]) == {}
+    assert "weights.pt differs from its record (sha256)" in freshness.check([stage], full=True)[stage]
+
+
+def test_a_stage_without_a_kept_stat_is_hashed_once(tmp_path, monkeypatch):
+    stage = _stage(tmp_path)  # finished before stats were kept
+    hashed = _hashing(monkeypatch)
+    assert freshness.check([stage]) == {} and len(hashed) == 4
+    assert freshness.check([stage]) == {} and len(hashed) == 4
+    (stage / "record.json").unlink()  # unfinished: snakemake reruns it, nothing to check
+    assert freshness.check([stage]) == {}
