@@ -1,6 +1,7 @@
 """Workflow figures at sweep scale (prints numbers; asserts nothing).
 
     python bench/sweep.py dry        # the 4,000-job sweep: dry-run wall time, jobs, longest command
+    python bench/sweep.py dry --seeds 7   # the same with init.seed 0..6 (issue 19: 9,251 jobs at 8b48797)
     python bench/sweep.py noop DIR   # a ~300-stage workflow, trained for real in DIR (5 iterations
                                      # per training), then `snakemake -n` on it, finished, timed
 
@@ -40,15 +41,16 @@ def snakemake(workdir: Path, *args) -> tuple[float, str]:
     return took, proc.stdout + proc.stderr
 
 
-def dry() -> None:
+def dry(seeds: int = 3) -> None:
+    sweep = {**SWEEP, "init": {"seed": list(range(seeds))}}
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(SWEEP))
+        (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(sweep))
         for attempt in (1, 2):
             took, output = snakemake(Path(tmp), "-n", "-p")
             commands = [line for line in output.splitlines() if line.startswith("Shell command: ")]
             total = int(re.search(r"^total\s+(\d+)", output, re.M).group(1))
             longest = max(commands, key=len)
-            print(f"sweep dry run {attempt}: {total} jobs in {took:.2f} s ({1000 * took / total:.1f} ms/job); "
+            print(f"sweep ({seeds} init seeds) dry run {attempt}: {total} jobs in {took:.2f} s ({1000 * took / total:.1f} ms/job); "
                   f"longest command {len(longest) - len('Shell command: ')} characters")
         print(f"  e.g. {longest[len('Shell command: '):]}")
 
@@ -68,8 +70,10 @@ def noop(directory: Path) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["dry"]:
+    if sys.argv[1:2] == ["dry"] and len(sys.argv) == 2:
         dry()
+    elif sys.argv[1:3] == ["dry", "--seeds"] and len(sys.argv) == 4 and sys.argv[3].isdigit():
+        dry(int(sys.argv[3]))
     elif sys.argv[1:2] == ["noop"] and len(sys.argv) == 3:
         noop(Path(sys.argv[2]))
     else:

@@ -1,4 +1,5 @@
 # Pure helpers and input functions: they look stages up in PLAN (built in the Snakefile).
+import functools
 
 ROOT = config["results"]
 ID = "[0-9a-f]{%d}" % lth_plan.ID_LENGTH
@@ -18,7 +19,13 @@ def gpu_request(wildcards):
     if config["device"] != "auto":
         return int(config["device"] == "cuda")
     cluster = workflow.executor_plugin is not None and not workflow.local_exec
-    return int(cluster or workflow.remote_exec or lth_devices.gpu_expected())
+    return int(cluster or workflow.remote_exec or _gpu_here())
+
+
+@functools.cache
+def _gpu_here():
+    """lth_devices.gpu_expected, asked once per snakemake (was: per training-class job)."""
+    return lth_devices.gpu_expected()
 
 
 # Resources by the registry's class of each kind, so that a new kind (a plugin's too) gets
@@ -65,17 +72,25 @@ def figure_labels(kind, figure):
     """Report labels of a stage's figure: what it shows and which lottery it belongs to."""
     def labels(wildcards):
         lottery = "all lotteries"
-        if figure.per_lottery:
-            stage = PLAN.get(kind, wildcards.id)
-            lottery = next((run.label for run, s in zip(PLAN.runs, PLAN.finals[kind]) if s.id == stage.id),
-                           lottery)
+        if figure.per_lottery:  # as lth.plan.build labels a run
+            lottery = " ".join(f"{k}={v}" for k, v in PLAN.get(kind, wildcards.id).lottery.items()) or "imp"
         return {"figure": figure.label, "lottery": lottery}
     return labels
 
 
-# Cluster jobs: which stages share one (lth.plan.groups); Snakemake ignores groups locally.
-GROUPS = lth_job_groups.assign(PLAN)
+# Cluster jobs: which stages share one (lth.plan.groups), worked out on the first job that
+# asks. Snakemake ignores groups in a local run but forms them in every dry run, and there a
+# group's readiness check walks all its members' input jobs each time one of them finishes:
+# quadratic in the summary's and correlation's thousands (half of a 9,251-job dry run). So a
+# dry run of a local run shows its jobs as that run runs them, ungrouped; a dry run for a
+# cluster executor keeps them (Snakemake sets use_threads for a remote executor, never for a
+# local one on POSIX unless --use-threads asks).
+GROUPS = {}
 
 
 def job_group(wildcards):
+    if workflow.dryrun and not workflow.execution_settings.use_threads:
+        return None
+    if not GROUPS:
+        GROUPS.update(lth_job_groups.assign(PLAN))
     return GROUPS[wildcards.id]

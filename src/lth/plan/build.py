@@ -44,16 +44,17 @@ def build(cfg: dict, schema: dict | None = None) -> Plan:
     producer: dict = {}  # output path -> ID of the stage that writes it
     lottery: dict = {}   # the choices of the lottery being planned
 
-    def make(kind, level, upstream, inputs, settings, *, layout=None, variant=None, related=None):
+    def make(kind, level, upstream, inputs, settings, *, layout=None, variant=None, related=None, choices=None):
         """The stage of this kind with these settings and upstream stages (an analysis: its
-        layout, and the stages it reads as `upstream`), added to the plan once."""
+        layout, and the stages it reads as `upstream`), added to the plan once. `choices`: the
+        lottery of a final stage made per lottery (anatomy, landscape)."""
         version = registry.get(kind).version
         if upstream is None:
             upstream = {name: producer[path] for name, path in inputs.items() if path in producer}
         sid = stage_id(kind, settings, upstream, defaults, version, layout)
         new = sid not in plan.stages
         stage = plan.add(Stage(kind, sid, level, settings, upstream, inputs, root, version, layout, variant,
-                               dict(lottery), related or {}))
+                               dict(lottery if choices is None else choices), related or {}))
         if new:
             producer.update((path, sid) for path in stage.outputs.values())
         return stage
