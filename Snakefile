@@ -63,19 +63,25 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/stages.smk"
 
 
+def intact_targets(wildcards):
+    """Every file of every stage, once the finished stages this run would reuse are checked
+    against their records (a stat per file while nothing changed, a hash where size or time
+    did; `verify: full` hashes all): damage stops the run here, before any job, in one line.
+    An input function, so it runs when snakemake builds the DAG of this workflow (a run, a
+    dry run, the report), not for --unlock nor in a cluster job's own snakemake."""
+    damaged = lth_freshness.check([stage.dir for stage in PLAN.stages.values()], full=config["verify"] == "full")
+    if damaged:
+        sys.exit(lth_freshness.message(damaged, ROOT))
+    return PLAN.targets()
+
+
 rule all:
     input:
-        PLAN.targets(),
+        intact_targets,
     default_target: True
 
 
 onstart:
-    # Stop before any job when a finished stage it would reuse no longer matches its record
-    # (a stat per file while nothing changed; a hash where size or time did; `verify: full`
-    # hashes everything): damage is repaired by `lth verify --repair`, never reused.
-    _damaged = lth_freshness.check([stage.dir for stage in PLAN.stages.values()], full=config["verify"] == "full")
-    if _damaged:
-        sys.exit(lth_freshness.message(_damaged, ROOT))
     # Stop before any job runs when the dataset is missing and some stage still has to read
     # it (a dry run and a fully cached workflow do not need it).
     if any(not Path(stage.output("record")).exists() for stage in PLAN.stages.values()

@@ -9,13 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from conftest import ROOT
-from test_workflow import jobs, run, snakemake, tiny_config
+from conftest import DAMAGES, jobs, one_stage, replace_same_shape, run, snakemake, tiny_config
 
-from lth.store import masks, ptfile, records
+from lth.store import records
 
 
 def lth(workdir, *args):
@@ -24,45 +22,10 @@ def lth(workdir, *args):
 
 # ---- one stage directory, every file kind, every damage (no Snakemake) ----
 
-def _stage(tmp_path) -> Path:
-    stage = tmp_path / "results" / "train" / "0123456789ab"
-    stage.mkdir(parents=True)
-    ptfile.save(stage / "weights.pt", {"w": np.arange(12, dtype=np.float32).reshape(3, 4)})
-    masks.write(stage / "mask.parquet", {"w": np.arange(12).reshape(3, 4) % 3 > 0})
-    (stage / "stats.json").write_text(json.dumps({"iterations": 300}))
-    spec = {"kind": "train", "id": stage.name, "version": 1, "level": 0, "settings": {}, "upstream": {}}
-    (stage / "spec.json").write_text(json.dumps(spec))
-    records.write(stage, spec, {"weights": "weights.pt", "mask": "mask.parquet", "stats": "stats.json",
-                                "spec": "spec.json"})
-    return stage
-
-
-def _replace_same_shape(path: Path) -> None:
-    """A valid file of the same kind and shapes with other contents."""
-    if path.suffix == ".pt":
-        state = ptfile.load(path)
-        ptfile.save(path, {k: v + 1 for k, v in state.items()})
-    elif path.name == "mask.parquet":
-        masks.write(path, masks.ones_like({k: v.shape for k, v in masks.read(path).items()}))
-    else:  # JSON: the same keys, one number changed
-        data = json.loads(path.read_text())
-        key = next(k for k in ("iterations", "level", "weights_kept") if isinstance(data.get(k), int))
-        path.write_text(json.dumps({**data, key: data[key] + 1}))
-
-
-DAMAGES = {
-    "delete": lambda p: p.unlink(),
-    "truncate": lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
-    "bitflip": lambda p: p.write_bytes(bytes(b ^ (0x01 if i == len(p.read_bytes()) // 2 else 0)
-                                             for i, b in enumerate(p.read_bytes()))),
-    "replace": _replace_same_shape,
-}
-
-
 @pytest.mark.parametrize("damage", sorted(DAMAGES))
 @pytest.mark.parametrize("name", ["weights.pt", "mask.parquet", "stats.json", "spec.json", "record.json"])
 def test_every_damage_of_every_file_kind_is_detected(tmp_path, name, damage):
-    stage = _stage(tmp_path)
+    stage = one_stage(tmp_path)
     assert records.problems(stage) == []
     if name == "record.json" and damage == "replace":
         record = json.loads((stage / name).read_text())
@@ -82,7 +45,7 @@ def test_every_damage_of_every_file_kind_is_detected(tmp_path, name, damage):
 def test_a_job_hashes_each_unchanged_input_once(tmp_path, monkeypatch):
     """A training verifies its inputs, then load_start the files its start names: the same
     bytes are not hashed twice in one process, and a file changed since is hashed again."""
-    stage = _stage(tmp_path)
+    stage = one_stage(tmp_path)
     hashed = []
     digest = records.file_digest
     monkeypatch.setattr(records, "file_digest", lambda path: hashed.append(Path(path).name) or digest(path))
@@ -96,7 +59,7 @@ def test_a_job_hashes_each_unchanged_input_once(tmp_path, monkeypatch):
 
 
 def test_a_file_not_in_its_record_is_refused(tmp_path):
-    stage = _stage(tmp_path)
+    stage = one_stage(tmp_path)
     (stage / "extra.parquet").write_bytes(b"x")
     with pytest.raises(records.ArtifactError, match="extra.parquet is not in its record.json"):
         records.verify([stage / "extra.parquet"])
@@ -140,6 +103,7 @@ def _stage_dir(workdir, kind, level=None) -> Path:
     return workdir / p.levels[level][kind].dir
 
 
+@pytest.mark.slow
 def test_damage_everywhere_is_listed_repaired_and_rebuilt_byte_for_byte(tmp_path, finished):
     workdir = tmp_path / "wf"
     shutil.copytree(finished, workdir, symlinks=True)
@@ -175,11 +139,12 @@ def test_damage_everywhere_is_listed_repaired_and_rebuilt_byte_for_byte(tmp_path
     assert _snapshot(workdir / "results") == original
 
 
+@pytest.mark.slow
 def test_a_consumer_refuses_a_damaged_input_in_one_line(tmp_path, finished):
     workdir = tmp_path / "wf"
     shutil.copytree(finished, workdir, symlinks=True)
     prune = _stage_dir(workdir, "prune", 1)
-    _replace_same_shape(prune / "mask.parquet")  # valid, right shapes, all ones: newer, so consumers rerun
+    replace_same_shape(prune / "mask.parquet")  # valid, right shapes, all ones: newer, so consumers rerun
     proc = snakemake(workdir, check=False)
     assert proc.returncode != 0
     log = next((workdir / "results" / "logs" / "rewind").glob("*.log")).read_text()
@@ -190,6 +155,7 @@ def test_a_consumer_refuses_a_damaged_input_in_one_line(tmp_path, finished):
         lines[0]), log
 
 
+@pytest.mark.slow
 def test_a_missing_spec_or_record_reruns_its_stage(tmp_path, finished):
     workdir = tmp_path / "wf"
     shutil.copytree(finished, workdir, symlinks=True)
@@ -204,6 +170,7 @@ def test_a_missing_spec_or_record_reruns_its_stage(tmp_path, finished):
     assert records.problems(train1) == []
 
 
+@pytest.mark.slow
 def test_catalog_has_a_row_per_stage_from_the_records_alone(tmp_path, finished):
     import pandas as pd
     workdir = tmp_path / "wf"
@@ -231,6 +198,7 @@ def test_catalog_has_a_row_per_stage_from_the_records_alone(tmp_path, finished):
     assert len(pd.read_parquet(workdir / "cat.parquet")) == len(frame) - 1
 
 
+@pytest.mark.slow
 def test_every_damage_of_every_file_kind_is_healed_by_repair_and_a_rerun(tmp_path, small_idx_dataset):
     """All 20 (file kind x damage) cases at once, each in its own stage of a real workflow
     (mtimes kept: Snakemake alone sees nothing); verify lists exactly those stages, --repair
@@ -269,3 +237,31 @@ def test_every_damage_of_every_file_kind_is_healed_by_repair_and_a_rerun(tmp_pat
     snakemake(tmp_path)
     assert lth(tmp_path, "verify", "results").returncode == 0
     assert _snapshot(tmp_path / "results") == original
+
+
+@pytest.mark.slow
+def test_a_plain_rerun_notices_damage_it_would_reuse(tmp_path, finished):
+    """Without `lth verify`: a damaged spec.json or record.json of a training, or any damaged
+    leaf analysis file, stops the next plain `snakemake` before any job, in one line naming
+    the stage and the fix (a stat check; the changed stage is hashed)."""
+    cases = [("train", 0, "spec.json", "truncate"), ("train", 1, "record.json", "bitflip"),
+             ("summary", None, "summary.csv", "bitflip"), ("summary", None, "verdict.txt", "truncate"),
+             ("correlation", None, "correlation.parquet", "replace_bytes"),
+             ("anatomy", None, "anatomy.parquet", "truncate"), ("prune", 1, "mask.parquet", "bitflip")]
+    damage = {**DAMAGES, "replace_bytes": lambda p: p.write_bytes(p.read_bytes()[::-1])}
+    for kind, level, name, how in cases:
+        workdir = tmp_path / f"{kind}-{name}"
+        shutil.copytree(finished, workdir, symlinks=True)
+        stage = _stage_dir(workdir, kind, level)
+        damage[how](stage / name)
+        proc = snakemake(workdir, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and jobs(proc) == {}, f"{name} of {kind}: {out[-1500:]}"
+        line = next(l for l in out.splitlines() if l.startswith("error: "))
+        assert f"{stage.relative_to(workdir)} (" in line and "lth verify results --repair" in line, line
+    # a touched file (same bytes, new time) is hashed once and reused; `verify=full` hashes all
+    workdir = tmp_path / "touched"
+    shutil.copytree(finished, workdir, symlinks=True)
+    os.utime(_stage_dir(workdir, "summary") / "summary.csv")
+    assert jobs(snakemake(workdir)) == {}
+    assert jobs(snakemake(workdir, "--config", "verify=full")) == {}

@@ -69,6 +69,7 @@ def message(damaged: dict, root) -> str:
     import shlex
     first, problems = next(iter(damaged.items()))
     more = f" and {len(damaged) - 1} more" if len(damaged) > 1 else ""
-    return (f"error: {len(damaged)} finished stage{'s' if len(damaged) > 1 else ''} no longer match their records: "
+    many = len(damaged) > 1
+    return (f"error: {len(damaged)} finished stage{'s no longer match their records' if many else ' no longer matches its record'}: "
             f"{first} ({problems[0]}){more}; run `python -m lth verify {shlex.quote(str(root))} --repair`, then "
             "snakemake again (it rebuilds them and what depends on them)")
