@@ -63,18 +63,6 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/stages.smk"
 
 
-def intact_targets(wildcards):
-    """Every file of every stage, once the finished stages this run would reuse are checked
-    against their records (a stat per file while nothing changed, a hash where size or time
-    did; `verify: full` hashes all): damage stops the run here, before any job, in one line.
-    An input function, so it runs when snakemake builds the DAG of this workflow (a run, a
-    dry run, the report), not for --unlock nor in a cluster job's own snakemake."""
-    damaged = lth_freshness.check([stage.dir for stage in PLAN.stages.values()], full=config["verify"] == "full")
-    if damaged:
-        sys.exit(lth_freshness.message(damaged, ROOT))
-    return PLAN.targets()
-
-
 rule all:
     input:
         intact_targets,

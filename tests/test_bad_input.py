@@ -25,6 +25,7 @@ ROWS = [
     ("levels huge", "levels: 1000000000", [], "levels"),
     ("levels word", "levels: many", [], "levels"),
     ("threads zero", "threads: 0", [], "threads"),
+    ("verify unknown", "verify: sometimes", [], "verify"),
     ("gpu slots zero", "gpu_slots: 0", [], "gpu_slots"),
     ("checkpoint interval in days", "checkpoint_every: 2d", [], "checkpoint_every"),
     ("checkpoint interval twice in time", "checkpoint_every: 10min,30s", [], "checkpoint_every"),
@@ -133,6 +134,7 @@ def one_line(output: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text, overrides, key", [row[1:] for row in ROWS], ids=[row[0] for row in ROWS])
 def test_bad_input_stops_every_entry_point_in_one_line(tmp_path, text, overrides, key):
     (tmp_path / "config.yaml").write_text(text + "\n" if text else "")

@@ -182,6 +182,7 @@ def test_describe_says_why():
     assert "the only GPU visible" in devices.describe("cuda:0", None, {})
 
 
+@pytest.mark.slow
 def test_training_jobs_declare_a_gpu_only_for_gpu_runs(tmp_path):
     import shutil
     from conftest import ROOT

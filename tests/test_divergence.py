@@ -3,25 +3,10 @@ line naming the file. Real tiny trainings on the first 1,200 Fashion-MNIST image
 import numpy as np
 import pytest
 
-from conftest import write_idx_dataset
-from test_workflow import jobs, snakemake, tiny_config
+from conftest import RECIPE, fit, jobs, snakemake, tiny_config, write_idx_dataset
 
 from lth.nn import data, divergence, models
-from lth.nn.training import prepare, train
-
-RECIPE = {"optimizer": "adam", "lr": 1.2e-3, "momentum": 0.9, "weight_decay": 0, "batch_size": 60,
-          "iterations": "100it", "eval_every": "50it", "seed": 0}
-
-
-@pytest.fixture(scope="module")
-def splits(small_idx_dataset):
-    return prepare(data.load("fashion_mnist", str(small_idx_dataset)), 200, 0)
-
-
-def fit(splits, **settings):
-    lines = []
-    result = train(models.build("lenet_300_100", 0), None, splits, {**RECIPE, **settings}, log=lines.append)
-    return result, lines
+from lth.nn.training import train
 
 
 def test_sgd_at_a_huge_rate_stops_at_the_first_non_finite_loss(splits):
@@ -34,6 +19,7 @@ def test_sgd_at_a_huge_rate_stops_at_the_first_non_finite_loss(splits):
     assert "learning rate (1e+06 with sgd) is likely too high" in message
 
 
+@pytest.mark.slow
 def test_adam_at_a_huge_rate_ends_far_above_its_start_and_the_factor_is_configurable(splits):
     with pytest.raises(divergence.Diverged, match=r"validation loss .* above 10 x its start .*train.divergence_factor"):
         fit(splits, lr=1e6)
@@ -53,6 +39,7 @@ def test_final_check_compares_the_last_validation_loss_with_the_first():
     divergence.check_final(rows[:1], 0, {"lr": 0.1, "optimizer": "sgd"})  # nothing trained: nothing to judge
 
 
+@pytest.mark.slow
 def test_a_diverged_training_writes_no_stage_and_nothing_downstream_runs(tmp_path, small_idx_dataset):
     cfg = tiny_config(small_idx_dataset, levels=1, train={"optimizer": "sgd", "lr": 1e6})
     (tmp_path / "config.yaml").write_text(__import__("yaml").safe_dump(cfg))
@@ -84,6 +71,7 @@ def _copy(small, directory, **change):
     return write_idx_dataset(directory, x, y, test_x, test_y)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change, words", [
     ({"label": 12}, ("label 12 of example 7", "train-labels-idx1-ubyte.gz", "outside the model's 10 classes")),
     ({"size": 32}, ("images in", "train-images-idx3-ubyte.gz", "are 1x32x32, the model takes 1x28x28")),
@@ -101,6 +89,7 @@ def test_data_that_does_not_fit_the_model_stops_the_job_in_one_line(tmp_path, sm
     assert not any(line.startswith("train ") and " it " in line for line in log), "no training step ran"
 
 
+@pytest.mark.slow
 def test_a_training_set_too_small_for_the_split_is_refused_before_any_job(tmp_path, small_idx_dataset):
     cfg = tiny_config(small_idx_dataset, levels=0, data={"validation_size": 1150})
     (tmp_path / "config.yaml").write_text(__import__("yaml").safe_dump(cfg))
@@ -122,6 +111,7 @@ def test_a_start_that_is_not_finite_is_blamed_on_its_maker_not_the_learning_rate
     assert "learning rate (" not in message
 
 
+@pytest.mark.slow
 def test_global_pruning_that_empties_a_layer_stops_its_prune_in_one_line(tmp_path, small_idx_dataset):
     """Global ranking at rate 0.999: by level 2 a layer has no weight left (layerwise
     schedules are refused before any job: lth.plan.config)."""

@@ -5,8 +5,9 @@ import os
 
 import pytest
 
+from conftest import DAMAGES, one_stage
+
 from lth.store import freshness, records
-from test_verify import DAMAGES, _stage
 
 
 def _hashing(monkeypatch) -> list:
@@ -17,7 +18,7 @@ def _hashing(monkeypatch) -> list:
 
 
 def test_unchanged_stages_cost_a_stat_and_a_touched_one_a_hash(tmp_path, monkeypatch):
-    stage = _stage(tmp_path)
+    stage = one_stage(tmp_path)
     freshness.remember(stage)
     hashed = _hashing(monkeypatch)
     assert freshness.check([stage]) == {} and hashed == []
@@ -33,7 +34,7 @@ def test_unchanged_stages_cost_a_stat_and_a_touched_one_a_hash(tmp_path, monkeyp
 @pytest.mark.parametrize("name, damage", [(n, d) for n in ("spec.json", "record.json", "stats.json", "weights.pt")
                                           for d in sorted(DAMAGES) if (n, d) != ("record.json", "delete")])
 def test_every_damage_is_caught_without_verify(tmp_path, name, damage):
-    stage = _stage(tmp_path)
+    stage = one_stage(tmp_path)
     freshness.remember(stage)
     if name == "record.json" and damage == "replace":
         record = json.loads((stage / name).read_text())
@@ -48,7 +49,7 @@ def test_every_damage_is_caught_without_verify(tmp_path, name, damage):
 
 
 def test_bit_rot_that_keeps_size_and_time_is_seen_only_by_a_full_check(tmp_path):
-    stage = _stage(tmp_path)
+    stage = one_stage(tmp_path)
     freshness.remember(stage)
     path = stage / "weights.pt"
     st = path.stat()
@@ -61,7 +62,7 @@ def test_bit_rot_that_keeps_size_and_time_is_seen_only_by_a_full_check(tmp_path)
 
 
 def test_a_stage_without_a_kept_stat_is_hashed_once(tmp_path, monkeypatch):
-    stage = _stage(tmp_path)  # finished before stats were kept
+    stage = one_stage(tmp_path)  # finished before stats were kept
     hashed = _hashing(monkeypatch)
     assert freshness.check([stage]) == {} and len(hashed) == 4
     assert freshness.check([stage]) == {} and len(hashed) == 4

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT  # noqa: F401  (puts src/ on the path)
-from test_workflow import run, tiny_config
+from conftest import run, tiny_config
 
 from lth.plan import config, build as plan
 from lth.stages import landscape
@@ -176,6 +175,7 @@ def test_planning_one_stage_per_lottery_whose_id_follows_its_own_keys():
     assert any("landscape.levels 7" in note for note in config.notes(cfg))
 
 
+@pytest.mark.slow
 def test_the_landscape_stage_runs_through_snakemake(tmp_path, small_idx_dataset):
     import pandas as pd
 

@@ -7,7 +7,7 @@ import torch
 
 from lth.plan import config, build as plan
 from lth.nn import models, numerics
-from test_divergence import RECIPE, fit, splits  # noqa: F401  (fixture)
+from conftest import RECIPE, fit
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def test_precision_sets_both_tf32_switches(restore):
     assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
 
 
-def test_deterministic_mode_gives_the_same_bits_on_the_cpu(restore, splits):  # noqa: F811
+def test_deterministic_mode_gives_the_same_bits_on_the_cpu(restore, splits):
     plain, _ = fit(splits, iterations="30it", eval_every="30it")
     numerics.configure("fp32", True)
     assert torch.are_deterministic_algorithms_enabled() and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
@@ -59,8 +59,9 @@ def test_device_facts_on_the_cpu():
     assert info["torch"] == torch.__version__ and "gpu" not in info
 
 
-def test_bf16_runs_forward_passes_in_bfloat16_and_keeps_the_rest_float32(splits):  # noqa: F811
-    from test_training import half_mask
+@pytest.mark.slow
+def test_bf16_runs_forward_passes_in_bfloat16_and_keeps_the_rest_float32(splits):
+    from conftest import half_mask
     from lth.nn.training import evaluate, train
     plain, _ = fit(splits, iterations="60it", eval_every="30it")
     model = models.build("lenet_300_100", 0)
@@ -83,6 +84,7 @@ def test_bf16_runs_forward_passes_in_bfloat16_and_keeps_the_rest_float32(splits)
     assert bf16.metrics[-1]["accuracy"] > 0.5 and plain.metrics[-1]["accuracy"] > 0.5
 
 
+@pytest.mark.slow
 def test_bf16_batchnorm_statistics_stay_float32_and_close():
     from lth.report import instability
     model = models.build("resnet20", 0)
@@ -96,12 +98,13 @@ def test_bf16_batchnorm_statistics_stay_float32_and_close():
     assert all(torch.allclose(a, m.running_mean, rtol=0.05, atol=0.05) for a, m in zip(means, norms))
 
 
+@pytest.mark.slow
 def test_a_bf16_workflow_runs_every_forward_pass_to_the_end(tmp_path, small_idx_dataset):
     """Real Snakemake run with train.precision: bf16 through trainings, instability copies,
     interpolation and the landscape; the trainings record the precision they ran in."""
     import json
 
-    from test_workflow import run, tiny_config
+    from conftest import run, tiny_config
     raw = tiny_config(small_idx_dataset, levels=1, train={"precision": "bf16"},
                       instability={"levels": [1], "pairs": 1, "alphas": 3},
                       landscape={"levels": [1], "grid": 3, "train_subset": 100})

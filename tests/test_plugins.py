@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from test_workflow import jobs, snakemake, tiny_config
+from conftest import jobs, snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
 

@@ -21,6 +21,7 @@ def test_there_are_presets_for_every_protocol():
             "lmc20_vgg16_standard", "lmc20_vgg16_low", "lmc20_vgg16_warmup", "fashion_lenet_cpu"} <= names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_preset_is_valid_names_its_source_and_dry_runs(preset, tmp_path):
     text = preset.read_text()

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import SETTINGS, half_mask, random_splits
+
 from lth.nn import checkpoint, models
 from lth.nn.training import train
-from test_training import SETTINGS, half_mask, splits
 
 RECIPE = dict(SETTINGS, dropout=0.2, augment=True, warmup="4it", milestones=["20it"], gamma=0.5)
 
@@ -26,9 +27,10 @@ def fresh():
     return model, half_mask(model)
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path):
     whole, mask = fresh()
-    expected = train(whole, mask, splits(), RECIPE)
+    expected = train(whole, mask, random_splits(), RECIPE)
 
     ckpt = checkpoint.Checkpointing(tmp_path / "c.ckpt", every=7, identity="abc")
 
@@ -37,13 +39,13 @@ def test_resume_equals_uninterrupted(tmp_path):
             raise Interrupt
     interrupted, mask = fresh()
     with pytest.raises(Interrupt):
-        train(interrupted, mask, splits(), RECIPE, log=stop_after_checkpoint, checkpointing=ckpt)
+        train(interrupted, mask, random_splits(), RECIPE, log=stop_after_checkpoint, checkpointing=ckpt)
     assert ckpt.path.exists()
     ckpt.path.rename(tmp_path / "c.pt")  # the name versions before 2026-12-03 gave it: still resumed
 
     resumed, mask = fresh()
     lines = []
-    result = train(resumed, mask, splits(), RECIPE, log=lines.append, checkpointing=ckpt)
+    result = train(resumed, mask, random_splits(), RECIPE, log=lines.append, checkpointing=ckpt)
     assert "resuming from checkpoint at iteration 14" in lines
     checkpoint.remove(ckpt)  # what a finished stage does: both names go
     assert list(tmp_path.iterdir()) == []
@@ -51,14 +53,15 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert all(torch.equal(v, whole.state_dict()[k]) for k, v in resumed.state_dict().items())
 
 
+@pytest.mark.slow
 def test_corrupt_or_foreign_checkpoints_are_ignored(tmp_path):
     whole, mask = fresh()
-    expected = train(whole, mask, splits(), RECIPE)
+    expected = train(whole, mask, random_splits(), RECIPE)
     ckpt = checkpoint.Checkpointing(tmp_path / "c.ckpt", every=7, identity="abc")
     for damage in ("truncate", "bitflip", "foreign"):
         model, mask = fresh()
         with pytest.raises(Interrupt):
-            train(model, mask, splits(), RECIPE, checkpointing=ckpt,
+            train(model, mask, random_splits(), RECIPE, checkpointing=ckpt,
                   log=lambda line: (_ for _ in ()).throw(Interrupt) if line.startswith("it 20/") else None)
         if damage == "truncate":
             ckpt.path.write_bytes(ckpt.path.read_bytes()[:1000])
@@ -69,13 +72,14 @@ def test_corrupt_or_foreign_checkpoints_are_ignored(tmp_path):
         other = checkpoint.Checkpointing(ckpt.path, 7, "xyz" if damage == "foreign" else "abc")
         lines = []
         model, mask = fresh()
-        result = train(model, mask, splits(), RECIPE, log=lines.append, checkpointing=other)
+        result = train(model, mask, random_splits(), RECIPE, log=lines.append, checkpointing=other)
         assert any(line.startswith("warning: ignoring") for line in lines), damage
         assert not any("resuming" in line for line in lines)
         assert result.metrics == expected.metrics
         ckpt.path.unlink(missing_ok=True)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_rerun_gives_identical_outputs(tmp_path, small_idx_dataset):
     """A real training job (`python -m lth run MANIFEST`), killed with SIGKILL after its
     first checkpoint, rerun: final weights and metrics equal an uninterrupted run's exactly."""
@@ -142,7 +146,7 @@ def test_a_gpu_checkpoint_resumes_on_the_cpu_with_a_reseeded_dropout_generator(t
     ckpt = checkpoint.Checkpointing(tmp_path / "c.ckpt", every=7, identity="abc")
     model, mask = fresh()
     with pytest.raises(Interrupt):
-        train(model, mask, splits(), RECIPE, checkpointing=ckpt,
+        train(model, mask, random_splits(), RECIPE, checkpointing=ckpt,
               log=lambda line: (_ for _ in ()).throw(Interrupt) if line.startswith("it 20/") else None)
     as_cpu = ckpt.path.read_bytes()  # written on the CPU: its CPU generator state is restored
     payload = checkpoint.load(ckpt)
@@ -153,13 +157,13 @@ def test_a_gpu_checkpoint_resumes_on_the_cpu_with_a_reseeded_dropout_generator(t
         ckpt.path.write_bytes(written)  # each run checkpoints again on the CPU: start both from the GPU's
         lines = []
         model, mask = fresh()
-        runs.append((train(model, mask, splits(), RECIPE, log=lines.append, checkpointing=ckpt).metrics, lines))
+        runs.append((train(model, mask, random_splits(), RECIPE, log=lines.append, checkpointing=ckpt).metrics, lines))
     assert all(any(line.startswith("checkpoint written on a GPU: CPU generator reseeded with") for line in lines)
                for _, lines in runs)
     assert runs[0][0] == runs[1][0]
     ckpt.path.write_bytes(as_cpu)  # the same state resumed without the reseed: other dropout draws
     model, mask = fresh()
-    restored = train(model, mask, splits(), RECIPE, checkpointing=ckpt).metrics
+    restored = train(model, mask, random_splits(), RECIPE, checkpointing=ckpt).metrics
     assert restored[:4] == runs[0][0][:4] and restored != runs[0][0]
 
 

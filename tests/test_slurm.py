@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
-from test_workflow import tiny_config
+from conftest import ROOT, tiny_config
 
 CLUSTER = ROOT / "tests" / "cluster"
 
@@ -97,6 +96,7 @@ def run_through_slurm(tmp_path, cfg, profile):
     return proc.returncode, output, shown
 
 
+@pytest.mark.slow
 def test_tiny_workflow_runs_through_slurm_in_grouped_jobs(cluster, tmp_path, small_idx_dataset):
     """One instability pair of the dense net, device: cpu. Before grouping this was 12 SLURM
     jobs, one per stage; now level 1's prune and rewind run in its training's job, and the
@@ -116,6 +116,7 @@ def test_tiny_workflow_runs_through_slurm_in_grouped_jobs(cluster, tmp_path, sma
     assert list((tmp_path / "results" / "summary").glob("*/summary.csv"))
 
 
+@pytest.mark.slow
 def test_auto_on_a_gpu_node_torch_cannot_use_stops_in_one_line(cluster, tmp_path, small_idx_dataset):
     """device: auto through SLURM asks for a GPU (the submit host has none: it follows
     `device`); on this node torch (a CPU build) cannot use it, so the training stops with

@@ -1,25 +1,11 @@
-import numpy as np
 import pytest
 import torch
 
+from conftest import SETTINGS, half_mask, random_splits
+
 from lth.nn import models
 from lth.plan.steps import Step
-from lth.nn.training import Split, epoch_order, train
-
-SETTINGS = {"optimizer": "adam", "lr": 1.2e-3, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 20,
-            "iterations": "3ep", "eval_every": "1ep", "seed": 0}
-
-
-def splits(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    def split(n):
-        return Split(torch.randn(n, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
-    return {"train": split(200), "validation": split(50), "test": split(50)}
-
-
-def half_mask(model):
-    rng = np.random.default_rng(0)
-    return {n: rng.random(tuple(model.state_dict()[n].shape)) < 0.5 for n in model.prunable()}
+from lth.nn.training import epoch_order, train
 
 
 def test_step_parsing():
@@ -36,7 +22,7 @@ def test_pruned_weights_stay_zero_and_get_no_optimizer_state(optimizer, wd):
     mask = half_mask(model)
     settings = dict(SETTINGS, optimizer=optimizer, weight_decay=wd, lr=0.05 if optimizer == "sgd" else 1e-3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    train(model, mask, splits(), settings)
+    train(model, mask, random_splits(), settings)
     state = model.state_dict()
     for name, keep in mask.items():
         pruned = ~torch.from_numpy(keep)
@@ -53,7 +39,7 @@ def test_optimizer_state_of_pruned_weights_stays_zero():
     pairs = apply_mask(model, mask)
     params = list(model.parameters())
     opt = optim.make(params, SETTINGS)
-    data = splits()["train"]
+    data = random_splits()["train"]
     for _ in range(3):
         loss = F.cross_entropy(model(data.x[:20]), data.y[:20])
         for p in params:
@@ -72,7 +58,7 @@ def test_training_is_bit_identical_for_the_same_seeds():
     results = []
     for _ in range(2):
         model = models.build("lenet_300_100", seed=3)
-        result = train(model, half_mask(model), splits(), SETTINGS)
+        result = train(model, half_mask(model), random_splits(), SETTINGS)
         results.append((model.state_dict(), result.metrics))
     (a, ma), (b, mb) = results
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -88,7 +74,7 @@ def test_data_order_is_a_seeded_permutation_per_epoch():
 
 def test_metrics_cover_evaluations_and_final_train_accuracy():
     model = models.build("lenet_300_100", seed=0)
-    result = train(model, None, splits(), SETTINGS)  # 10 steps per epoch, 3 epochs
+    result = train(model, None, random_splits(), SETTINGS)  # 10 steps per epoch, 3 epochs
     assert result.iterations == 30
     iterations = sorted({r["iteration"] for r in result.metrics})
     assert iterations == [0, 10, 20, 30]
@@ -112,7 +98,7 @@ def test_fast_loop_equals_a_plain_reference_loop(optimizer):
     the same bits."""
     import torch.nn.functional as F
     settings = dict(SETTINGS, optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 1e-3, weight_decay=1e-4)
-    data = splits()
+    data = random_splits()
     fast = models.build("lenet_300_100", seed=1)
     mask = half_mask(fast)
     train(fast, mask, data, settings)
@@ -190,7 +176,7 @@ def test_dropout_and_augmentation_training_is_deterministic():
     states = []
     for _ in range(2):
         model = models.build("lenet_300_100", seed=0, dropout=0.3)
-        train(model, None, splits(), settings)
+        train(model, None, random_splits(), settings)
         states.append(model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
@@ -199,17 +185,17 @@ def test_a_short_run_reaches_the_weights_a_long_run_has_at_that_iteration():
     """Late resetting takes theta_k from a k-iteration run (the snapshot stage): it must be
     the dense run's own weights at k, bit for bit."""
     long_model = models.build("lenet_300_100", seed=0)
-    result = train(long_model, None, splits(), dict(SETTINGS, augment=True, warmup="5it"), capture=(13,))
+    result = train(long_model, None, random_splits(), dict(SETTINGS, augment=True, warmup="5it"), capture=(13,))
     short_model = models.build("lenet_300_100", seed=0)
-    train(short_model, None, splits(), dict(SETTINGS, augment=True, warmup="5it", iterations="13it"))
+    train(short_model, None, random_splits(), dict(SETTINGS, augment=True, warmup="5it", iterations="13it"))
     theta_k = result.snapshots[13]
     assert all(torch.equal(theta_k[k], v) for k, v in short_model.state_dict().items())
 
 
 def test_resuming_at_k_continues_the_schedule_and_data_order():
     whole = models.build("lenet_300_100", seed=0)
-    result = train(whole, None, splits(), SETTINGS, capture=(17,))
+    result = train(whole, None, random_splits(), SETTINGS, capture=(17,))
     resumed = models.build("lenet_300_100", seed=0)
     resumed.load_state_dict(result.snapshots[17])
-    metrics = train(resumed, None, splits(), dict(SETTINGS, optimizer="sgd", lr=0.01), start=17).metrics
+    metrics = train(resumed, None, random_splits(), dict(SETTINGS, optimizer="sgd", lr=0.01), start=17).metrics
     assert min(r["iteration"] for r in metrics) == 17 and max(r["iteration"] for r in metrics) == 30

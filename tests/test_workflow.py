@@ -1,8 +1,6 @@
 """Real Snakemake runs (the CLI, in a subprocess) on a tiny config: jobs are counted rule by
 rule from Snakemake's own "Finished jobid: N (Rule: R)" lines."""
-import collections
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -12,55 +10,33 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
-
-SNAKEFILE = ROOT / "Snakefile"
-
-
-def tiny_config(data_dir, **overrides):
-    # device: cpu, since these tests compare bits (a GPU machine would train on its GPU)
-    cfg = {"data_dir": str(data_dir), "threads": 1, "levels": 3, "device": "cpu",
-           "data": {"dataset": "fashion_mnist", "validation_size": 200},
-           "train": {"iterations": "20it", "eval_every": "10it", "batch_size": 60}}
-    for key, value in overrides.items():
-        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
-    return cfg
-
-
-def snakemake(workdir: Path, *args, check=True):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--cores", "2", *args],
-                          cwd=workdir, capture_output=True, text=True, env=env)
-    if check:
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return proc
-
-
-def jobs(proc) -> dict:
-    finished = re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", proc.stdout + proc.stderr)
-    counts = collections.Counter(finished)
-    counts.pop("all", None)
-    return dict(counts)
-
-
-def run(workdir: Path, cfg: dict, *args):
-    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
-    return jobs(snakemake(workdir, *args))
+from conftest import ROOT, SNAKEFILE, jobs, run, snakemake, tiny_config
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, small_idx_dataset):
-    """One workflow directory shared by the cache tests, in order: its state carries over."""
+def built(tmp_path_factory, small_idx_dataset):
+    """The tiny workflow, run once for the module's cache tests; read only: each test gets
+    its own copy (`workdir`), so no test sees what another did to it."""
     directory = tmp_path_factory.mktemp("wf")
     first = run(directory, tiny_config(small_idx_dataset))
     assert first == {"init": 1, "train": 4, "prune": 3, "rewind": 3, "summary": 1, "correlation": 1, "anatomy": 1}
     return directory
 
 
+@pytest.fixture
+def workdir(built, tmp_path_factory):
+    """A copy of the built workflow folder (mtimes and .snakemake kept: nothing to rerun)."""
+    directory = tmp_path_factory.mktemp("wf-copy") / "wf"
+    shutil.copytree(built, directory, symlinks=True)
+    return directory
+
+
+@pytest.mark.slow
 def test_a_rerun_with_no_change_does_nothing(workdir, small_idx_dataset):
     assert run(workdir, tiny_config(small_idx_dataset)) == {}
 
 
+@pytest.mark.slow
 def test_summary_command_finds_the_run_by_config_or_by_folder(workdir, small_idx_dataset):
     from lth.plan import config, build as plan
     summary_dir = plan.build(config.load(workdir / "config.yaml")).summary.dir
@@ -78,6 +54,7 @@ def test_summary_command_finds_the_run_by_config_or_by_folder(workdir, small_idx
     assert missing.returncode == 1 and "no summary yet" in missing.stderr
 
 
+@pytest.mark.slow
 def test_every_job_wrote_a_log_with_a_progress_line(workdir):
     logs = {p.parent.name: p.read_text() for p in (workdir / "results" / "logs").rglob("*.log")}
     assert set(logs) == {"init", "train", "prune", "rewind", "summary", "correlation", "anatomy"}
@@ -85,27 +62,33 @@ def test_every_job_wrote_a_log_with_a_progress_line(workdir):
     assert len(train_logs) == 4 and all("it 20/20 (100%)" in text for text in train_logs)
 
 
+@pytest.mark.slow
 def test_pruning_rate_edit_on_the_command_line_keeps_init_and_dense_training(workdir, small_idx_dataset):
     (workdir / "config.yaml").write_text(yaml.safe_dump(tiny_config(small_idx_dataset)))
     counts = jobs(snakemake(workdir, "--config", 'prune={"rate": 0.3}'))
     assert counts == {"train": 3, "prune": 3, "rewind": 3, "summary": 1, "correlation": 1, "anatomy": 1}
 
 
+@pytest.mark.slow
 def test_more_levels_run_only_the_new_levels(workdir, small_idx_dataset):
     counts = run(workdir, tiny_config(small_idx_dataset, levels=5))
     assert counts == {"train": 2, "prune": 2, "rewind": 2, "summary": 1, "correlation": 1, "anatomy": 1}
 
 
+@pytest.mark.slow
 def test_reverting_an_edit_reruns_nothing(workdir, small_idx_dataset):
+    assert run(workdir, tiny_config(small_idx_dataset, prune={"rate": 0.3}))["prune"] == 3  # the edit, built
     assert run(workdir, tiny_config(small_idx_dataset)) == {}
     assert run(workdir, tiny_config(small_idx_dataset, prune={"rate": 0.3})) == {}
 
 
+@pytest.mark.slow
 def test_training_edit_reruns_training_and_everything_after(workdir, small_idx_dataset):
     counts = run(workdir, tiny_config(small_idx_dataset, train={"lr": 0.001}))
     assert counts == {"train": 4, "prune": 3, "rewind": 3, "summary": 1, "correlation": 1, "anatomy": 1}
 
 
+@pytest.mark.slow
 def test_summary_has_one_row_per_level_with_the_mask_arithmetic(workdir, small_idx_dataset):
     import pandas as pd
     from lth.plan import config, build as plan
@@ -119,6 +102,7 @@ def test_summary_has_one_row_per_level_with_the_mask_arithmetic(workdir, small_i
     assert set(frame.train_id) == {lvl["train"].id for lvl in plan.build(cfg).levels}
 
 
+@pytest.mark.slow
 def test_stage_artifacts_are_consistent(workdir, small_idx_dataset):
     import json
     import torch
@@ -153,6 +137,7 @@ def test_stage_artifacts_are_consistent(workdir, small_idx_dataset):
         assert spec == json.loads(json.dumps(level["train"].spec()))
 
 
+@pytest.mark.slow
 def test_same_config_gives_byte_identical_artifacts(tmp_path, small_idx_dataset, workdir):
     cfg = tiny_config(small_idx_dataset, levels=2)
     assert run(tmp_path, cfg)["train"] == 3
@@ -182,6 +167,7 @@ def test_bad_config_stops_before_any_job_with_one_line(tmp_path, small_idx_datas
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_missing_dataset_stops_the_run_before_any_job_with_one_line(tmp_path, small_idx_dataset):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config(tmp_path / "nowhere", levels=0)))
     assert snakemake(tmp_path, "-n").returncode == 0  # a dry run does not need the data
@@ -211,6 +197,7 @@ def test_lint_is_clean():
     assert "Lints for snakefile" not in output
 
 
+@pytest.mark.slow
 def test_imp_and_one_shot_side_by_side_share_the_dense_run_and_reach_the_same_sparsity(tmp_path, small_idx_dataset):
     from lth.plan import config, build as plan
     from lth.store import masks
@@ -225,6 +212,7 @@ def test_imp_and_one_shot_side_by_side_share_the_dense_run_and_reach_the_same_sp
     assert "prune.schedule=iterative" in summary and "prune.schedule=oneshot" in summary
 
 
+@pytest.mark.slow
 def test_two_rewind_points_and_two_rates_train_the_dense_network_once(tmp_path, small_idx_dataset):
     import torch
     from lth.plan import config, build as plan
@@ -266,6 +254,7 @@ def test_two_rewind_points_and_two_rates_train_the_dense_network_once(tmp_path, 
     assert sorted(frame.run.unique()) == sorted(r.label for r in p.runs) and len(frame) == 8
 
 
+@pytest.mark.slow
 def test_controls_train_beside_the_ticket_at_each_level(tmp_path, small_idx_dataset):
     import pandas as pd
     import torch
@@ -314,6 +303,7 @@ def test_controls_train_beside_the_ticket_at_each_level(tmp_path, small_idx_data
         assert abs(small - ticket) / ticket < 0.02 and rows.weights_total["small_dense"] == 266_200
 
 
+@pytest.mark.slow
 def test_replicates_expand_over_seeds_and_are_averaged(tmp_path, small_idx_dataset):
     import pandas as pd
     from lth.plan import config, build as plan
@@ -329,6 +319,7 @@ def test_replicates_expand_over_seeds_and_are_averaged(tmp_path, small_idx_datas
     assert stats.final_test_accuracy_std[1] == pytest.approx(level1.std(ddof=1), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_weight_correlation_of_every_level(workdir, small_idx_dataset):
     import pandas as pd
     from lth.plan import config, build as plan
@@ -359,6 +350,7 @@ def test_weight_correlation_of_every_level(workdir, small_idx_dataset):
     assert proc.returncode == 0 and "R_p=1.0000" in proc.stdout, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_analyses_run_as_cached_stages_and_make_the_report(tmp_path, small_idx_dataset):
     """Instability pairs, a perturbation, ticket classes over two learning rates and the
     anatomy, through real Snakemake; a second pair adds only its own jobs; the HTML report

@@ -116,6 +116,7 @@ def stop_at(prefix: str):
 
 # ---------------------------------------------------------------- (a) masked training
 
+@pytest.mark.slow
 @pytest.mark.parametrize("settings", [RECIPE, SGD], ids=["adam", "sgd"])
 @pytest.mark.parametrize("device", DEVICES)
 def test_masked_training_keeps_pruned_weights_zero_and_is_close_to_the_cpu(device, settings):
@@ -136,6 +137,7 @@ def test_masked_training_keeps_pruned_weights_zero_and_is_close_to_the_cpu(devic
         assert_close_training(state, on_cpu(reference), start, result.metrics, expected.metrics)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_bf16_forward_passes_keep_float32_weights_and_pruned_zeros(device):
     """train.precision: bf16 on the device: every forward in bfloat16, weights float32,
@@ -164,6 +166,7 @@ RESUME_CASES = [pytest.param("cpu", "cpu", id="cpu-cpu"),
                 pytest.param("cuda", "cuda", marks=ON_CUDA.marks, id="cuda-cuda")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("written, resumed", RESUME_CASES)
 def test_a_checkpoint_resumes_on_another_device(tmp_path, written, resumed):
     """Interrupted at iteration 20 (checkpoints every 7: the last at 14) on one device,
@@ -244,6 +247,7 @@ def interpolation_rows(device) -> tuple[list, dict]:
     return rows, on_cpu(model), mask
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_interpolation_with_batchnorm_recomputed_agrees_with_the_cpu(device):
     expected, expected_state, _ = interpolation_rows("cpu")
@@ -346,6 +350,7 @@ def digests_in_a_fresh_process(device) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_two_runs_in_deterministic_mode_give_the_same_bits(device):
     if device == "cpu":  # in this process (cheap); the CUDA variant needs fresh processes
