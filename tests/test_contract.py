@@ -158,7 +158,7 @@ def test_jobs_run_with_snakemakes_python_logs_stay_in_their_results_folder_and_s
     from lth.store import records
     assert "python -m lth verify 'first results' --repair" in records.fix_hint(Path("first results") / "train" / "x")
     for results in ("first results", "second"):
-        logs = sorted(p.relative_to(tmp_path / results).parts[1] for p in (tmp_path / results / "logs").rglob("*.log"))
+        logs = sorted(p.relative_to(tmp_path / results).parts[1] for p in (tmp_path / results / "logs").rglob("????????????.log"))
         assert logs == ["anatomy", "correlation", "init", "summary", "train"], results
     assert not (tmp_path / "logs").exists()
     from lth.plan import config as config_mod  # a number where a folder name belongs, as snakemake reads it
@@ -185,7 +185,7 @@ def test_jobs_run_the_code_of_the_snakefile_that_planned_them(tmp_path, small_id
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(checkout / "Snakefile"), "--cores", "2",
                            "--until", "init"], cwd=work, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    log = next((work / "results" / "logs" / "init").glob("*.log")).read_text()
+    log = next((work / "results" / "logs" / "init").glob("????????????.log")).read_text()
     assert log.startswith("lth from the second checkout"), log
 
 

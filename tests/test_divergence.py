@@ -50,7 +50,7 @@ def test_a_diverged_training_writes_no_stage_and_nothing_downstream_runs(tmp_pat
     assert not any((d / "weights.pt").exists() or (d / "record.json").exists()
                    for d in (trains.iterdir() if trains.exists() else ()))
     assert not (tmp_path / "results" / "prune").exists()
-    log = next((tmp_path / "results" / "logs" / "train").glob("*.log")).read_text().strip().splitlines()
+    log = next((tmp_path / "results" / "logs" / "train").glob("????????????.log")).read_text().strip().splitlines()
     assert log[-1].startswith("error: train results/train/") and ": diverged at iteration " in log[-1]
     assert sum(line.startswith("error:") for line in log) == 1 and "Traceback" not in "\n".join(log)
 
@@ -83,7 +83,7 @@ def test_data_that_does_not_fit_the_model_stops_the_job_in_one_line(tmp_path, sm
     (tmp_path / "config.yaml").write_text(__import__("yaml").safe_dump(cfg))
     proc = snakemake(tmp_path, check=False)
     assert proc.returncode != 0
-    log = next((tmp_path / "results" / "logs" / "train").glob("*.log")).read_text().strip().splitlines()
+    log = next((tmp_path / "results" / "logs" / "train").glob("????????????.log")).read_text().strip().splitlines()
     errors = [line for line in log if line.startswith("error:")]
     assert len(errors) == 1 and all(w in errors[0] for w in words), log
     assert not any(line.startswith("train ") and " it " in line for line in log), "no training step ran"
@@ -119,7 +119,7 @@ def test_global_pruning_that_empties_a_layer_stops_its_prune_in_one_line(tmp_pat
     (tmp_path / "config.yaml").write_text(__import__("yaml").safe_dump(cfg))
     proc = snakemake(tmp_path, check=False)
     assert proc.returncode != 0
-    lines = [line for log in (tmp_path / "results" / "logs" / "prune").glob("*.log")
+    lines = [line for log in (tmp_path / "results" / "logs" / "prune").glob("????????????.log")
              for line in log.read_text().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "global pruning at rate 0.999 leaves" in lines[0] and "without weights" in lines[0]
     assert not any(p.name == "mask.parquet" and not p.parent.joinpath("record.json").exists()

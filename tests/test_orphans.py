@@ -75,6 +75,11 @@ def test_kill_9_of_snakemake_stops_the_training_and_rerun_incomplete_resumes_it(
     log = (killed / "results" / "logs" / "train" / f"{stage.id}.log").read_text()
     assert "resuming from checkpoint at iteration" in log
     assert not ckpt.exists()
+    # the stage's log keeps every attempt, each under its header: the lines before the kill too
+    attempts = [line for line in log.splitlines() if line.startswith("=== attempt ")]
+    assert len(attempts) == 2 and attempts[0].endswith(", from the start"), attempts
+    assert attempts[1].endswith(f", from checkpoint results/checkpoints/{stage.id}.ckpt"), attempts
+    assert log.index("checkpoint saved") < log.index(attempts[1]) < log.index("resuming from checkpoint")
 
     snakemake(whole)
     for name in ("weights", "metrics", "spec"):
@@ -106,6 +111,9 @@ def test_a_second_process_for_a_running_stage_fails_in_one_line(tmp_path, small_
         assert second.returncode == 2 and out == ""
         assert err.strip() == (f"error: stage results/train/{stage.id} is being written by another process "
                                f"(pid {first.pid}); let it finish or stop it, then run snakemake again")
+        # the refused job never writes to the stage's log: only the running one's attempt is there
+        log = (tmp_path / "results" / "logs" / "train" / f"{stage.id}.log").read_text()
+        assert log.count("=== attempt ") == 1 and f" pid {first.pid} " in log and "being written" not in log
     finally:
         first.kill()
         first.wait()
@@ -172,7 +180,7 @@ def test_a_job_spawned_as_its_snakemake_dies_is_gone_within_2_s(tmp_path, small_
         took[delay] = time.time() - killed
         trained = list((tmp_path / f"results_{attempt}" / "train").glob("*/record.json"))
         assert trained == [], f"delay {delay}: the job finished unseen"
-        log = next((tmp_path / f"results_{attempt}" / "logs" / "train").glob("*.log")).read_text()
+        log = next((tmp_path / f"results_{attempt}" / "logs" / "train").glob("????????????.log")).read_text()
         assert "is gone" in log or "was gone before it began" in log or log.strip() == "", log[-2000:]
     print(f"kill at spawn: seconds from kill -9 to the job gone, by delay: {took}")
     assert max(took.values()) <= 2.0, took

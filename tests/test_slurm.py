@@ -111,7 +111,7 @@ def test_tiny_workflow_runs_through_slurm_in_grouped_jobs(cluster, tmp_path, sma
     assert all("JobState=COMPLETED" in text for text in shown.values()), shown
     assert not any("gpu" in text.split("TresPerJob=")[-1].split()[0] for text in shown.values()
                    if "TresPerJob=" in text), "device: cpu asks SLURM for no GPU"
-    train_logs = [p.read_text() for p in (tmp_path / "results" / "logs" / "train").glob("*.log")]
+    train_logs = [p.read_text() for p in (tmp_path / "results" / "logs" / "train").glob("????????????.log")]
     assert len(train_logs) == 4 and all("device cpu" in text for text in train_logs)
     assert list((tmp_path / "results" / "summary").glob("*/summary.csv"))
 
@@ -126,7 +126,7 @@ def test_auto_on_a_gpu_node_torch_cannot_use_stops_in_one_line(cluster, tmp_path
     assert code != 0
     with_gpu = [text for text in shown.values() if "TresPerJob=gres:gpu:1" in text]
     assert len(with_gpu) == 1, shown  # the training's job (init runs in it)
-    (log,) = (tmp_path / "results" / "logs" / "train").glob("*.log")
+    (log,) = (tmp_path / "results" / "logs" / "train").glob("????????????.log")
     text = log.read_text()
     error = text.strip().splitlines()[-1]
     assert "device: auto: the scheduler allocated a GPU" in error and "torch.version.cuda" in error, error

@@ -34,6 +34,14 @@ ONE_SEED = [row("ticket", 0, 88.0, 5000), row("ticket", 1, 88.5, 4000), row("tic
             row("random_reinit", 3, 87.5, 3000)]
 
 
+def test_a_gap_within_the_spread_everywhere_is_said_so_not_as_an_empty_list():
+    rows = (seeds("ticket", 0, [90, 91, 92], [3000] * 3) + seeds("ticket", 1, [89, 91, 93], [3000] * 3)
+            + seeds("random_reinit", 1, [88, 90, 92], [3000] * 3))  # gap 1, spread 2 + 2
+    said = verdict.lines(frame(rows))[0]
+    assert said.endswith("the gap is within the spread over 3 seeds (ticket std + control std) at 1 (80.0 %)")
+    assert "none" not in said
+
+
 def test_one_seed_beats_at_some_levels_loses_at_others_and_ties_count_as_neither():
     said = verdict.lines(frame(ONE_SEED))
     assert said[0] == ("vs random_reinit, test accuracy at early stop: the ticket's mean is higher at 1 of 3 levels, "
@@ -147,7 +155,7 @@ def test_instability_names_the_levels_stable_and_matching_in_every_run():
                         "runs; not at 0 (100.0 %) k=500it (not matching), 3 (51.3 %) random_reinit (unstable, not "
                         "matching), 4 (41.0 %) (never both in one run)")
     assert verdict.lines(frame(ONE_SEED), analysed.iloc[:2])[-1] == \
-        "instability: stable and matching at none; in some runs only: 3 (51.3 %) in 1 of 2 runs"
+        "instability: stable and matching at no level; in some runs only: 3 (51.3 %) in 1 of 2 runs"
 
 
 def test_instability_read_back_from_its_csv(tmp_path):
@@ -212,3 +220,20 @@ def test_networks_at_chance_are_named_and_a_dense_one_voids_the_table():
         "the dense network itself learned nothing: the training failed (a learning rate too high?), so no line "
         "above is a result")
     assert not any(line.startswith("at chance") for line in verdict.lines(frame(ONE_SEED)))
+
+
+def test_the_printed_table_shows_mean_and_std_over_seeds_aligned_and_per_seed_on_request():
+    from lth.report import summary
+    rows = (seeds("ticket", 0, [90, 91, 92], [3000] * 3) + seeds("ticket", 1, [89, 91, 93], [1000, 2000, 3000])
+            + seeds("random_reinit", 1, [88, 90, 92], [3000] * 3))
+    table = frame(rows).assign(final_test_accuracy=lambda f: f.early_stop_test_accuracy, final_train_accuracy=1.0,
+                               generalization_gap=0.0)
+    means = summary.format_table(table).splitlines()
+    assert len(means) == 1 + 3 and means[0].split()[:5] == ["lottery", "variant", "level", "remaining", "%"]
+    assert means[2].split() == ["imp", "ticket", "1", "80.0", "3", "2000", "±", "1000", "91.00", "±", "2.00",
+                                "91.00", "±", "2.00", "100.00", "±", "0.00"]
+    per_seed = summary.format_table(table, per_seed=True).splitlines()
+    assert len(per_seed) == 1 + 9 and [line.split()[0] for line in per_seed[1:4]] == ["s0", "s1", "s2"]
+    for lines in (means, per_seed):  # every column starts where its header does
+        starts = {line.index(line.split()[1]) for line in lines[1:]}
+        assert starts == {lines[0].index("variant")}

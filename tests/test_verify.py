@@ -147,7 +147,7 @@ def test_a_consumer_refuses_a_damaged_input_in_one_line(tmp_path, finished):
     replace_same_shape(prune / "mask.parquet")  # valid, right shapes, all ones: newer, so consumers rerun
     proc = snakemake(workdir, check=False)
     assert proc.returncode != 0
-    log = next((workdir / "results" / "logs" / "rewind").glob("*.log")).read_text()
+    log = next((workdir / "results" / "logs" / "rewind").glob("????????????.log")).read_text()
     lines = [line for line in log.splitlines() if line.strip()]
     assert len(lines) == 1 and re.fullmatch(
         f"error: damaged stage {prune.relative_to(workdir)}: mask.parquet (has .* bytes, its record says .*|differs "
@@ -188,6 +188,9 @@ def test_catalog_has_a_row_per_stage_from_the_records_alone(tmp_path, finished):
     assert trains.lottery.tolist()[0] == "init.seed=0 train.lr=0.0012 train.seed=0"  # the dense run: no pruning key
     assert "prune.rate=0.2" in trains.lottery.tolist()[1]
     assert trains.variant.tolist() == ["ticket", "ticket"] and frame["train.seed"].dtype == "Int64"
+    # every stage carries the lottery settings it depends on: filtering by one finds them all
+    assert (frame["init.seed"] == 0).all()  # the analyses too: the one lottery they read
+    assert trains["init.seed"].tolist() == [0, 0] and trains["prune.rate"].isna().tolist() == [True, False]
     prune = frame[frame.kind == "prune"].iloc[0]
     assert prune["prune.rate"] == 0.2 and json.loads(prune.upstream) == {"trained": trains.id.tolist()[0]}
     assert all((workdir / path).is_dir() for path in frame.path)

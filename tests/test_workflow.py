@@ -56,9 +56,9 @@ def test_summary_command_finds_the_run_by_config_or_by_folder(workdir, small_idx
 
 @pytest.mark.slow
 def test_every_job_wrote_a_log_with_a_progress_line(workdir):
-    logs = {p.parent.name: p.read_text() for p in (workdir / "results" / "logs").rglob("*.log")}
+    logs = {p.parent.name: p.read_text() for p in (workdir / "results" / "logs").rglob("????????????.log")}
     assert set(logs) == {"init", "train", "prune", "rewind", "summary", "correlation", "anatomy"}
-    train_logs = [p.read_text() for p in (workdir / "results" / "logs" / "train").glob("*.log")]
+    train_logs = [p.read_text() for p in (workdir / "results" / "logs" / "train").glob("????????????.log")]
     assert len(train_logs) == 4 and all("it 20/20 (100%)" in text for text in train_logs)
 
 

@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
         if name == "summary":
             p.add_argument("--figure", type=Path, metavar="PNG",
                            help="also draw the ticket against its controls (accuracy and early-stop iteration) there")
+            p.add_argument("--per-seed", action="store_true",
+                           help="one row per training (each seed) instead of the mean ± std over seeds")
     p = sub.add_parser("verify", help="check every stage of a results folder against its record")
     p.add_argument("results", nargs="?", default="results", type=Path)
     p.add_argument("--repair", action="store_true",
@@ -88,7 +90,7 @@ def _run(args) -> int:
         print(f"{args.dataset}: files in {data.fetch(args.dataset, args.directory)}")
         return 0
     if args.command == "summary" and len(args.config) == 1 and Path(args.config[0]).is_dir():
-        return _print_summary(Path(args.config[0]), figure=args.figure)
+        return _print_summary(Path(args.config[0]), figure=args.figure, per_seed=args.per_seed)
     files = _config_files(args.config)
     cfg = config_mod.load(files, config_files.parse_overrides(args.overrides))
     if args.command == "check-config":
@@ -106,7 +108,8 @@ def _run(args) -> int:
             return 1
         # the verdict's instability line: this config's own instability stage, when it finished
         analysed = Path(plan.instability.output("summary")) if plan.instability is not None else None
-        return _print_summary(table_path.parent, instability=analysed, search=False, figure=args.figure)
+        return _print_summary(table_path.parent, instability=analysed, search=False, figure=args.figure,
+                              per_seed=args.per_seed)
     raise AssertionError(args.command)
 
 
@@ -178,7 +181,7 @@ def _config_files(given: list) -> list:
 
 
 def _print_summary(where: Path, instability: Path | None = None, search: bool = True,
-                   figure: Path | None = None) -> int:
+                   figure: Path | None = None, per_seed: bool = False) -> int:
     """Print a summary stage's table and its verdict (lth.report.verdict, computed from the table,
     so summaries made before the verdict existed get one too): `where` is its directory, or
     a results folder whose newest summary is printed (the others are listed). `instability`:
@@ -202,7 +205,7 @@ def _print_summary(where: Path, instability: Path | None = None, search: bool = 
               file=sys.stderr)
         return 2
     frame = summary.read_summary(found[0] / "summary.parquet")
-    print(f"{found[0] / 'summary.parquet'}\n{summary.format_table(frame)}")
+    print(f"{found[0] / 'summary.parquet'}\n{summary.format_table(frame, per_seed)}")
     if search:
         instability = verdict.instability_for(found[0])
     analysed = verdict.read_instability(instability) if instability and verdict.intact(instability) else None

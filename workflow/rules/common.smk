@@ -80,12 +80,16 @@ def manifest(kind):
 EXECUTION_FLAGS = lth_execution.flags(config)
 
 
+LISTED = [f"{section}.{key}" for section, key in lth_plan.EXPANDABLE if isinstance(config[section][key], list)]
+
+
 def figure_labels(kind, figure):
     """Report labels of a stage's figure: what it shows and which lottery it belongs to."""
     def labels(wildcards):
         lottery = "all lotteries"
-        if figure.per_lottery:  # as lth.plan.build labels a run
-            lottery = " ".join(f"{k}={v}" for k, v in PLAN.get(kind, wildcards.id).lottery.items()) or "imp"
+        if figure.per_lottery:  # as lth.plan.build labels a run: its list-valued keys
+            settings = PLAN.get(kind, wildcards.id).lottery
+            lottery = " ".join(f"{k}={settings[k]}" for k in LISTED if k in settings) or "imp"
         return {"figure": figure.label, "lottery": lottery}
     return labels
 

@@ -20,7 +20,8 @@ for _kind in lth_registry.kinds():
         resources:
             **RESOURCES[_kind.resources],
         log:
-            f"{ROOT}/logs/{_kind.name}/{{id}}.log",
+            # this attempt's output; the job appends every attempt to {id}.log (lth.runtime.job)
+            f"{ROOT}/logs/{_kind.name}/{{id}}.attempt.log",
         shell:
             "PYTHONPATH={params.src:q}${{PYTHONPATH:+:$PYTHONPATH}} "
             "{params.python:q} -m lth run {params.manifest:q} --threads {threads} {params.execution} "

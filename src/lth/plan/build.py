@@ -14,7 +14,7 @@ import itertools
 from lth.plan import config as config_mod
 from lth.plan import registry
 from lth.plan.chain import chain
-from lth.plan.ids import EXPANDABLE, ID_LENGTH, Plan, Run, Stage, consumed, output_patterns, stage_id
+from lth.plan.ids import EXPANDABLE, ID_LENGTH, Plan, Run, Stage, consumed, lottery_of, output_patterns, stage_id
 
 # what the Snakefile and the tests use; the rest lives in lth.plan.ids
 __all__ = ["build", "variants", "Plan", "Run", "Stage", "ID_LENGTH", "output_patterns", "consumed"]
@@ -42,32 +42,28 @@ def build(cfg: dict, schema: dict | None = None) -> Plan:
 
     from lth.stages import interpolate
     producer: dict = {}  # output path -> ID of the stage that writes it
-    lottery: dict = {}   # the choices of the lottery being planned
 
-    def make(kind, level, upstream, inputs, settings, *, layout=None, variant=None, related=None, choices=None):
+    def make(kind, level, upstream, inputs, settings, *, layout=None, variant=None, related=None):
         """The stage of this kind with these settings and upstream stages (an analysis: its
-        layout, and the stages it reads as `upstream`), added to the plan once. `choices`: the
-        lottery of a final stage made per lottery (anatomy, landscape)."""
+        layout, and the stages it reads as `upstream`), added to the plan once."""
         version = registry.get(kind).version
         if upstream is None:
             upstream = {name: producer[path] for name, path in inputs.items() if path in producer}
         sid = stage_id(kind, settings, upstream, defaults, version, layout)
         new = sid not in plan.stages
+        lottery = lottery_of(kind, settings, [plan.stages[u].lottery for u in upstream.values()]) if new else {}
         stage = plan.add(Stage(kind, sid, level, settings, upstream, inputs, root, version, layout, variant,
-                               dict(lottery if choices is None else choices), related or {}))
+                               lottery, related or {}))
         if new:
             producer.update((path, sid) for path in stage.outputs.values())
         return stage
 
     for choices, scalar in variants(cfg):
         run = Run(" ".join(f"{k}={v}" for k, v in choices.items()) or "imp", choices)
-        lottery.clear()
-        lottery.update(choices)
         run.levels = chain(scalar, make)
         run.pairs = interpolate.pairs(scalar, run, plan, make)
         plan.runs.append(run)
 
-    lottery.clear()  # the final stages span every lottery
     for kind in registry.planned_in_order():
         made = kind.plan(cfg, plan, make)
         plan.finals[kind.name] = [] if made is None else made if isinstance(made, list) else [made]

@@ -22,6 +22,28 @@ ID_LENGTH = 12
 EXPANDABLE = (("prune", "rate"), ("prune", "strategy"), ("prune", "schedule"), ("rewind", "to"),
               ("init", "seed"), ("train", "seed"), ("train", "lr"))
 REPLICATE_KEYS = ("init.seed", "train.seed")  # replicates of one lottery, averaged in summaries
+# What defines a lottery: recorded on every stage that depends on it (Stage.lottery), so the
+# catalog can filter any stage by any of them.
+LOTTERY_KEYS = tuple(f"{section}.{key}" for section, key in EXPANDABLE) + ("prune.output_rate", "prune.conv_rate")
+
+
+def lottery_of(kind: str, settings: dict, upstream: list[dict]) -> dict:
+    """The lottery settings a stage depends on: those it consumes itself (a snapshot's point
+    is the rewind point of the lotteries using it) and those of its upstream stages, where
+    they do not disagree (an analysis over several learning rates has none)."""
+    own = {}
+    for section, value in settings.items():
+        if isinstance(value, dict):
+            own.update({f"{section}.{k}": v for k, v in value.items() if f"{section}.{k}" in LOTTERY_KEYS})
+    if kind == "snapshot":
+        own["rewind.to"] = settings["at"]
+    shared: dict = {}
+    disagree = set()
+    for other in upstream:
+        for key, value in other.items():
+            if shared.setdefault(key, value) != value:
+                disagree.add(key)
+    return {**{k: v for k, v in shared.items() if k not in disagree}, **own}
 
 
 def consumed(kind: str, cfg: dict, **extra) -> dict:
@@ -123,7 +145,7 @@ class Stage:
     layout: dict | None = None
     # What the plan knows and files alone do not say; not hashed (lth.report.catalog reads them):
     variant: str | None = None   # ticket, random_reinit, ..., a perturbation, instability_copy
-    lottery: dict = field(default_factory=dict)  # the list-valued choices it depends on
+    lottery: dict = field(default_factory=dict)  # the lottery settings it depends on (lottery_of)
     related: dict = field(default_factory=dict)  # name -> ID of a stage it belongs with
 
     @property
@@ -197,15 +219,14 @@ class Plan:
     anatomy = property(lambda self: self.finals.get("anatomy", []))
 
     def add(self, stage: Stage) -> Stage:
-        """The stage, or the one with its ID made before (another lottery's: it keeps the
-        choices both share and its first variant)."""
+        """The stage, or the one with its ID made before (another lottery's: the same stage,
+        its first variant kept)."""
         known = self.stages.get(stage.id)
         if known is None:
             self.stages[stage.id] = stage
             return stage
         if known.identity() != stage.identity():
             raise RuntimeError(f"stage ID collision for {stage.id}")
-        known.lottery = {k: v for k, v in known.lottery.items() if stage.lottery.get(k, object()) == v}
         known.variant = known.variant or stage.variant
         return known
 

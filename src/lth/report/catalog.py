@@ -2,12 +2,14 @@
 stage of a results folder, built from the stage records and specs alone (no config needed),
 to slice many runs at once in pandas or DuckDB.
 
-Columns: kind, id, version, level, lottery (the list-valued choices the stage depends on, as
-the plan recorded them in its spec: a dense training shared by several lotteries names only
-what they share; "all" for the analyses over every lottery), variant (what the plan made
+Columns: kind, id, version, level, lottery (the lottery settings the stage depends on, as
+the plan recorded them in its spec, as one label: a dense training shared by several pruning
+rates names no rate; "all" where none), variant (what the plan made
 the stage for: ticket, random_reinit, random_prune, small_dense, a perturbation's name or
 instability_copy, for trainings and the controls' own stages; else empty), one column per
-consumed setting ("train.lr", "prune.rate", extras such as "seed" or "at"), upstream (JSON),
+consumed setting ("train.lr", "prune.rate", extras such as "seed" or "at"), and every lottery
+setting the stage depends on under the same names (a training has "init.seed" and
+"prune.rate" too, so filtering on any setting finds all its stages), upstream (JSON),
 the record's key figures (trainings: weights remaining, early stop, final accuracies;
 prunes: weights kept) and path. Stages without an intact record are left out and counted
 on stderr; stages whose spec predates variant and lottery (written before the plan recorded
@@ -37,8 +39,11 @@ def _flatten(settings: dict, prefix: str = "") -> dict:
     return out
 
 
-def lottery_label(choices: dict | None) -> str:
-    return " ".join(f"{k}={v}" for k, v in sorted((choices or {}).items())) or "all"
+def lottery_label(lottery: dict | None) -> str:
+    """The lottery's list-expandable settings (lth.plan.ids.EXPANDABLE), sorted: "all" when none."""
+    from lth.plan.ids import EXPANDABLE
+    keys = {f"{section}.{key}" for section, key in EXPANDABLE}
+    return " ".join(f"{k}={v}" for k, v in sorted((lottery or {}).items()) if k in keys and v is not None) or "all"
 
 
 def rows(results: Path) -> tuple[list[dict], int]:
@@ -50,7 +55,8 @@ def rows(results: Path) -> tuple[list[dict], int]:
         record, spec = records.read(stage_dir), read_json(stage_dir / SPEC)
         out.append({"kind": spec["kind"], "id": spec["id"], "version": spec.get("version"), "level": spec.get("level"),
                     "lottery": lottery_label(spec.get("lottery")), "variant": spec.get("variant"),
-                    **_flatten(spec["settings"]), **_flatten(spec.get("resolved", {}), "resolved."),
+                    **spec.get("lottery", {}), **_flatten(spec["settings"]),
+                    **_flatten(spec.get("resolved", {}), "resolved."),
                     "upstream": json.dumps(spec["upstream"], sort_keys=True), **record.get("figures", {}),
                     "path": str(stage_dir)})
     return out, skipped

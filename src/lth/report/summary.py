@@ -139,15 +139,33 @@ def write(frame: pd.DataFrame, out: Path) -> None:
     plot(frame, out / "early_stop.png", *EARLY_STOP)
 
 
-def format_table(frame: pd.DataFrame) -> str:
-    shown = pd.DataFrame({
-        "run": frame.run,
-        "variant": frame.variant,
-        "level": frame.level,
-        "remaining %": frame.weights_remaining_pct.map("{:.1f}".format),
-        "early-stop it": frame.early_stop_iteration,
-        "test acc @es %": (100 * frame.early_stop_test_accuracy).map("{:.2f}".format),
-        "test acc end %": (100 * frame.final_test_accuracy).map("{:.2f}".format),
-        "train acc end %": (100 * frame.final_train_accuracy).map("{:.2f}".format),
-    })
-    return shown.to_string(index=False)
+def format_table(frame: pd.DataFrame, per_seed: bool = False) -> str:
+    """The table as text: with replicates (seeds) the mean ± std of each lottery, variant and
+    level (`per_seed`: every training's own row); text columns left-aligned, numbers right."""
+    stats = replicates(frame)
+    if per_seed or stats.replicates.max() <= 1:
+        header = ["run", "variant", "level", "remaining %", "early-stop it", "test acc @es %", "test acc end %",
+                  "train acc end %"]
+        rows = [[r.run, r.variant, str(r.level), f"{r.weights_remaining_pct:.1f}", str(r.early_stop_iteration),
+                 f"{100 * r.early_stop_test_accuracy:.2f}", f"{100 * r.final_test_accuracy:.2f}",
+                 f"{100 * r.final_train_accuracy:.2f}"] for r in frame.itertuples()]
+    else:
+        def both(r, column, scale=100.0, digits=2):
+            mean, std = scale * getattr(r, f"{column}_mean"), scale * getattr(r, f"{column}_std")
+            return f"{mean:.{digits}f} ± {0.0 if pd.isna(std) else std:.{digits}f}"
+        header = ["lottery", "variant", "level", "remaining %", "seeds", "early-stop it", "test acc @es %",
+                  "test acc end %", "train acc end %"]
+        rows = [[r.lottery, r.variant, str(r.level), f"{r.weights_remaining_pct_mean:.1f}", str(r.replicates),
+                 both(r, "early_stop_iteration", 1.0, 0), both(r, "early_stop_test_accuracy"),
+                 both(r, "final_test_accuracy"), both(r, "final_train_accuracy")] for r in stats.itertuples()]
+    return aligned(header, rows, text_columns=2)
+
+
+def aligned(header: list, rows: list, text_columns: int) -> str:
+    """Columns padded to one width: the first `text_columns` left-aligned, the rest right."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lines = []
+    for cells in [header, *rows]:
+        lines.append("  ".join(str(c).ljust(w) if i < text_columns else str(c).rjust(w)
+                               for i, (c, w) in enumerate(zip(cells, widths))).rstrip())
+    return "\n".join(lines)

@@ -146,9 +146,13 @@ def _spread_clause(beats, compared) -> str:
     beyond = [_level(x[0], x[1]) for x in beats if x[4] is not None and x[3] > x[4]]
     within = [_level(x[0], x[1]) for x in beats if x[4] is not None and x[3] <= x[4]]
     single = [_level(x[0], x[1]) for x in beats if x[4] is None]
-    parts = [f"the gap exceeds the spread {over} (ticket std + control std) at {_levels(beyond)}"]
-    if within:
-        parts.append(f"not at {_levels(within)}")
+    if beyond:
+        parts = [f"the gap exceeds the spread {over} (ticket std + control std) at {_levels(beyond)}"]
+        if within:
+            parts.append(f"not at {_levels(within)}")
+    else:  # never "exceeds ... at none": say what holds
+        parts = [f"the gap is within the spread {over} (ticket std + control std) at {_levels(within)}"] if within \
+            else []
     if single:
         parts.append(f"one seed, no spread, at {_levels(single)}")
     return ", ".join(parts)
@@ -272,7 +276,7 @@ def instability_line(rows: pd.DataFrame) -> str:
             why = [w for w, flag in (("unstable", group.stable.astype(bool).any()),
                                      ("not matching", group.matching.astype(bool).any())) if not flag]
             bad.append(f"{name} ({', '.join(why) if why else 'never both in one run'})")
-    text = f"instability: stable and matching at {_levels(good)}"
+    text = f"instability: stable and matching at {_levels(good) if good else 'no level'}"
     if partial:
         text += f"; in some runs only: {_levels(partial)}"
     if bad:

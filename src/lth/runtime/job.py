@@ -17,6 +17,7 @@ runner (lth.plan.registry), then writes spec.json and, last, record.json.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,7 @@ def _run(manifest: Path, how, scheduler) -> None:
     kind = registry.get(job.spec["kind"])
     # one writer per stage, for as long as this process lives (lth.runtime.lifeline)
     _lock = lifeline.StageLock(job.dir.parent.parent / ".lth" / "locks" / f"{job.spec['id']}.lock", job.dir)
+    keep_log(job)  # only the lock's holder appends to the stage's log
     records.verify(job.inputs.values())
     job.dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -178,6 +180,44 @@ def _run(manifest: Path, how, scheduler) -> None:
     write_json(job.dir / registry.SPEC, {**job.spec, "resolved": job.resolved} if job.resolved else job.spec)
     records.write(job.dir, job.spec, {n: f for n, f in kind.files.items() if n != "record"}, figures)
     freshness.remember(job.dir)  # what the next run's stat check compares against
+
+
+class _Tee:
+    """A stream that also appends what it is given to the stage's log."""
+
+    def __init__(self, stream, log):
+        self.stream, self.log = stream, log
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def log_path(stage_dir: Path, kind: str, sid: str) -> Path:
+    """The stage's log, every attempt appended (the rule's own log, <id>.attempt.log, is
+    rewritten by the shell at each attempt, a refused one's too)."""
+    return Path(stage_dir).parent.parent / "logs" / kind / f"{sid}.log"
+
+
+def keep_log(job: StageJob) -> None:
+    """From here on, everything this job prints is appended to its stage's log too, after a
+    header line naming the attempt: time, pid, host, and where it resumes."""
+    import datetime
+    import socket
+    path = log_path(job.dir, job.spec["kind"], job.spec["id"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a", buffering=1)
+    resume = f"checkpoint {job.checkpoint}" if job.checkpoint.exists() else "the start"
+    handle.write(f"=== attempt {datetime.datetime.now().isoformat(timespec='seconds')} pid {os.getpid()} "
+                 f"host {socket.gethostname()}, from {resume}\n")
+    sys.stdout, sys.stderr = _Tee(sys.stdout, handle), _Tee(sys.stderr, handle)
 
 
 def main(argv: list[str]) -> int:

@@ -24,8 +24,7 @@ def anatomy_of(run: Run, make) -> Stage:
         inputs[f"stats_{level}"] = train.output("stats")
         if "mask" in train.inputs:
             inputs[f"mask_{level}"] = train.inputs["mask"]
-    return make("anatomy", None, None, inputs, {}, layout={"trains": [lvl["train"].id for lvl in run.levels]},
-                choices=run.choices)
+    return make("anatomy", None, None, inputs, {}, layout={"trains": [lvl["train"].id for lvl in run.levels]})
 
 
 def run(job) -> None:

@@ -222,8 +222,7 @@ def plan(cfg: dict, plan, make) -> list | None:
             if "mask" in train.inputs:
                 inputs[f"mask_{level}"] = train.inputs["mask"]
             trains.append({"level": level, "train": train.id})
-        stages.append(make("landscape", None, None, inputs, consumed("landscape", cfg), layout={"trains": trains},
-                           choices=run.choices))
+        stages.append(make("landscape", None, None, inputs, consumed("landscape", cfg), layout={"trains": trains}))
     return stages or None
 
 
