@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lth.plan import plugins
+
 
 class DataError(RuntimeError):
     """A dataset file is missing or malformed; the message says which and how to get it."""
@@ -162,25 +164,20 @@ SOURCES = {
         "cifar-10-python.tar.gz there) and set data_dir: DIR",
         _read_cifar10, (3, 32, 32), 50000),
 }
+_DECLARED = plugins.Registry("dataset")
+_DECLARED.items = SOURCES  # the same dict: SOURCES[name] is the declared Source
 
 
 def register(src: Source) -> Source:
     """Declare a dataset (a plugin's: lth.plan.plugins); the schema's data.dataset enum follows."""
-    known = SOURCES.get(src.name)
-    if known is not None and known != src:
-        raise ValueError(f"dataset {src.name!r} is declared twice, differently")
-    SOURCES[src.name] = src
-    return src
+    return _DECLARED.register(src)
 
 
 def names() -> list[str]:
-    from lth.plan import plugins
-    plugins.load()
-    return list(SOURCES)
+    return _DECLARED.names()
 
 
 def source(name: str) -> Source:
-    from lth.plan import plugins
     plugins.load()
     if name not in SOURCES:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(SOURCES)}")

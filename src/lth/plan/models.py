@@ -29,28 +29,8 @@ class Model:
     description: str = ""
 
 
-_MODELS: dict[str, Model] = {}
-
-
-def register(model: Model) -> Model:
-    known = _MODELS.get(model.name)
-    if known is not None and known != model:
-        raise ValueError(f"model {model.name!r} is declared twice, differently")
-    _MODELS[model.name] = model
-    return model
-
-
-def get(name: str) -> Model:
-    plugins.load()
-    try:
-        return _MODELS[name]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; declared: {', '.join(_MODELS)}") from None
-
-
-def names() -> list[str]:
-    plugins.load()
-    return list(_MODELS)
+_MODELS = plugins.Registry("model")
+register, get, names = _MODELS.register, _MODELS.get, _MODELS.names
 
 
 _CIFAR = (3, 32, 32)

@@ -25,6 +25,32 @@ def load() -> None:
                                   "put its folder on PYTHONPATH or fix the name") from exc
 
 
+class Registry:
+    """Declarations of one sort by name (models, strategies, datasets); every lookup loads
+    the plugins first, so a plugin's declarations are seen wherever a built-in's are."""
+
+    def __init__(self, what: str):
+        self.what, self.items = what, {}
+
+    def register(self, item):
+        known = self.items.get(item.name)
+        if known is not None and known != item:
+            raise ValueError(f"{self.what} {item.name!r} is declared twice, differently")
+        self.items[item.name] = item
+        return item
+
+    def get(self, name: str):
+        load()
+        try:
+            return self.items[name]
+        except KeyError:
+            raise KeyError(f"unknown {self.what} {name!r}; declared: {', '.join(self.items)}") from None
+
+    def names(self) -> list[str]:
+        load()
+        return list(self.items)
+
+
 def resolve(target: str):
     """"module:attribute" as the object it names (imported only when used)."""
     module, _, name = target.partition(":")

@@ -31,32 +31,16 @@ class Strategy:
         return plugins.resolve(self.function)
 
 
-_STRATEGIES: dict[str, Strategy] = {}
+_STRATEGIES = plugins.Registry("pruning strategy")
+get, names = _STRATEGIES.get, _STRATEGIES.names
 
 
 def register(strategy: Strategy) -> Strategy:
-    known = _STRATEGIES.get(strategy.name)
-    if known is not None and known != strategy:
-        raise ValueError(f"pruning strategy {strategy.name!r} is declared twice, differently")
     if strategy.ranks not in (PER_LAYER, GLOBAL):
         raise ValueError(f"pruning strategy {strategy.name!r}: ranks must be {PER_LAYER!r} or {GLOBAL!r}")
     if any("default" not in schema for schema in strategy.settings.values()):
         raise ValueError(f"pruning strategy {strategy.name!r}: every setting needs a default (IDs omit it)")
-    _STRATEGIES[strategy.name] = strategy
-    return strategy
-
-
-def get(name: str) -> Strategy:
-    plugins.load()
-    try:
-        return _STRATEGIES[name]
-    except KeyError:
-        raise KeyError(f"unknown pruning strategy {name!r}; declared: {', '.join(_STRATEGIES)}") from None
-
-
-def names() -> list[str]:
-    plugins.load()
-    return list(_STRATEGIES)
+    return _STRATEGIES.register(strategy)
 
 
 def settings(cfg: dict, name: str) -> dict:

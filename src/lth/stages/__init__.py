@@ -8,6 +8,15 @@ control kinds; the final (analysis) kinds plan themselves from the whole plan.
 """
 
 
+def by_training(inputs: dict) -> dict:
+    """An analysis's inputs named <train ID>_<what> as {train ID: {what: path}}."""
+    out: dict = {}
+    for name, path in inputs.items():
+        tid, _, what = name.rpartition("_")
+        out.setdefault(tid, {})[what] = path
+    return out
+
+
 def log(line: str) -> None:
     """One line of a job's log (snakemake sends a job's stdout to its log file)."""
     print(line, flush=True)

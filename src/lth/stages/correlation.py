@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lth.plan.ids import consumed
 from lth.plan.registry import Figure, StageKind, register
-from lth.stages import log
+from lth.stages import by_training, log
 
 
 def plan(cfg: dict, plan: Plan, make) -> Stage:
@@ -23,14 +23,6 @@ def plan(cfg: dict, plan: Plan, make) -> Stage:
     return make("correlation", None, None, inputs,
                 consumed("correlation", cfg, ranking="survivors", consecutive=True), layout=runs)
 
-
-def _by_training(inputs: dict) -> dict:
-    """Inputs named <train ID>_<what> as train ID -> {what: path}."""
-    out: dict = {}
-    for name, path in inputs.items():
-        tid, _, what = name.rpartition("_")
-        out.setdefault(tid, {})[what] = path
-    return out
 
 
 def run(job) -> None:
@@ -53,7 +45,7 @@ def run(job) -> None:
     from lth.store.starts import load_start
     from lth.store.weights import load_mask, load_weights, read_model_info
     spec, out = job.spec, job.dir
-    trainings = _by_training(job.inputs)
+    trainings = by_training(job.inputs)
     ps = spec["settings"]["analysis"]["rp_fractions"]
     cache = {}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lth.plan.ids import CONTROLS, consumed, perturbations
 from lth.plan.registry import Figure, StageKind, register
-from lth.stages import log
+from lth.stages import by_training, log
 
 
 def plan(cfg: dict, plan: Plan, make) -> Stage:
@@ -20,21 +20,13 @@ def plan(cfg: dict, plan: Plan, make) -> Stage:
     return make("summary", None, None, inputs, consumed("summary", cfg), layout=layout)
 
 
-def _by_training(inputs: dict) -> dict:
-    """Inputs named <train ID>_<what> as train ID -> {what: path}."""
-    out: dict = {}
-    for name, path in inputs.items():
-        tid, _, what = name.rpartition("_")
-        out.setdefault(tid, {})[what] = path
-    return out
-
 
 def run(job) -> dict:
     """The per-level table of every training of every lottery, its plots (lth.report.summary) and
     its verdict (lth.report.verdict: the ticket against each control, the sparsest level matching
     the dense network); inputs are named <train ID>_metrics and <train ID>_stats."""
     from lth.report import summary, verdict
-    paths = _by_training(job.inputs)
+    paths = by_training(job.inputs)
     frame = summary.table(job.spec["layout"]["runs"], {tid: (p["metrics"], p["stats"]) for tid, p in paths.items()})
     summary.write(frame, job.dir)
     said = verdict.lines(frame)
