@@ -109,6 +109,8 @@ ROWS = [
     ("milestones equal in iterations", "train: {milestones: [1ep, 916it]}", [], "train.milestones"),
     ("milestone after the end", "train: {iterations: 300it, milestones: [500it]}", [], "train.milestones"),
     ("warmup longer than training", "train: {iterations: 300it, warmup: 1000it}", [], "train.warmup"),
+    ("evaluation interval longer than training", "train: {iterations: 10000it, eval_every: 20000it}", [],
+     "train.eval_every"),
     ("a sweep past what snakemake schedules (60,500 stages)",
      "levels: 20\ninit: {seed: [" + ", ".join(map(str, range(25))) + "]}\ntrain: {lr: ["
      + ", ".join(f"0.{i + 1:03d}" for i in range(10)) + "]}\n"

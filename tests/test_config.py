@@ -64,7 +64,7 @@ def test_rewind_points_must_come_before_the_end_of_training(bad, key):
 
 def test_snakemake_style_string_values_are_coerced():
     # `--config prune='{"rate": 0.3}'` arrives as {"rate": "0.3"}
-    cfg = config.validate({"prune": {"rate": "0.3"}, "train": {"iterations": "200"}, "data_dir": "null"})
+    cfg = config.validate({"prune": {"rate": "0.3"}, "train": {"iterations": "200", "eval_every": "50"}, "data_dir": "null"})
     assert cfg["prune"]["rate"] == 0.3
     assert cfg["train"]["iterations"] == "200it"  # a step's one spelling
     assert cfg["data_dir"] is None

@@ -127,7 +127,7 @@ def test_snakemake_and_the_cli_read_config_strings_alike(tmp_path):
     """`--config` strings through snakemake itself and through `python -m lth plan` give the
     same stage IDs (one merge function, tested against snakemake's own parsing)."""
     from snakemake.cli import parse_config
-    strings = ['train={"lr": 1, "iterations": "300"}', "prune={rate: 0.3, output_rate: 5e-2}", "levels=2",
+    strings = ['train={"lr": 1, "iterations": "300", "eval_every": "100"}', "prune={rate: 0.3, output_rate: 5e-2}", "levels=2",
                "init={seed: [1, 0]}", "instability={levels: [2, 0]}", "results='my results'"]
     assert config_files.parse_overrides(strings) == parse_config(strings)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data_dir": str(tmp_path), "threads": 1}))

@@ -249,3 +249,8 @@ def with_data(cfg: dict) -> None:
     if warmup > total:
         raise ConfigError(f"config: train.warmup = {cfg['train']['warmup']} = {warmup} iterations, longer than "
                           f"training {at}: the learning rate would never reach train.lr; shorten the warmup")
+    every = iterations(cfg["train"]["eval_every"], per_epoch)
+    if every > total:
+        raise ConfigError(f"config: train.eval_every = {cfg['train']['eval_every']} = {every} iterations, longer than "
+                          f"training {at}: the network would be evaluated only at the end and early stopping "
+                          "would mean nothing; evaluate at most every train.iterations")
