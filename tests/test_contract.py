@@ -185,7 +185,7 @@ def test_jobs_run_the_code_of_the_snakefile_that_planned_them(tmp_path, small_id
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(checkout / "Snakefile"), "--cores", "2",
                            "--until", "init"], cwd=work, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    log = next((work / "results" / "logs" / "init").glob("????????????.log")).read_text()
+    log = next((work / "results" / "logs" / "init").glob("*.attempt.log")).read_text()
     assert log.startswith("lth from the second checkout"), log
 
 
@@ -203,7 +203,8 @@ sys.meta_path.insert(0, Block())
 sys.path.insert(0, {str(ROOT / "src")!r})
 from lth.nn import data, devices
 from lth.plan import build, config, execution, files, groups, registry
-from lth.runtime import job
+from lth.runtime import job, lifeline
+from lth.store import freshness
 cfg = config.load([{str(ROOT / "config.yaml")!r}, {str(ROOT / "presets" / "fashion_sanity_cpu.yaml")!r}])
 plan = build.build(cfg)
 groups.assign(plan)

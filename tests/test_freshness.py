@@ -30,9 +30,9 @@ def test_unchanged_stages_cost_a_stat_and_a_touched_one_a_hash(tmp_path, monkeyp
     assert freshness.check([stage], full=True) == {} and len(hashed) == 4  # verify: full hashes everything
 
 
-# a deleted record.json is an unfinished stage: snakemake reruns it (it is an output)
+# a deleted file is not damage here: snakemake reruns a stage whose output is missing
 @pytest.mark.parametrize("name, damage", [(n, d) for n in ("spec.json", "record.json", "stats.json", "weights.pt")
-                                          for d in sorted(DAMAGES) if (n, d) != ("record.json", "delete")])
+                                          for d in sorted(DAMAGES) if d != "delete"])
 def test_every_damage_is_caught_without_verify(tmp_path, name, damage):
     stage = one_stage(tmp_path)
     freshness.remember(stage)
@@ -59,6 +59,21 @@ def test_bit_rot_that_keeps_size_and_time_is_seen_only_by_a_full_check(tmp_path)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert freshness.check([stage]) == {}
     assert "weights.pt differs from its record (sha256)" in freshness.check([stage], full=True)[stage]
+
+
+@pytest.mark.parametrize("name", ["spec.json", "record.json", "weights.pt"])
+def test_a_missing_file_is_left_to_snakemake_which_reruns_its_stage(tmp_path, name):
+    stage = one_stage(tmp_path)
+    freshness.remember(stage)
+    (stage / name).unlink()
+    assert freshness.check([stage]) == {} and freshness.check([stage], full=True) == {}
+
+
+def test_the_stop_line_names_the_first_five_stages(tmp_path):
+    damaged = {tmp_path / "train" / f"{i:012x}": ["stats.json differs from its record (sha256)"] for i in range(7)}
+    line = freshness.message(damaged, "results")
+    assert line.startswith("error: 7 finished stages no longer match their records: ")
+    assert line.count("stats.json differs") == 5 and "; and 2 more; run `python -m lth verify results --repair`" in line
 
 
 def test_a_stage_without_a_kept_stat_is_hashed_once(tmp_path, monkeypatch):

@@ -122,7 +122,6 @@ def test_a_model_a_strategy_and_a_stage_kind_each_from_one_plugin_file(tmp_path,
     assert (toy / "count.txt").read_text() == "2 lines for 1 levels\n" and f"toy: results/toy/{toy.name}" in proc.stdout
 
     # the strategy pruned the largest half of each hidden layer's trained weights
-    sys.path.insert(0, str(tmp_path / "plugins"))
     from lth.store import masks, ptfile
     mask = masks.read(next((results / "prune").iterdir()) / "mask.parquet")
     dense = next(d for d in (results / "train").iterdir() if '"level": 0' in (d / "spec.json").read_text())

@@ -144,10 +144,14 @@ def test_a_consumer_refuses_a_damaged_input_in_one_line(tmp_path, finished):
     workdir = tmp_path / "wf"
     shutil.copytree(finished, workdir, symlinks=True)
     prune = _stage_dir(workdir, "prune", 1)
-    replace_same_shape(prune / "mask.parquet")  # valid, right shapes, all ones: newer, so consumers rerun
+    mask = prune / "mask.parquet"
+    st = mask.stat()
+    DAMAGES["bitflip"](mask)  # bit rot: same size, and the time put back, so the stat check sees nothing
+    os.utime(mask, ns=(st.st_atime_ns, st.st_mtime_ns))
+    (_stage_dir(workdir, "rewind", 1) / "record.json").unlink()  # the consumer reruns and reads the mask
     proc = snakemake(workdir, check=False)
     assert proc.returncode != 0
-    log = next((workdir / "results" / "logs" / "rewind").glob("????????????.log")).read_text()
+    log = next((workdir / "results" / "logs" / "rewind").glob("*.attempt.log")).read_text()
     lines = [line for line in log.splitlines() if line.strip()]
     assert len(lines) == 1 and re.fullmatch(
         f"error: damaged stage {prune.relative_to(workdir)}: mask.parquet (has .* bytes, its record says .*|differs "

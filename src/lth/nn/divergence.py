@@ -4,7 +4,7 @@ A training has diverged when
 - its minibatch loss is not finite (checked every step on the CPU; on a GPU every
   CHECK_EVERY_GPU steps and at every evaluation, since reading the loss waits for the GPU);
 - a weight is not finite, or the validation loss is not (checked at every evaluation);
-- at the end, its validation loss is above `train.divergence_factor` (default 10) times the
+- at the end, its validation loss is above `train.divergence_factor` (the schema's default: 10) times the
   validation loss it started from: it ends far worse than its start weights.
 
 The job then stops with one line naming the stage, the iteration, the loss and the likely
@@ -37,6 +37,7 @@ def check_final(metrics: list, start: int, settings: dict) -> None:
     if not val or val[-1]["iteration"] <= start:
         return
     first, last = val[0]["loss"], val[-1]["loss"]
+    # a job passes its execution setting (lth.plan.execution); a direct call of train() the schema's default
     factor = float(settings.get("divergence_factor", 10))
     if last > factor * first:
         raise Diverged(f"diverged: validation loss {last:.4g} at iteration {val[-1]['iteration']} is above "

@@ -43,15 +43,18 @@ def build(cfg: dict, schema: dict | None = None) -> Plan:
     from lth.stages import interpolate
     producer: dict = {}  # output path -> ID of the stage that writes it
 
-    def make(kind, level, upstream, inputs, settings, *, layout=None, variant=None, related=None):
+    def make(kind, level, upstream, inputs, settings, *, layout=None, variant=None, related=None, lottery=None):
         """The stage of this kind with these settings and upstream stages (an analysis: its
-        layout, and the stages it reads as `upstream`), added to the plan once."""
+        layout, and the stages it reads as `upstream`), added to the plan once. `lottery`: the
+        lottery settings to record where the stage's own would mislead (an instability copy's
+        data-order seed is not its lottery's train.seed)."""
         version = registry.get(kind).version
         if upstream is None:
             upstream = {name: producer[path] for name, path in inputs.items() if path in producer}
         sid = stage_id(kind, settings, upstream, defaults, version, layout)
         new = sid not in plan.stages
-        lottery = lottery_of(kind, settings, [plan.stages[u].lottery for u in upstream.values()]) if new else {}
+        if lottery is None:
+            lottery = lottery_of(kind, settings, [plan.stages[u].lottery for u in upstream.values()]) if new else {}
         stage = plan.add(Stage(kind, sid, level, settings, upstream, inputs, root, version, layout, variant,
                                lottery, related or {}))
         if new:

@@ -59,7 +59,7 @@ def evaluate_path(model, w1: dict, w2: dict, points: np.ndarray, splits: dict, b
     """Rows (alpha, split, loss, error) along the path for every split in `splits`
     (name -> lth.nn.training.Split). `bn_inputs`: a list of input batches on which BatchNorm
     statistics are recomputed at each alpha (None: the model has no BatchNorm). `precision`:
-    the trainings' arithmetic (lth.nn.numerics). `stop`: lth.runtime.job.Job.stop, asked at each alpha."""
+    the trainings' arithmetic (lth.nn.numerics). `stop`: lth.runtime.job.StageJob.stop, asked at each alpha."""
     import torch
 
     from lth.runtime.lifeline import check

@@ -157,8 +157,8 @@ def run(manifest: Path, how) -> None:
     except KeyboardInterrupt:
         if scheduler is None or not scheduler.gone():
             raise
-        raise lifeline.Orphaned(f"{scheduler.gone()}: stopped while starting; nothing of this stage is written, "
-                                "run snakemake again (after --unlock) to redo it") from None
+        raise lifeline.Orphaned(f"{scheduler.gone()}: stopped before its stage was finished (its record is not "
+                                "written, so it reruns); run snakemake again (after --unlock) to redo it") from None
 
 
 def _run(manifest: Path, how, scheduler) -> None:
@@ -177,6 +177,7 @@ def _run(manifest: Path, how, scheduler) -> None:
     missing = [name for name, path in job.outputs.items() if not path.is_file()]
     if missing:
         raise ArtifactError(f"stage {job.dir}: the {kind.name} runner did not write {', '.join(missing)}")
+    job.cooperate()  # the stage is computed: a gone snakemake no longer interrupts its last writes
     write_json(job.dir / registry.SPEC, {**job.spec, "resolved": job.resolved} if job.resolved else job.spec)
     records.write(job.dir, job.spec, {n: f for n, f in kind.files.items() if n != "record"}, figures)
     freshness.remember(job.dir)  # what the next run's stat check compares against

@@ -113,7 +113,7 @@ class Scheduler:
 
 def check(stop, where: str) -> None:
     """For jobs without a checkpoint (interpolation, landscape): stop at once, with one line,
-    when `stop()` (lth.runtime.job.Job.stop) says the snakemake that started the job is gone."""
+    when `stop()` (lth.runtime.job.StageJob.stop) says the snakemake that started the job is gone."""
     reason = stop() if stop is not None else None
     if reason:
         raise Orphaned(f"{reason}: stopped at {where}; nothing of this stage is written, "

@@ -2,7 +2,7 @@
 ticket training (its start against its result) and of consecutive levels' trained weights."""
 from __future__ import annotations
 
-from lth.plan.ids import consumed
+from lth.plan.ids import Plan, Stage, consumed
 from lth.plan.registry import Figure, StageKind, register
 from lth.stages import by_training, log
 

@@ -29,22 +29,22 @@ def pairs(cfg: dict, run: Run, plan: Plan, make) -> list[dict]:
             own = "0it" if point in ("reset", "continue") else point
             for k in dict.fromkeys("0it" if p == "0ep" else p for p in [own, *ic["points"]]):
                 if k == "0it":
-                    networks.append(("ticket", "0it", dense.settings, dense.upstream, dense.inputs))
+                    networks.append(("ticket", "0it", dense.settings, dense.upstream, dense.inputs, dense.lottery))
                     continue
                 snap = train.snapshot(cfg, plan.stages[dense.upstream["start"]], k, make)
                 networks.append(("ticket", k, {**dense.settings, "rewind": {"to": k}}, {"start": snap.id},
-                                 {**dense.inputs, "start": snap.output("weights")}))
+                                 {**dense.inputs, "start": snap.output("weights")}, {**dense.lottery, "rewind.to": k}))
         else:
             k = "0it" if point == "reset" else point
             for variant in ic["variants"]:
                 t = stages["train" if variant == "ticket" else variant]
                 networks.append((variant, "0it" if variant == "random_reinit" else k,
-                                 t.settings, t.upstream, t.inputs))
-        for variant, k, settings, upstream, inputs in networks:
+                                 t.settings, t.upstream, t.inputs, t.lottery))
+        for variant, k, settings, upstream, inputs, lottery in networks:
             for pair in range(ic["pairs"]):
                 copies = [make("train", level, upstream, inputs,
                                {**settings, "train": {**settings["train"], "seed": copy_seed(cfg, pair, c)}},
-                               variant=COPY)
+                               variant=COPY, lottery=lottery)  # the network's lottery, not the copy's seed
                           for c in (0, 1)]
                 path_inputs = {"model": inputs["model"], "a": copies[0].output("weights"),
                                "b": copies[1].output("weights")}

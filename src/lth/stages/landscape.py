@@ -122,7 +122,7 @@ def evaluate_grid(model, weights: dict, d1: dict, d2: dict, coords: np.ndarray, 
     `coords` (alpha outer), on `split` (lth.nn.training.Split), the model in eval mode. Only
     tensors with a nonzero direction change from point to point; the rest stay at W. The
     model is left holding W. `precision`: the trainings' arithmetic (lth.nn.numerics). `stop`:
-    lth.runtime.job.Job.stop, asked at each row of the grid."""
+    lth.runtime.job.StageJob.stop, asked at each row of the grid."""
     import torch
 
     from lth.runtime.lifeline import check

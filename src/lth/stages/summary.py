@@ -2,7 +2,7 @@
 perturbations), its plots and its verdict (lth.report.summary, lth.report.verdict)."""
 from __future__ import annotations
 
-from lth.plan.ids import CONTROLS, consumed, perturbations
+from lth.plan.ids import CONTROLS, Plan, Stage, consumed, perturbations
 from lth.plan.registry import Figure, StageKind, register
 from lth.stages import by_training, log
 

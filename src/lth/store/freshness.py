@@ -5,7 +5,8 @@ stage of the plan is stat-ed: one whose files all still have the kept size and t
 reused as is; any other is hashed against its record, and either its stat is kept anew (a
 `touch`, a copy: the same bytes) or it is damaged and the run stops, naming it. Bit rot
 that keeps size and time is only seen by hashing everything: `verify: full`, or
-`python -m lth verify`. Torch-free.
+`python -m lth verify`. A missing file is not damage here: snakemake reruns a stage whose
+output is missing (its spec.json and record.json included). Torch-free.
 """
 from __future__ import annotations
 
@@ -57,19 +58,20 @@ def check(stage_dirs, full: bool = False) -> dict[Path, list[str]]:
         if not (stage_dir / RECORD).exists() or (not full and _unchanged(stage_dir)):
             continue  # unfinished stages are rerun by snakemake anyway
         found = records.problems(stage_dir)
-        if found:
-            damaged[stage_dir] = found
-        else:
+        present = [problem for problem in found if not problem.endswith(" is missing")]
+        if present:
+            damaged[stage_dir] = present
+        elif not found:
             remember(stage_dir)
     return damaged
 
 
 def message(damaged: dict, root) -> str:
-    """One line naming the damaged stages and the fix."""
+    """One line naming the damaged stages (the first five; each with its first problem) and the fix."""
     import shlex
-    first, problems = next(iter(damaged.items()))
-    more = f" and {len(damaged) - 1} more" if len(damaged) > 1 else ""
+    named = "; ".join(f"{stage} ({problems[0]})" for stage, problems in list(damaged.items())[:5])
+    more = f"; and {len(damaged) - 5} more" if len(damaged) > 5 else ""
     many = len(damaged) > 1
     return (f"error: {len(damaged)} finished stage{'s no longer match their records' if many else ' no longer matches its record'}: "
-            f"{first} ({problems[0]}){more}; run `python -m lth verify {shlex.quote(str(root))} --repair`, then "
+            f"{named}{more}; run `python -m lth verify {shlex.quote(str(root))} --repair`, then "
             "snakemake again (it rebuilds them and what depends on them)")
