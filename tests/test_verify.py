@@ -256,16 +256,23 @@ def test_a_plain_rerun_notices_damage_it_would_reuse(tmp_path, finished):
              ("correlation", None, "correlation.parquet", "replace_bytes"),
              ("anatomy", None, "anatomy.parquet", "truncate"), ("prune", 1, "mask.parquet", "bitflip")]
     damage = {**DAMAGES, "replace_bytes": lambda p: p.write_bytes(p.read_bytes()[::-1])}
+    workdir = tmp_path / "damaged"  # every case at once: one snakemake names them all
+    shutil.copytree(finished, workdir, symlinks=True)
+    stages = []
     for kind, level, name, how in cases:
-        workdir = tmp_path / f"{kind}-{name}"
-        shutil.copytree(finished, workdir, symlinks=True)
-        stage = _stage_dir(workdir, kind, level)
-        damage[how](stage / name)
-        proc = snakemake(workdir, check=False)
-        out = proc.stdout + proc.stderr
-        assert proc.returncode != 0 and jobs(proc) == {}, f"{name} of {kind}: {out[-1500:]}"
-        line = next(l for l in out.splitlines() if l.startswith("error: "))
-        assert f"{stage.relative_to(workdir)} (" in line and "lth verify results --repair" in line, line
+        stages.append(_stage_dir(workdir, kind, level))
+        damage[how](stages[-1] / name)
+    proc = snakemake(workdir, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and jobs(proc) == {}, out[-1500:]
+    line = next(l for l in out.splitlines() if l.startswith("error: "))
+    stages = sorted(set(stages))  # the summary has two damaged files
+    assert line.startswith(f"error: {len(stages)} finished stages no longer match their records: ") and \
+        line.endswith(f"; and {len(stages) - 5} more; run `python -m lth verify results --repair`, then snakemake "
+                      "again (it rebuilds them and what depends on them)"), line
+    from lth.store import freshness
+    assert sorted(freshness.check(stages)) == stages  # every one, each with its damage
+    assert sum(f"{stage.relative_to(workdir)} (" in line for stage in stages) == 5
     # a touched file (same bytes, new time) is hashed once and reused; `verify=full` hashes all
     workdir = tmp_path / "touched"
     shutil.copytree(finished, workdir, symlinks=True)
