@@ -6,6 +6,7 @@
 # only src/lth/plan/ and the stage declarations are read, nothing imports torch.
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from snakemake.utils import min_version
@@ -38,6 +39,7 @@ configfile: "config.yaml"
 
 # Jobs inherit this snakemake's identity: one started as it dies still knows whom to watch.
 lth_lifeline.announce()
+_STARTED = time.time()  # stats kept by jobs after this are settled at the end (lth.store.freshness.settle)
 
 
 report: "workflow/report/workflow.rst"
@@ -87,7 +89,12 @@ onstart:
 
 
 onsuccess:
+    lth_freshness.settle([stage.dir for stage in PLAN.stages.values()], _STARTED)
     for _kind in lth_registry.kinds():
         for _stage in PLAN.finals.get(_kind.name, []) if _kind.announce else []:
             print(_kind.announce.format(dir=shlex.quote(_stage.dir)))  # pasteable: a space in results
     print("HTML report: snakemake --report report.html")
+
+
+onerror:
+    lth_freshness.settle([stage.dir for stage in PLAN.stages.values()], _STARTED)

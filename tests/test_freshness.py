@@ -83,3 +83,18 @@ def test_a_stage_without_a_kept_stat_is_hashed_once(tmp_path, monkeypatch):
     assert freshness.check([stage]) == {} and len(hashed) == 4
     (stage / "record.json").unlink()  # unfinished: snakemake reruns it, nothing to check
     assert freshness.check([stage]) == {}
+
+
+def test_settle_keeps_the_times_snakemake_touched_after_the_job_not_other_changes(tmp_path):
+    import time
+    began = time.time()
+    stage = one_stage(tmp_path)
+    freshness.remember(stage)  # the job
+    os.utime(stage / "weights.pt")  # snakemake touches outputs after the job
+    assert not freshness.unchanged(stage)
+    assert freshness.settle([stage], since=time.time() + 60) == 0  # kept before this run: left alone
+    assert freshness.settle([stage], since=began) == 1 and freshness.unchanged(stage)
+    with open(stage / "stats.json", "a") as handle:  # a changed size is never settled: the check hashes it
+        handle.write(" ")
+    assert freshness.settle([stage], since=began) == 0 and not freshness.unchanged(stage)
+    assert "stats.json has" in freshness.check([stage])[stage][0]

@@ -146,17 +146,20 @@ def test_a_consumer_refuses_a_damaged_input_in_one_line(tmp_path, finished):
     prune = _stage_dir(workdir, "prune", 1)
     mask = prune / "mask.parquet"
     st = mask.stat()
+    from lth.store import freshness
+    # the run settled the stats snakemake's touch left: a rerun hashes nothing of a finished folder
+    assert all(freshness.unchanged(d) for d in (workdir / "results").glob("*/????????????"))
     DAMAGES["bitflip"](mask)  # bit rot: same size, and the time put back, so the stat check sees nothing
     os.utime(mask, ns=(st.st_atime_ns, st.st_mtime_ns))
     (_stage_dir(workdir, "rewind", 1) / "record.json").unlink()  # the consumer reruns and reads the mask
     proc = snakemake(workdir, check=False)
-    assert proc.returncode != 0
+    assert proc.returncode != 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = next((workdir / "results" / "logs" / "rewind").glob("*.attempt.log")).read_text()
     lines = [line for line in log.splitlines() if line.strip()]
     assert len(lines) == 1 and re.fullmatch(
         f"error: damaged stage {prune.relative_to(workdir)}: mask.parquet (has .* bytes, its record says .*|differs "
         r"from its record \(sha256\)); run `python -m lth verify results --repair`, then snakemake again to rebuild it",
-        lines[0]), log
+        lines[0]), log + proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 @pytest.mark.slow

@@ -40,7 +40,30 @@ def remember(stage_dir) -> None:
     write_json(_kept_path(stage_dir), {name: _stat(stage_dir / name) for name in names})
 
 
-def _unchanged(stage_dir: Path) -> bool:
+def settle(stage_dirs, since: float) -> int:
+    """After a run: snakemake touches every output once its job has finished (to make it
+    newer than its inputs), so the stat a job kept is stale by that touch. For the stages
+    whose stat was kept during this run (since `since`, a time.time()), keep the touched
+    times, the sizes unchanged (no hashing: the job hashed the bytes moments before).
+    Returns how many were settled."""
+    settled = 0
+    for stage_dir in map(Path, stage_dirs):
+        path = _kept_path(stage_dir)
+        try:
+            if path.stat().st_mtime < since:
+                continue
+            kept = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        now = {name: _stat(stage_dir / name) for name in kept}
+        if now != kept and all(now[n] is not None and kept[n] is not None and now[n][0] == kept[n][0] for n in kept):
+            write_json(path, now)
+            settled += 1
+    return settled
+
+
+def unchanged(stage_dir: Path) -> bool:
+    """Whether every file of a finished stage still has the size and time kept for it."""
     try:
         kept = json.loads(_kept_path(stage_dir).read_text())
     except (OSError, ValueError):
@@ -55,7 +78,7 @@ def check(stage_dirs, full: bool = False) -> dict[Path, list[str]]:
     The unchanged ones cost a stat per file; the intact changed ones are remembered anew."""
     damaged = {}
     for stage_dir in map(Path, stage_dirs):
-        if not (stage_dir / RECORD).exists() or (not full and _unchanged(stage_dir)):
+        if not (stage_dir / RECORD).exists() or (not full and unchanged(stage_dir)):
             continue  # unfinished stages are rerun by snakemake anyway
         found = records.problems(stage_dir)
         present = [problem for problem in found if not problem.endswith(" is missing")]
