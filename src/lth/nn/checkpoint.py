@@ -32,6 +32,7 @@ import torch
 from lth.store.artifacts import atomic_path
 
 MAGIC = b"lth-checkpoint-1\n"
+OPTIONAL = {"telemetry"}  # a training's telemetry rows (lth.nn.telemetry), when it records them
 KEYS = {"identity", "iteration", "model", "optimizer", "metrics", "rng", "device_rng", "train_seconds",
         "eval_seconds"}
 
@@ -129,7 +130,7 @@ def load(ckpt: Checkpointing, warn=None) -> dict | None:
     except Exception as exc:  # truncated zip, bad pickle, ...: all mean "do not trust it"
         warn(f"warning: ignoring unreadable checkpoint {path} ({type(exc).__name__}); starting over")
         return None
-    if not isinstance(payload, dict) or set(payload) != KEYS:
+    if not isinstance(payload, dict) or set(payload) - OPTIONAL != KEYS:
         warn(f"warning: ignoring checkpoint {path} with unexpected contents; starting over")
         return None
     if payload["identity"] != ckpt.identity:

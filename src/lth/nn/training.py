@@ -140,6 +140,7 @@ class Result:
     iterations: int = 0
     train_seconds: float = 0.0                    # optimisation steps only
     eval_seconds: float = 0.0
+    telemetry_seconds: float = 0.0                # lth.nn.telemetry's points, outside both
     snapshots: dict = field(default_factory=dict)  # iteration -> state dict copy
 
 
@@ -171,14 +172,16 @@ def apply_mask(model, mask: dict | None) -> list:
 
 
 def train(model, mask: dict | None, splits: dict, settings: dict, log=None, start: int = 0,
-          capture: tuple = (), checkpointing: checkpoint.Checkpointing | None = None, stop=None) -> Result:
+          capture: tuple = (), checkpointing: checkpoint.Checkpointing | None = None, stop=None,
+          watch=None) -> Result:
     """Train `model` in place up to settings["iterations"] with the masked weights held at
     zero. `start` > 0 resumes the schedule and data order at that iteration (late
     resetting); `capture` lists iterations whose weights are copied into Result.snapshots.
     With `checkpointing`, a checkpoint is written every so many iterations and a valid one
     found at the start is resumed from (the results are the same bits as without). `stop`,
     called after every step, returns None or why to stop now: the loop then saves a
-    checkpoint at that step and raises lifeline.Orphaned."""
+    checkpoint at that step and raises lifeline.Orphaned. `watch` (lth.nn.telemetry.Watch)
+    records its telemetry points; its rows travel in the checkpoint."""
     log = log or (lambda line: None)
     train_split = splits["train"]
     batch = settings["batch_size"]
@@ -215,6 +218,12 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
             result.metrics.append({"iteration": iteration, "split": name, "loss": loss, "accuracy": acc})
         result.eval_seconds += time.perf_counter() - began
 
+    def telemetry(iteration):
+        if watch is not None and watch.due(iteration):
+            began = time.perf_counter()
+            watch.record(iteration)
+            result.telemetry_seconds += time.perf_counter() - began
+
     def snapshot(iteration):
         if iteration in capture:
             result.snapshots[iteration] = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -224,9 +233,14 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
             "iteration": done, "model": model.state_dict(), "optimizer": optimizer.state(),
             "metrics": result.metrics, "rng": torch.get_rng_state(),
             "device_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0),
-            "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds})
+            "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
+            **({"telemetry": watch.state()} if watch is not None else {})})
 
     saved = checkpoint.load(checkpointing, log) if checkpointing else None
+    if saved is not None and watch is not None and not watch.restore(saved.get("telemetry")):
+        log(f"warning: checkpoint at iteration {saved['iteration']} lacks this training's telemetry points; "
+            "starting over")
+        saved = None
     first = start
     if saved is not None:
         with torch.no_grad():
@@ -244,8 +258,11 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
         first = saved["iteration"]
         log(f"resuming from checkpoint at iteration {first}")
     else:
+        if watch is not None:
+            watch.reset()
         snapshot(start)
         record(start)
+        telemetry(start)
         log(f"it {start}/{total} val_loss={result.metrics[-2]['loss']:.4f} "
             f"test_acc={result.metrics[-1]['accuracy']:.4f}")
     model.train()
@@ -280,6 +297,10 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
         if done % check_every == 0:
             divergence.check_loss(done, loss.item(), settings)
         snapshot(done)
+        if watch is not None and watch.due(done):  # outside the step's clock
+            result.train_seconds += time.perf_counter() - started
+            telemetry(done)
+            started = time.perf_counter()
         if done % every == 0 or done == total:
             result.train_seconds += time.perf_counter() - started
             record(done, ("validation", "test", "train") if done == total else ("validation", "test"))

@@ -254,3 +254,11 @@ def with_data(cfg: dict) -> None:
         raise ConfigError(f"config: train.eval_every = {cfg['train']['eval_every']} = {every} iterations, longer than "
                           f"training {at}: the network would be evaluated only at the end and early stopping "
                           "would mean nothing; evaluate at most every train.iterations")
+    if cfg["telemetry"]["levels"]:
+        for key, why in (("every", "it would record only the start and the end"),
+                         ("early_every", "the early phase would have no point of its own"),
+                         ("early_until", "the early phase would outlast the training")):
+            value = cfg["telemetry"][key]
+            if iterations(value, per_epoch) > total:
+                raise ConfigError(f"config: telemetry.{key} = {value} = {iterations(value, per_epoch)} iterations, "
+                                  f"longer than training {at}: {why}; use at most train.iterations")

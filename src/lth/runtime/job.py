@@ -42,6 +42,10 @@ class StageJob:
     execution: object = field(default_factory=execution.Execution)  # lth.plan.execution
     resolved: dict = field(default_factory=dict)  # what the runner worked out (steps in iterations), for spec.json
     scheduler: "lifeline.Scheduler | None" = None  # the snakemake this job belongs to, if any
+    # files a runner writes only under some settings (a training's telemetry.parquet): not
+    # Snakemake outputs (a kind's outputs are one list for all its stages), but recorded and
+    # verified like them; consumers read them beside a declared output (records.verify first)
+    extra: dict = field(default_factory=dict)
 
     def cooperate(self) -> None:
         """The runner now asks `stop()` at safe points (a training step, a grid point): from
@@ -179,7 +183,7 @@ def _run(manifest: Path, how, scheduler) -> None:
         raise ArtifactError(f"stage {job.dir}: the {kind.name} runner did not write {', '.join(missing)}")
     job.cooperate()  # the stage is computed: a gone snakemake no longer interrupts its last writes
     write_json(job.dir / registry.SPEC, {**job.spec, "resolved": job.resolved} if job.resolved else job.spec)
-    records.write(job.dir, job.spec, {n: f for n, f in kind.files.items() if n != "record"}, figures)
+    records.write(job.dir, job.spec, {**{n: f for n, f in kind.files.items() if n != "record"}, **job.extra}, figures)
     freshness.remember(job.dir)  # what the next run's stat check compares against
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+from pathlib import PurePosixPath
+
 from lth.plan.ids import Stage, consumed
 from lth.plan.registry import StageKind, register
 from lth.stages import log
@@ -17,6 +19,8 @@ RECIPE = ("train.optimizer", "train.lr", "train.momentum", "train.weight_decay",
           "train.seed", "train.warmup", "train.milestones", "train.gamma", "train.dropout", "train.augment",
           "train.precision")
 TRAIN = DATA + RECIPE + ("train.iterations", "train.eval_every")
+# controls whose network starts from a fresh draw: their start is their theta_0 (telemetry)
+FRESH_INIT = ("random_reinit", "small_dense")
 
 
 def plan(cfg: dict, level: int, start: Stage, inputs: dict, make, variant: str, rewound: bool = True) -> Stage:
@@ -25,6 +29,10 @@ def plan(cfg: dict, level: int, start: Stage, inputs: dict, make, variant: str, 
     (`rewound`); at its default (reset) it drops out of the hash, so reset lotteries keep
     their IDs. Controls trained from iteration 0 (random reinit, small dense) do not."""
     extra = {"rewind": cfg["rewind"]} if rewound else {}
+    if level in cfg["telemetry"]["levels"]:  # hashed only when on: the IDs of trainings without it hold
+        extra["telemetry"] = {k: v for k, v in cfg["telemetry"].items() if k != "levels"}
+        if variant not in FRESH_INIT:  # theta_0 is the lottery's initialisation, beside the model description
+            inputs = {**inputs, "origin": str(PurePosixPath(inputs["model"]).with_name("weights.pt"))}
     return make("train", level, {"start": start.id}, inputs, consumed("train", cfg, **extra), variant=variant)
 
 
@@ -88,12 +96,17 @@ def run(job) -> dict | None:
     job.resolved.update({"steps_per_epoch": per_epoch, "start_iteration": first, "iterations": last})
     every, seconds = checkpoint.parse_interval(ex.checkpoint_every, per_epoch)
     ckpt = checkpoint.Checkpointing(job.checkpoint, every, spec["id"], seconds)
+    watch = watcher(job, model, info, mask, state, splits, first, last, per_epoch, ckpt)
     job.cooperate()  # from here a gone snakemake stops the loop at its next step, checkpoint saved
     try:
         result = train(model, mask, splits, settings["train"], start=first, checkpointing=ckpt, stop=job.stop,
-                       log=lambda line: log(f"{spec['kind']} {spec['id']}: {line}"))
+                       log=lambda line: log(f"{spec['kind']} {spec['id']}: {line}"), watch=watch)
     except RuntimeError as exc:  # torch refusing a non-deterministic operation: one line
         raise numerics.explain(exc) or exc
+    if watch is not None:
+        from lth.nn import telemetry
+        telemetry.write(out / TELEMETRY, watch.finish())
+        job.extra["telemetry"] = TELEMETRY
 
     # a masked training's pruned weights are not stored: packed (ptfile.save)
     ptfile.save(out / "weights.pt", {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
@@ -109,11 +122,31 @@ def run(job) -> dict | None:
             "threads": torch.get_num_threads(), "device": device, "start_iteration": first,
             "device_info": numerics.device_info(device), "deterministic": ex.deterministic,
             "divergence_factor": ex.divergence_factor,
+            **({"telemetry_seconds": round(result.telemetry_seconds, 3)} if watch is not None else {}),
         }
         write_json(out / "stats.json", stats)
         figures = key_figures(result.metrics, stats)
     checkpoint.remove(ckpt)  # only now: every output is in place
     return figures
+
+TELEMETRY = "telemetry.parquet"  # beside the outputs when the training records telemetry (lth.nn.telemetry)
+
+
+def watcher(job, model, info, mask, start, splits, first, last, per_epoch, ckpt):
+    """The training's telemetry (lth.nn.telemetry.Watch), or None when it records none."""
+    settings = job.settings.get("telemetry")
+    if settings is None:
+        return None
+    from lth.nn import telemetry
+    from lth.store.weights import load_weights
+    origin = load_weights(job.inputs["origin"], info) if "origin" in job.inputs else start
+    points = telemetry.points(settings, first, last, per_epoch)
+    watch = telemetry.Watch(model, info["prunable"], mask, origin, start, settings, splits, points,
+                            ckpt.path.with_suffix(".telemetry"), job.settings["train"].get("precision", "fp32"))
+    log(f"train {job.spec['id']}: telemetry at {len(points)} points, "
+        f"{4 * sum(watch.sizes) * len(points) / 1e6:.1f} MB kept until the end")
+    return watch
+
 
 def key_figures(rows: list, stats: dict) -> dict:
     """A training's numbers for its record (and so the catalog), as the summary reads them."""
