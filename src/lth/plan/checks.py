@@ -254,6 +254,12 @@ def with_data(cfg: dict) -> None:
         raise ConfigError(f"config: train.eval_every = {cfg['train']['eval_every']} = {every} iterations, longer than "
                           f"training {at}: the network would be evaluated only at the end and early stopping "
                           "would mean nothing; evaluate at most every train.iterations")
+    for value in cfg["summary"]["accuracy_at"]:
+        at_it = iterations(value, per_epoch)
+        if at_it > total or (at_it % every and at_it != total):
+            raise ConfigError(f"config: summary.accuracy_at has {value}, not an evaluation point {at} with "
+                              f"train.eval_every = {cfg['train']['eval_every']} = {every} iterations; use a "
+                              "multiple of eval_every up to train.iterations")
     if cfg["telemetry"]["levels"]:
         for key, why in (("every", "it would record only the start and the end"),
                          ("early_every", "the early phase would have no point of its own"),

@@ -53,13 +53,88 @@ def variants(run: dict) -> dict:
     return {key: "ticket" if key == "trains" else key for key in run if key not in ("label", "lottery")}
 
 
-def table(runs: list[dict], paths: dict) -> pd.DataFrame:
+def table(runs: list[dict], paths: dict, accuracy_at: tuple = ()) -> pd.DataFrame:
     """runs: the summary spec's {"label", "lottery", "trains": [ID per level], and per control
-    or perturbation its [ID or None per level]}; paths: train ID -> (metrics.parquet, stats.json)."""
-    rows = [level_row(run, variant, level, tid, read_metrics(paths[tid][0]), read_json(paths[tid][1]))
-            for run in runs for key, variant in variants(run).items()
-            for level, tid in enumerate(run[key]) if tid is not None]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    or perturbation its [ID or None per level]}; paths: train ID -> (metrics.parquet, stats.json).
+    `accuracy_at`: iterations whose test accuracy become columns test_accuracy_at_<N>it (NaN
+    for a training that starts after N: a rewound one)."""
+    rows = []
+    for run in runs:
+        for key, variant in variants(run).items():
+            for level, tid in enumerate(run[key]):
+                if tid is None:
+                    continue
+                metrics = read_metrics(paths[tid][0])
+                row = level_row(run, variant, level, tid, metrics, read_json(paths[tid][1]))
+                test = metrics[metrics.split == "test"].set_index("iteration").accuracy
+                row.update({at_column(at): float(test.get(at, float("nan"))) for at in accuracy_at})
+                rows.append(row)
+    return pd.DataFrame(rows, columns=COLUMNS + [at_column(at) for at in accuracy_at])
+
+
+def at_column(iteration: int) -> str:
+    return f"test_accuracy_at_{iteration}it"
+
+
+# LTH'19 Fig. 3 draws these percentages of weights remaining; the learning curves show the
+# levels nearest to them (within a factor 1.25) unless summary.curves names levels.
+PAPER_REMAINING = (100.0, 51.3, 21.1, 7.0, 3.6, 1.9)
+
+
+def curve_levels(frame: pd.DataFrame, wanted=None) -> list[int]:
+    import math
+    ticket = frame[frame.variant == "ticket"].groupby("level").weights_remaining_pct.mean()
+    if wanted:
+        return [level for level in wanted if level in ticket.index]
+    chosen = []
+    for pct in PAPER_REMAINING:
+        level = int((ticket.apply(math.log) - math.log(pct)).abs().idxmin())
+        if abs(math.log(ticket[level] / pct)) <= math.log(1.25) and level not in chosen:
+            chosen.append(level)
+    return chosen
+
+
+def curves(frame: pd.DataFrame, metrics_paths: dict) -> pd.DataFrame:
+    """Test accuracy against iteration of every training in the summary table, averaged over
+    replicates: lottery, variant, level, weights_remaining_pct, iteration, test_accuracy,
+    replicates. `metrics_paths`: train ID -> metrics.parquet."""
+    parts = []
+    for r in frame.itertuples():
+        metrics = read_metrics(metrics_paths[r.train_id])
+        test = metrics[metrics.split == "test"][["iteration", "accuracy"]]
+        parts.append(test.assign(lottery=r.lottery, variant=r.variant, level=r.level,
+                                 weights_remaining_pct=r.weights_remaining_pct))
+    long = pd.concat(parts, ignore_index=True)
+    keys = ["lottery", "variant", "level", "iteration"]
+    out = long.groupby(keys, sort=False).agg(test_accuracy=("accuracy", "mean"), replicates=("accuracy", "size"),
+                                             weights_remaining_pct=("weights_remaining_pct", "mean"))
+    return out.reset_index()
+
+
+def plot_curves(lines: pd.DataFrame, levels: list, path) -> None:
+    """Learning curves (LTH'19 Fig. 3 and 4): one panel per chosen level and lottery, the
+    ticket (solid) against each control and perturbation, the dense network (level 0) as a
+    grey reference."""
+    from lth.report.plots import _figure, _save
+    lotteries = list(dict.fromkeys(lines.lottery))
+    plt, fig, axes = _figure(len(lotteries), len(levels), figsize=(3.6 * len(levels), 3.2 * len(lotteries)),
+                             squeeze=False, sharey=True)
+    for row, lottery in enumerate(lotteries):
+        mine = lines[lines.lottery == lottery]
+        dense = mine[(mine.level == 0) & (mine.variant == "ticket")]
+        for ax, level in zip(axes[row], levels):
+            if level != 0 and len(dense):
+                ax.plot(dense.iteration, 100 * dense.test_accuracy, color="0.6", lw=1, ls="--", label="dense (level 0)")
+            here = mine[mine.level == level]
+            for variant, curve in here.groupby("variant", sort=False):
+                ax.plot(curve.iteration, 100 * curve.test_accuracy, STYLES.get(variant, "s--"), ms=3, label=variant)
+            pct = here.weights_remaining_pct.mean() if len(here) else float("nan")
+            ax.set_title(f"{lottery + ': ' if len(lotteries) > 1 else ''}level {level} ({pct:.1f} %)", fontsize=9)
+            ax.set_xlabel("iteration")
+            ax.grid(True, alpha=0.3)
+        axes[row][0].set_ylabel("test accuracy (%)")
+        axes[row][0].legend(fontsize=7)
+    _save(plt, fig, path)
 
 
 def read_summary(path) -> pd.DataFrame:
@@ -128,7 +203,7 @@ def overview(frame: pd.DataFrame, path) -> None:
     _save(plt, fig, path)
 
 
-def write(frame: pd.DataFrame, out: Path) -> None:
+def write(frame: pd.DataFrame, out: Path, metrics_paths: dict | None = None, levels=None) -> None:
     with atomic_path(out / "summary.parquet") as tmp:
         frame.to_parquet(tmp, index=False)
     with atomic_path(out / "summary.csv") as tmp:
@@ -137,6 +212,22 @@ def write(frame: pd.DataFrame, out: Path) -> None:
         replicates(frame).to_csv(tmp, index=False, float_format="%.6g")
     plot(frame, out / "accuracy.png", *ACCURACY)
     plot(frame, out / "early_stop.png", *EARLY_STOP)
+    front_page(out / "accuracy.png", out / "front_page.rst")
+    if metrics_paths is not None:
+        plot_curves(curves(frame, metrics_paths), curve_levels(frame, levels), out / "learning_curves.png")
+
+
+def front_page(figure: Path, path: Path) -> None:
+    """The report's front page shows the ticket against its controls itself: an RST image with
+    the PNG inline as a data URI (the report's own `embeddedfigure` directive leaves a file
+    path that the self-contained HTML cannot resolve), included by workflow/report/workflow.rst."""
+    import base64
+    data = base64.b64encode(Path(figure).read_bytes()).decode()
+    # docutils refuses lines over 10,000 characters and drops the whitespace inside a URI
+    lines = "".join(f"   {data[i:i + 76]}\n" for i in range(0, len(data), 76))
+    with atomic_path(path) as tmp:
+        tmp.write_text(f".. image:: data:image/png;base64,\n{lines}   :alt: ticket vs controls: test accuracy at "
+                       "early stop\n   :width: 720px\n")
 
 
 def format_table(frame: pd.DataFrame, per_seed: bool = False) -> str:

@@ -27,8 +27,10 @@ def run(job) -> dict:
     the dense network); inputs are named <train ID>_metrics and <train ID>_stats."""
     from lth.report import summary, verdict
     paths = by_training(job.inputs)
-    frame = summary.table(job.spec["layout"]["runs"], {tid: (p["metrics"], p["stats"]) for tid, p in paths.items()})
-    summary.write(frame, job.dir)
+    settings = job.spec["settings"].get("summary", {})
+    frame = summary.table(job.spec["layout"]["runs"], {tid: (p["metrics"], p["stats"]) for tid, p in paths.items()},
+                          accuracy_at=at_iterations(settings.get("accuracy_at", [])))
+    summary.write(frame, job.dir, {tid: p["metrics"] for tid, p in paths.items()}, settings.get("curves"))
     said = verdict.lines(frame)
     verdict.write(job.dir / verdict.FILE, said)
     log(summary.format_table(frame))
@@ -36,12 +38,19 @@ def run(job) -> dict:
     return {"rows": len(frame)}
 
 
+def at_iterations(values: list) -> list[int]:
+    """summary.accuracy_at in iterations (the schema allows iterations only: 30000it or 30000)."""
+    return sorted(int(str(v).removesuffix("it")) for v in values)
+
+
 register(StageKind(
     "summary", 1, run,
     {"table": "summary.parquet", "csv": "summary.csv", "replicates": "replicates.csv",
-     "plot": "accuracy.png", "early_stop": "early_stop.png", "verdict": "verdict.txt"},
-    resources="analysis", plan=plan,
+     "plot": "accuracy.png", "early_stop": "early_stop.png", "curves": "learning_curves.png", "verdict": "verdict.txt",
+     "front": "front_page.rst"},
+    consumes=("summary.accuracy_at", "summary.curves"), resources="analysis", plan=plan,
     figures={"plot": Figure("accuracy.rst", "Accuracy", "ticket vs controls: test accuracy at early stop"),
              "early_stop": Figure("early_stop.rst", "Accuracy", "ticket vs controls: early-stop iteration"),
+             "curves": Figure("learning_curves.rst", "Accuracy", "learning curves per level"),
              "verdict": Figure("verdict.rst", "Accuracy", "verdict")},
     announce="summary: {dir}  (print it with: python -m lth summary {dir})"))
