@@ -25,7 +25,7 @@ screenshots:
 
 # The README's figure, from the finished default run (after `make run`).
 figure:
-	$(VENV)/bin/python -m lth summary --figure docs/default_run.png
+	$(VENV)/bin/python -m lth summary --figure docs/default_run.png --curves docs/learning_curves.png
 
 # docs/configuration.md, the configuration reference, from the config schema (tests check it is current).
 docs:

@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
         if name == "summary":
             p.add_argument("--figure", type=Path, metavar="PNG",
                            help="also draw the ticket against its controls (accuracy and early-stop iteration) there")
+            p.add_argument("--curves", type=Path, metavar="PNG",
+                           help="also draw the learning curves of the levels nearest LTH'19 Fig. 3's there")
             p.add_argument("--per-seed", action="store_true",
                            help="one row per training (each seed) instead of the mean ± std over seeds")
     p = sub.add_parser("verify", help="check every stage of a results folder against its record")
@@ -90,7 +92,7 @@ def _run(args) -> int:
         print(f"{args.dataset}: files in {data.fetch(args.dataset, args.directory)}")
         return 0
     if args.command == "summary" and len(args.config) == 1 and Path(args.config[0]).is_dir():
-        return _print_summary(Path(args.config[0]), figure=args.figure, per_seed=args.per_seed)
+        return _print_summary(Path(args.config[0]), figure=args.figure, per_seed=args.per_seed, curves=args.curves)
     files = _config_files(args.config)
     cfg = config_mod.load(files, config_files.parse_overrides(args.overrides))
     if args.command == "check-config":
@@ -109,6 +111,7 @@ def _run(args) -> int:
         # the verdict's instability line: this config's own instability stage, when it finished
         analysed = Path(plan.instability.output("summary")) if plan.instability is not None else None
         return _print_summary(table_path.parent, instability=analysed, search=False, figure=args.figure,
+                              curves=args.curves,
                               per_seed=args.per_seed)
     raise AssertionError(args.command)
 
@@ -181,7 +184,7 @@ def _config_files(given: list) -> list:
 
 
 def _print_summary(where: Path, instability: Path | None = None, search: bool = True,
-                   figure: Path | None = None, per_seed: bool = False) -> int:
+                   figure: Path | None = None, per_seed: bool = False, curves: Path | None = None) -> int:
     """Print a summary stage's table and its verdict (lth.report.verdict, computed from the table,
     so summaries made before the verdict existed get one too): `where` is its directory, or
     a results folder whose newest summary is printed (the others are listed). `instability`:
@@ -215,6 +218,11 @@ def _print_summary(where: Path, instability: Path | None = None, search: bool = 
     if figure is not None:
         summary.overview(frame, figure)
         print(f"figure: {figure}")
+    if curves is not None:  # the trainings' metrics beside the summary, in its results folder
+        trains = found[0].parent.parent / "train"
+        lines = summary.curves(frame, {tid: trains / tid / "metrics.parquet" for tid in frame.train_id})
+        summary.plot_curves(lines, summary.curve_levels(frame), curves)
+        print(f"learning curves: {curves}")
     for other in found[1:]:
         print(f"(older: {other})")
     return 0
