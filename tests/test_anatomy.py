@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from lth.report.anatomy import COLUMNS, connectivity, plot_connectivity, plot_distance, plot_init_histograms, table
+from lth.report.anatomy import (COLUMNS, MAGNITUDE_COLUMNS, connectivity, magnitudes, plot_connectivity,
+                                plot_distance, plot_init_histograms, plot_magnitude, table)
 
 
 def values(frame, level, layer):
@@ -111,3 +112,63 @@ def test_plots_write_png_files(tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["connectivity.png", "distance.png",
                                                                           "hist.png"]
+
+
+# ---- start vs final magnitude of the survivors (LTH'19 appendix F.5) ----
+
+def _groups(entry, names):
+    """(start, final) survivors and next-kept / next-pruned values, by plain numpy indexing."""
+    out = {"": ([], []), "kept_next_": ([], []), "pruned_next_": ([], [])}
+    for n in names:
+        start, final = np.asarray(entry["start"][n], float), np.asarray(entry["trained"][n], float)
+        current = np.ones(start.shape, bool) if entry["mask"] is None else entry["mask"][n]
+        where = {"": current}
+        if entry["next_mask"] is not None:
+            where.update({"kept_next_": current & entry["next_mask"][n], "pruned_next_": current & ~entry["next_mask"][n]})
+        for prefix, w in where.items():
+            out[prefix][0].extend(start[w].tolist())
+            out[prefix][1].extend(final[w].tolist())
+    return out
+
+
+def test_magnitude_table_by_hand_on_two_levels():
+    levels = hand_levels()[1:]  # level 1 (with a next mask) and level 2 (the last)
+    frame = magnitudes(levels, ["w", "v"])
+    assert list(frame.columns) == MAGNITUDE_COLUMNS
+    assert [(r.level, r.layer) for r in frame.itertuples()] == [(1, "all"), (1, "w"), (1, "v"),
+                                                               (2, "all"), (2, "w"), (2, "v")]
+    row = frame[(frame.level == 1) & (frame.layer == "all")].iloc[0]
+    # by hand: level 1 survivors w[0..2] (start 1, -2, 0.5; end 1.5, -2, 0) and v (0.1, 0.2; 0.4, 0.2)
+    assert row.survivors == 5 and row.weights_remaining_pct == 80.0
+    assert row.start_magnitude == pytest.approx((1 + 2 + 0.5 + 0.1 + 0.2) / 5)
+    assert row.final_magnitude == pytest.approx((1.5 + 2 + 0 + 0.4 + 0.2) / 5)
+    assert row.grew_pct == pytest.approx(100 * 2 / 5)  # w[0] 1 -> 1.5 and v[0] 0.1 -> 0.4; ties do not grow
+    # the next mask keeps w[0], v[0], v[1] and removes w[1], w[2]
+    assert row.kept_next_start_magnitude == pytest.approx(1.3 / 3) and row.kept_next_final_magnitude == pytest.approx(2.1 / 3)
+    assert row.pruned_next_start_magnitude == pytest.approx(1.25) and row.pruned_next_final_magnitude == pytest.approx(1.0)
+    assert row.kept_next_grew_pct == pytest.approx(200 / 3) and row.pruned_next_grew_pct == 0.0
+    # against numpy, every level and layer
+    for entry in levels:
+        for layer, names in (("all", ["w", "v"]), ("w", ["w"]), ("v", ["v"])):
+            got = frame[(frame.level == entry["level"]) & (frame.layer == layer)].iloc[0]
+            for prefix, (start, final) in _groups(entry, names).items():
+                a, b = np.abs(np.array(start)), np.abs(np.array(final))
+                if not a.size:
+                    assert math.isnan(got[f"{prefix}start_magnitude"]) and math.isnan(got[f"{prefix}grew_pct"])
+                    continue
+                assert got[f"{prefix}start_magnitude"] == pytest.approx(a.mean())
+                assert got[f"{prefix}final_magnitude"] == pytest.approx(b.mean())
+                assert got[f"{prefix}grew_pct"] == pytest.approx(100 * np.mean(b > a))
+    last = frame[frame.level == 2]
+    assert last.kept_next_start_magnitude.isna().all() and last.pruned_next_grew_pct.isna().all()
+    assert last[last.layer == "all"].survivors.item() == 3  # w[0], v[0], v[1]
+
+
+def test_magnitude_plot_writes_a_png(tmp_path):
+    levels, prunable = random_levels()
+    frame = magnitudes(levels, prunable)
+    assert (frame[frame.layer == "all"].survivors.tolist()
+            == [sum(int(np.ones_like(levels[0]["start"][n], bool).sum()) for n in prunable),
+                *[sum(int(levels[i]["mask"][n].sum()) for n in prunable) for i in (1, 2)]])
+    plot_magnitude(levels, frame, prunable, tmp_path / "magnitude.png")
+    assert (tmp_path / "magnitude.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -52,7 +52,11 @@ def test_every_schema_key_is_consumed_by_a_stage_kind_or_execution_only():
                  "instability.levels", "instability.points", "instability.variants", "instability.pairs",
                  "instability.seed",  # which copies exist; their seeds are hashed as train.seed
                  "rewind.to",  # hashed as the trainings' rewind extra, and by its upstream
-                 "classes.enabled"}
+                 "classes.enabled",
+                 # hashed as the watched trainings' telemetry extra (lth.stages.train), the rest
+                 # of the section; the levels say which trainings carry it
+                 "telemetry.levels", "telemetry.every", "telemetry.early_every", "telemetry.early_until",
+                 "telemetry.examples", "telemetry.weights", "telemetry.seed"}
     schema = config.load_schema()
     keys = {f"{section}.{key}" if sub.get("type") == "object" else section
             for section, sub in schema["properties"].items()
@@ -213,7 +217,7 @@ print(len(plan.stages), len(registry.kinds()), execution.flags(cfg))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stages, kinds, flags = proc.stdout.split(maxsplit=2)
-    assert int(stages) == 211 and int(kinds) == 16
+    assert int(stages) == 212 and int(kinds) == 18  # + the perturbation analysis; + telemetry, perturbation kinds
     assert flags.strip() == "--device auto --checkpoint-every 5000it --divergence-factor 10"  # config.yaml's
 
 

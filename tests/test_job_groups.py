@@ -34,9 +34,9 @@ def test_the_default_lottery_is_one_job_per_level_and_one_for_the_analyses():
     analyses = {s.kind for s in members[job_groups.ANALYSES]}
     assert analyses == {k.name for k in registry.kinds() if k.resources == "analysis"} & {
         s.kind for s in built.stages.values()}
-    # 39 stages; 24 jobs: init, 9 trainings (6 with their prune and rewind), prune and
+    # 60 stages; 31 jobs: init, 16 trainings (13 with their prune and rewind), prune and
     # rewind of levels 3 and 7, 6 instability copies, 3 interpolations, the analyses
-    assert (len(built.stages), len(members)) == (39, 24)
+    assert (len(built.stages), len(members)) == (60, 31)
 
 
 @pytest.mark.parametrize("preset", [ROOT / "config.yaml", *PRESETS], ids=lambda p: p.stem)

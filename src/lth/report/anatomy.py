@@ -15,6 +15,13 @@ value):
   with none left. Per layer only: units of different layers have different fan-in, and a
   hidden unit is both an output of one layer and an input of the next.
 A mask of None (level 0) keeps everything. Numpy for the numbers, matplotlib in the plots.
+
+Start vs final magnitude (appendix F.5: winning ticket weights are more likely to grow in
+magnitude than the weights that do not stay in the ticket), `magnitudes`, one row per level
+and layer (pooled "all" first): of the weights surviving the level's mask, their count, mean
+|theta_start| and mean |theta_T| and the percentage whose magnitude grew (|theta_T| >
+|theta_start|); the same three for those the next pruning keeps (kept_next_*) and removes
+(pruned_next_*), NaN at the last level (no next mask) and for an empty group.
 """
 from __future__ import annotations
 
@@ -62,6 +69,50 @@ def distances(entry: dict, prunable: list[str]) -> dict[str, dict[str, float]]:
     for name in prunable:
         out[name] = {quantity: _mean([parts[name]]) for quantity, parts in groups.items()}
     return out
+
+
+MAGNITUDE_GROUPS = ("", "kept_next_", "pruned_next_")
+MAGNITUDE_COLUMNS = ["level", "weights_remaining_pct", "layer", "survivors"] + [
+    f"{group}{quantity}" for group in MAGNITUDE_GROUPS for quantity in ("start_magnitude", "final_magnitude", "grew_pct")]
+
+
+def _magnitude_row(start: list[np.ndarray], final: list[np.ndarray], prefix: str) -> dict[str, float]:
+    """Mean |start|, mean |final| and % grown of one group (parts: one array per layer)."""
+    a = np.abs(np.concatenate(start)) if start else np.empty(0)
+    b = np.abs(np.concatenate(final)) if final else np.empty(0)
+    if not a.size:
+        return {f"{prefix}start_magnitude": math.nan, f"{prefix}final_magnitude": math.nan,
+                f"{prefix}grew_pct": math.nan}
+    return {f"{prefix}start_magnitude": float(a.mean()), f"{prefix}final_magnitude": float(b.mean()),
+            f"{prefix}grew_pct": 100.0 * float(np.mean(b > a))}
+
+
+def _magnitude_parts(entry: dict, name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{group prefix: (start values, final values)} of one layer at one level."""
+    start = np.asarray(entry["start"][name], dtype=np.float64)
+    final = np.asarray(entry["trained"][name], dtype=np.float64)
+    current = _keep(entry["mask"], name, start.shape)
+    out = {"": (start[current], final[current])}
+    if entry.get("next_mask") is not None:
+        following = _keep(entry["next_mask"], name, start.shape)
+        for prefix, where in (("kept_next_", current & following), ("pruned_next_", current & ~following)):
+            out[prefix] = (start[where], final[where])
+    return out
+
+
+def magnitudes(levels: list[dict], prunable: list[str]) -> pd.DataFrame:
+    """Start vs final magnitude of the survivors by level (see the module docstring)."""
+    rows = []
+    for entry in levels:
+        head = {"level": entry["level"], "weights_remaining_pct": entry["weights_remaining_pct"]}
+        parts = {name: _magnitude_parts(entry, name) for name in prunable}
+        for layer, names in [("all", prunable)] + [(name, [name]) for name in prunable]:
+            row = {**head, "layer": layer, "survivors": int(sum(parts[n][""][0].size for n in names))}
+            for prefix in MAGNITUDE_GROUPS:
+                present = [parts[n][prefix] for n in names if prefix in parts[n]]
+                row.update(_magnitude_row([p[0] for p in present], [p[1] for p in present], prefix))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=MAGNITUDE_COLUMNS)
 
 
 def table(levels: list[dict], prunable: list[str]) -> pd.DataFrame:
@@ -162,4 +213,46 @@ def plot_connectivity(frame: pd.DataFrame, path) -> None:
     _remaining_axis(left, "surviving weights per unit (mean)")
     left.set_yscale("log")
     _remaining_axis(right, "units without weights (%)")
+    _save(plt, fig, path)
+
+
+def plot_magnitude(levels: list[dict], frame: pd.DataFrame, prunable: list[str], path, points: int = 2000) -> None:
+    """Left: mean |theta_start| (dashed) and mean |theta_T| (solid) of the survivors, and of
+    those the next pruning keeps and removes, against weights remaining (all layers pooled).
+    Right: |theta_T| against |theta_start| of up to `points` seeded random survivors at up
+    to four levels, with the diagonal (above it: the weight grew)."""
+    plt, fig, (left, right) = _grid(2, ncols=2)
+    rows = frame[frame.layer == "all"]
+    for prefix, label in (("", "survivors"), ("kept_next_", "kept by the next pruning"),
+                          ("pruned_next_", "removed by the next pruning")):
+        part = rows[rows[f"{prefix}start_magnitude"].notna()]
+        if not len(part):
+            continue
+        line, = left.plot(part.weights_remaining_pct, part[f"{prefix}final_magnitude"], "o-",
+                          label=f"{label}: end of training")
+        left.plot(part.weights_remaining_pct, part[f"{prefix}start_magnitude"], "s--", color=line.get_color(),
+                  label=f"{label}: start")
+    _remaining_axis(left, "mean |w| (all layers)")
+    left.legend(fontsize=7)
+    rng = np.random.default_rng(0)
+    top = 0.0
+    for entry in _shown(levels):
+        start, final = [], []
+        for name in prunable:
+            s = np.asarray(entry["start"][name], dtype=np.float64)
+            keep = _keep(entry["mask"], name, s.shape)
+            start.append(np.abs(s[keep]))
+            final.append(np.abs(np.asarray(entry["trained"][name], dtype=np.float64)[keep]))
+        start, final = np.concatenate(start), np.concatenate(final)
+        if not start.size:
+            continue
+        pick = rng.choice(start.size, size=min(points, start.size), replace=False)
+        right.scatter(start[pick], final[pick], s=3, alpha=0.4,
+                      label=f"level {entry['level']} ({entry['weights_remaining_pct']:.1f} %)")
+        top = max(top, float(start[pick].max()), float(final[pick].max()))
+    right.plot([0, top], [0, top], "k--", linewidth=0.8, label="|theta_T| = |theta_start|")
+    right.set_xlabel("|theta_start| of surviving weights")
+    right.set_ylabel("|theta_T| (end of training)")
+    right.grid(True, alpha=0.3)
+    right.legend(fontsize=7, markerscale=3)
     _save(plt, fig, path)

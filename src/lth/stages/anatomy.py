@@ -1,5 +1,6 @@
 """`anatomy`: ticket anatomy of one lottery (lth.report.anatomy): initial values of the
-survivors, distance moved by kept vs pruned weights, per-unit connectivity."""
+survivors, distance moved by kept vs pruned weights, per-unit connectivity, start vs final
+magnitude of the survivors (LTH'19 appendix F.5)."""
 from __future__ import annotations
 
 from lth.plan.ids import Plan, Run, Stage
@@ -29,7 +30,7 @@ def anatomy_of(run: Run, make) -> Stage:
 
 def run(job) -> None:
     """Ticket anatomy of one lottery (lth.report.anatomy): initial values of the survivors, distance
-    moved by kept vs pruned weights, per-unit connectivity."""
+    moved by kept vs pruned weights, per-unit connectivity, start vs final magnitude."""
     from lth.report import anatomy
     from lth.report.summary import remaining_pct
     from lth.store.artifacts import atomic_path, read_json
@@ -52,20 +53,33 @@ def run(job) -> None:
     anatomy.plot_init_histograms(levels, info["prunable"], out / "init_histograms.png")
     anatomy.plot_distance(frame, out / "distance.png")
     anatomy.plot_connectivity(frame, out / "connectivity.png")
+    grown = anatomy.magnitudes(levels, info["prunable"])
+    with atomic_path(out / "magnitude.csv") as tmp:
+        grown.to_csv(tmp, index=False, float_format="%.6g")
+    anatomy.plot_magnitude(levels, grown, info["prunable"], out / "magnitude.png")
     moved = frame[(frame.layer == "all") & frame.quantity.isin(["distance_kept", "distance_pruned"])]
     for level, rows in moved.groupby("level"):
         values = dict(zip(rows.quantity, rows.value))
         log(f"anatomy level {level}: mean |theta_T - theta_start| kept {values.get('distance_kept', float('nan')):.4f} "
              f"vs pruned {values.get('distance_pruned', float('nan')):.4f}")
+    for r in grown[grown.layer == "all"].itertuples():
+        following = "" if r.kept_next_grew_pct != r.kept_next_grew_pct else (  # NaN: the last level
+            f"; of those the next pruning keeps {r.kept_next_grew_pct:.1f} %, removes {r.pruned_next_grew_pct:.1f} %")
+        log(f"anatomy level {r.level}: mean |w| of survivors {r.start_magnitude:.4f} at the start, "
+            f"{r.final_magnitude:.4f} at the end ({r.grew_pct:.1f} % grew{following})")
 
 
 register(StageKind(
     "anatomy", 1, run,
     {"table": "anatomy.parquet", "init_hist": "init_histograms.png", "distance": "distance.png",
-     "connectivity": "connectivity.png"},
+     "connectivity": "connectivity.png", "magnitude": "magnitude.csv", "magnitude_plot": "magnitude.png"},
     resources="analysis", plan=plan,
     figures={"init_hist": Figure("init_histograms.rst", "Ticket anatomy", "initial values of survivors",
                                  per_lottery=True),
              "distance": Figure("distance.rst", "Ticket anatomy", "distance moved", per_lottery=True),
-             "connectivity": Figure("connectivity.rst", "Ticket anatomy", "connectivity", per_lottery=True)},
+             "connectivity": Figure("connectivity.rst", "Ticket anatomy", "connectivity", per_lottery=True),
+             "magnitude_plot": Figure("magnitude.rst", "Ticket anatomy", "start vs final magnitude",
+                                      per_lottery=True),
+             "magnitude": Figure("magnitude_table.rst", "Ticket anatomy", "start vs final magnitude table",
+                                 per_lottery=True)},
     announce="ticket anatomy: {dir}"))
