@@ -15,13 +15,36 @@ are not interpolated. With BatchNorm the running statistics of an interpolated n
 belong to neither endpoint, so at every alpha they are recomputed (cumulative average) on a
 fixed set of training batches before evaluating, as the paper does.
 
-The pure functions (alphas, interpolate, barrier, summarise) are numpy/pandas; only
+Onset of stability and matching (LMC Fig. 9: "the median iteration at which IMP and randomly
+pruned subnetworks become stable and matching"), `onset`: a network is analysed at each
+rewind point k of its sweep (the dense network: its lottery's own point and
+`instability.points`; a pruned level: the `rewind.to` of each lottery, so lotteries that
+differ only in `rewind.to` are one sweep). For each pair of copies, ordered by k in
+iterations, its onset is the earliest k *from which on* the pair is stable (test instability
+< threshold) at that k and at every later k of the sweep: an unstable k later in the sweep
+resets it, and a pair that is not stable at the sweep's last k never becomes stable within
+the sweep (no onset). The same for matching (the pair's endpoint test accuracy, the mean of
+its two copies, less than `matching` below the dense network's) and for stable and matching
+at once. The network's onset is the median over its pairs in iterations, a pair without one
+counting as later than every k: the median is therefore finite only when a strict majority
+of pairs get there (the paper counts only points "where a majority of subnetworks are
+matching at some rewinding iteration"), and "never" (NaN, with the count of such pairs in
+`never_*`) otherwise; with an even count it is the mean of the two middle onsets. Rewind
+points written in epochs become iterations at the dense training's steps per epoch
+(`resolved.steps_per_epoch` of its spec.json); `continue` (the previous level's trained
+weights) is no point in training time and is left out of the sweep.
+
+The pure functions (alphas, interpolate, barrier, summarise, onset) are numpy/pandas; only
 `evaluate_path` needs torch (imported by its caller's process, not at module import).
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
+
+from lth.plan.steps import Step
 
 
 # Columns of one pair's path table (written by the interpolate stage, read by the summary).
@@ -101,13 +124,11 @@ def recompute_batchnorm(model, norms: list, batches: list, precision: str = "fp3
         m.momentum = momentum
 
 
-def summarise(paths: pd.DataFrame, threshold: float, matching: float) -> pd.DataFrame:
-    """One row per network (run, level, variant, k): instability per split as mean and std
-    over its pairs, stable (test instability < threshold), its test accuracy (mean of the
-    copies), the dense network's, and matching (accuracy drop < `matching`).
-
-    `paths`: rows of every pair's path with columns run, lottery, level, variant, k, pair,
-    alpha, split, loss, error, weights_remaining_pct, dense_test_accuracy."""
+def pair_table(paths: pd.DataFrame) -> pd.DataFrame:
+    """One row per pair and split (run, lottery, level, variant, k, pair, split): its
+    instability (error barrier), endpoint accuracy (1 - the mean of the copies' errors), the
+    network's weights remaining and the dense network's test accuracy. `paths`: as for
+    `summarise`."""
     keys = ["run", "lottery", "level", "variant", "k"]
     per_pair = []
     for (*key, pair, split), rows in paths.groupby(keys + ["pair", "split"], sort=False):
@@ -117,7 +138,18 @@ def summarise(paths: pd.DataFrame, threshold: float, matching: float) -> pd.Data
                          "endpoint_accuracy": 1 - (rows.error.iloc[0] + rows.error.iloc[-1]) / 2,
                          "weights_remaining_pct": rows.weights_remaining_pct.iloc[0],
                          "dense_test_accuracy": rows.dense_test_accuracy.iloc[0]})
-    pairs = pd.DataFrame(per_pair)
+    return pd.DataFrame(per_pair)
+
+
+def summarise(paths: pd.DataFrame, threshold: float, matching: float) -> pd.DataFrame:
+    """One row per network (run, level, variant, k): instability per split as mean and std
+    over its pairs, stable (test instability < threshold), its test accuracy (mean of the
+    copies), the dense network's, and matching (accuracy drop < `matching`).
+
+    `paths`: rows of every pair's path with columns run, lottery, level, variant, k, pair,
+    alpha, split, loss, error, weights_remaining_pct, dense_test_accuracy."""
+    keys = ["run", "lottery", "level", "variant", "k"]
+    pairs = pair_table(paths)
     out = []
     for key, rows in pairs.groupby(keys, sort=False):
         test, train = rows[rows.split == "test"], rows[rows.split == "train"]
@@ -134,3 +166,98 @@ def summarise(paths: pd.DataFrame, threshold: float, matching: float) -> pd.Data
         row["matching"] = bool(row["accuracy_drop"] < matching)
         out.append(row)
     return pd.DataFrame(out)
+
+
+# The onset table (LMC Fig. 9; the rule is in the module docstring).
+CRITERIA = ("stable", "matching", "stable_matching")
+ONSET_COLUMNS = ("run", "lottery", "level", "variant", "weights_remaining_pct", "pairs", "points", "sweep",
+                 "median_k_stable", "median_k_matching", "median_k_stable_matching",
+                 "never_stable", "never_matching", "never_stable_matching")
+_REWIND = re.compile(r"rewind\.to=\S+\s?")
+
+
+def sweep_label(label: str) -> str:
+    """A run's or lottery's label without its rewind point: lotteries that differ only in
+    `rewind.to` are one rewinding sweep ("imp" when nothing else is left)."""
+    return _REWIND.sub("", str(label)).strip() or "imp"
+
+
+def k_iterations(k: str, steps_per_epoch: int | None) -> float:
+    """A rewind point ("500it", "2ep") in iterations; NaN for "continue" (no point in
+    training time). A point in epochs needs the training's steps per epoch."""
+    if k == "continue":
+        return float("nan")
+    step = Step.parse(k)
+    if step.unit == "ep" and not steps_per_epoch:
+        raise ValueError(f"rewind point {k} is in epochs but the training's steps per epoch are unknown "
+                         "(its spec.json has no resolved.steps_per_epoch): rerun the dense training")
+    return float(step.iterations(steps_per_epoch or 1))
+
+
+def first_from(points, flags) -> float:
+    """The earliest point from which every flag is true (points ascending, one flag each);
+    inf when the last flag is false (never within the sweep)."""
+    onset = float("inf")
+    for point, flag in zip(reversed(list(points)), reversed(list(flags))):
+        if not flag:
+            break
+        onset = float(point)
+    return onset
+
+
+def _sweeps(test: pd.DataFrame) -> pd.DataFrame:
+    """The test rows with run and lottery relabelled by `sweep_label`. A network shared by
+    several lotteries (the dense network's points) counts once (recognised by its numbers:
+    the same k, pair, instability and accuracy in each lottery). Where that would put two
+    different networks at the same k and pair (a random reinitialisation is at 0it in every
+    lottery, on each lottery's own mask), that network keeps its own lottery: no sweep."""
+    keys = ["run", "lottery", "level", "variant"]
+    merged = test.assign(run=test.run.map(sweep_label), lottery=test.lottery.map(sweep_label))
+    unique = merged.drop_duplicates(subset=keys + ["k_iterations", "pair", "instability", "endpoint_accuracy"])
+    clash = unique.duplicated(subset=keys + ["k_iterations", "pair"], keep=False)
+    if not clash.any():
+        return unique
+    bad = pd.MultiIndex.from_frame(unique.loc[clash, keys]).unique()
+    own = test[pd.MultiIndex.from_frame(merged[keys]).isin(bad)]
+    own = own.drop_duplicates(subset=keys + ["k_iterations", "pair"])
+    return pd.concat([unique[~pd.MultiIndex.from_frame(unique[keys]).isin(bad)], own])
+
+
+def onset(paths: pd.DataFrame, threshold: float, matching: float, steps_per_epoch=None) -> pd.DataFrame:
+    """The onset table (LMC Fig. 9): per network (run, lottery, level, variant; lotteries
+    that differ only in rewind.to merged into one sweep), the median over its pairs of the
+    earliest rewind point k, in iterations, from which on the pair is stable, matching, and
+    both (the module docstring has the rule); NaN where the median pair never gets there,
+    `never_*` counting the pairs that do not. `points`: how many rewind points the sweep has,
+    `sweep`: them as written.
+
+    `paths`: as for `summarise`. `steps_per_epoch`: an int, {run label: int} (per run: a
+    list-valued batch size changes it) or None (then every k must be in iterations)."""
+    test = pair_table(paths)
+    test = test[test.split == "test"].copy()
+    per_run = steps_per_epoch if isinstance(steps_per_epoch, dict) else {}
+    test["k_iterations"] = [k_iterations(k, per_run.get(run) if per_run else steps_per_epoch)
+                            for k, run in zip(test.k, test.run)]
+    test = test[test.k_iterations.notna()]
+    test["stable"] = test.instability < threshold
+    test["matching"] = (test.dense_test_accuracy - test.endpoint_accuracy) < matching
+    test["stable_matching"] = test.stable & test.matching
+    keys = ["run", "lottery", "level", "variant"]
+    out = []
+    for key, group in _sweeps(test).groupby(keys, sort=False):
+        written = group.sort_values("k_iterations").drop_duplicates("k_iterations")
+        row = {**dict(zip(keys, key)), "weights_remaining_pct": float(group.weights_remaining_pct.iloc[0]),
+               "pairs": int(group.pair.nunique()), "points": len(written), "sweep": " ".join(written.k)}
+        onsets = {criterion: [] for criterion in CRITERIA}
+        for _, rows in group.groupby("pair", sort=True):
+            rows = rows.sort_values("k_iterations")
+            for criterion in CRITERIA:
+                onsets[criterion].append(first_from(rows.k_iterations, rows[criterion]))
+        for criterion in CRITERIA:
+            values = np.asarray(onsets[criterion], dtype=np.float64)
+            median = float(np.median(values))  # inf once at least half the pairs never get there
+            row[f"median_k_{criterion}"] = median if np.isfinite(median) else float("nan")
+        for criterion in CRITERIA:
+            row[f"never_{criterion}"] = int(np.isinf(onsets[criterion]).sum())
+        out.append(row)
+    return pd.DataFrame(out, columns=list(ONSET_COLUMNS))

@@ -150,3 +150,110 @@ def instability_vs_remaining(result: pd.DataFrame, path, threshold: float) -> No
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     _save(plt, fig, path)
+
+
+# variant -> (legend name, marker, line style); the dense network's reference is black and dashed
+_VARIANT_STYLES = {"ticket": ("IMP ticket", "o", "-"), "random_prune": ("random pruning", "s", ":"),
+                   "random_reinit": ("random reinit", "^", "-.")}
+
+
+def _variant_style(variant: str) -> tuple:
+    return _VARIANT_STYLES.get(variant, (variant, "D", (0, (5, 1, 1, 1))))
+
+
+def _without_rewind(labels: pd.Series) -> pd.Series:
+    """Lottery labels without rewind.to: the lotteries of one rewinding sweep are one panel."""
+    return labels.str.replace(r"rewind\.to=\S+\s?", "", regex=True).str.strip().replace("", "imp")
+
+
+def error_vs_k(result: pd.DataFrame, path) -> None:
+    """Test error against the rewind point k (LMC Fig. 7): one line per level (a colour each)
+    and variant (a marker and line style each: IMP ticket solid, random pruning dotted, ...),
+    mean over runs; the dense network's final test error dashed; one panel per lottery
+    (lotteries that differ only in rewind.to are one panel: their k are the sweep). k in
+    training order: by the `k_iterations` column where there is one (epochs converted),
+    else iterations before epochs; a single k is one point per line."""
+    frame = result.assign(lottery=_without_rewind(result.lottery.astype(str)),
+                          error=100 * (1 - result.test_accuracy))
+    if "k_iterations" not in frame:
+        frame = frame.assign(k_iterations=float("nan"))
+    lotteries = list(dict.fromkeys(frame.lottery))
+    first = frame.groupby("k").k_iterations.first()
+    ks = sorted(first.index, key=lambda k: (0, first[k], k) if pd.notna(first[k]) else (1, *_k_order(k)))
+    position = {k: i for i, k in enumerate(ks)}
+    ticks = [k if pd.isna(first[k]) or k.endswith("it") else f"{k}\n({first[k]:g} it)" for k in ks]
+    levels = sorted(frame.level.unique())
+    plt, fig, axes = _panels(lotteries, per_panel=(6, 4))
+    for lottery in lotteries:
+        ax, part = axes[lottery][0], frame[frame.lottery == lottery]
+        for (level, variant), group in part.groupby(["level", "variant"], sort=True):
+            mean = group.groupby("k").error.mean()
+            order = sorted(mean.index, key=position.get)
+            name, marker, style = _variant_style(variant)
+            ax.plot([position[k] for k in order], [mean[k] for k in order], marker=marker, ls=style,
+                    color=f"C{levels.index(level) % 10}",
+                    label=f"level {level} ({group.weights_remaining_pct.iloc[0]:.1f} %) {name}")
+        dense = 100 * (1 - part.groupby("run").dense_test_accuracy.first().mean())
+        ax.axhline(dense, color="k", ls="--", lw=0.9, label=f"dense network ({dense:.2f} %)")
+        ax.set_xticks(range(len(ks)), ticks)
+        ax.set_xlim(-0.5, len(ks) - 0.5)
+        ax.set_xlabel("rewind point k")
+        ax.set_title("test error of masked theta_k trained to the end" + ("" if len(lotteries) == 1 else f" ({lottery})"),
+                     fontsize=8)
+        ax.legend(fontsize=6)
+        ax.grid(True, alpha=0.3)
+    axes[lotteries[0]][0].set_ylabel("test error (%, mean of the copies)")
+    _save(plt, fig, path)
+
+
+_CRITERIA = (("stable", "stable (instability below the threshold)"),
+             ("matching", "matching (accuracy drop below instability.matching)"),
+             ("stable_matching", "stable and matching"))
+
+
+def onset_vs_remaining(onsets: pd.DataFrame, path) -> None:
+    """The median rewind iteration at which subnetworks become stable, matching, and both,
+    against weights remaining (LMC Fig. 9; lth.report.instability.onset): one row of panels
+    per criterion, one column per lottery (lotteries that differ only in rewind.to are one:
+    the table's networks that are no sweep, a random reinit on each lottery's mask, join
+    their panel), one line per variant (and run where a panel has several). A median that
+    is never reached within the sweep is missing from the line (NaN) and marked with an x at
+    the top of its panel instead."""
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+    from matplotlib.transforms import blended_transform_factory
+    panel = _without_rewind(onsets.lottery.astype(str))
+    lotteries = list(dict.fromkeys(panel))
+    plt, fig, axes = _panels(lotteries, per_panel=(6, 3), rows=len(_CRITERIA))
+    for lottery in lotteries:
+        part = onsets[panel == lottery]
+        several = part.run.nunique() > 1
+        for ax, (criterion, title) in zip(axes[lottery], _CRITERIA):
+            top = blended_transform_factory(ax.transData, ax.transAxes)
+            handles = []
+            for i, ((run, variant), group) in enumerate(part.groupby(["run", "variant"], sort=False)):
+                group = group.sort_values("weights_remaining_pct", ascending=False)
+                name, marker, style = _variant_style(variant)
+                label = name + (f" ({run})" if several else "")
+                y = group[f"median_k_{criterion}"]
+                line, = ax.plot(group.weights_remaining_pct, y, marker=marker, ls=style, color=f"C{i % 10}",
+                                label=label)
+                handles.append(line)
+                never = group[y.isna()]
+                if len(never):  # in the band above the data, one height per line so none hides another
+                    ax.plot(never.weights_remaining_pct, [0.96 - 0.035 * (i % 4)] * len(never), marker="x",
+                            ls="none", ms=7, color=line.get_color(), transform=top, clip_on=False)
+            handles.append(Line2D([], [], color="gray", marker="x", ls="none",
+                                  label="never within the sweep (x at the top, no line there)"))
+            remaining_axis(ax)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_title(title + ("" if len(lotteries) == 1 else f" ({lottery})"), fontsize=8)
+            ax.legend(handles=handles, fontsize=6)
+            ax.grid(True, which="both", alpha=0.3)
+    for ax in axes[lotteries[0]]:
+        ax.set_ylabel("median k (iterations)")
+    low, high = axes[lotteries[0]][0].get_ylim()  # shared: once every line is drawn
+    high = max(high, 1.0)
+    axes[lotteries[0]][0].set_ylim(-0.04 * high, 1.25 * high)  # k = 0 visible; the top band for "never"
+    fig.suptitle("median rewind iteration from which subnetworks are stable / matching", fontsize=9)
+    _save(plt, fig, path)
