@@ -106,17 +106,20 @@ def test_the_ten_weights_are_survivors_with_their_final_values(one_run):
 
 
 def test_gradient_norm_and_test_subset_at_the_start(one_run, splits):
+    from lth.nn.training import epoch_order
     model = one_run["start_model"]  # copied before train() zeroed its pruned weights: zero them here
     with torch.no_grad():
         for name, keep in one_run["mask"].items():
             dict(model.named_parameters())[name].mul_(torch.from_numpy(keep).float())
-    model.eval()
-    n = WATCH["examples"]
-    loss = F.cross_entropy(model(splits["train"].x[:n]), splits["train"].y[:n])
+    batch = epoch_order(len(splits["train"]), SETTINGS["seed"], 0)[:SETTINGS["batch_size"]]  # the first step's
+    loss = F.cross_entropy(model(splits["train"].x[batch]), splits["train"].y[batch])
     grads = torch.autograd.grad(loss, [dict(model.named_parameters())[k] for k in model.prunable()])
     masked = [g.detach().double().numpy()[one_run["mask"][k]] for g, k in zip(grads, model.prunable())]
     expected = np.sqrt(sum(float(g @ g) for g in masked))
     assert value(one_run["table"], 0, "all", "grad_norm") == pytest.approx(expected, rel=1e-5)
+    assert np.isnan(value(one_run["table"], 60, "all", "grad_norm"))  # no step follows the end
+    n = WATCH["examples"]
+    model.eval()
     with torch.no_grad():
         accuracy = (model(splits["test"].x[:n]).argmax(1) == splits["test"].y[:n]).double().mean().item()
     assert value(one_run["table"], 0, "all", "test_accuracy") == pytest.approx(accuracy)
@@ -145,10 +148,10 @@ def test_resume_gives_the_same_table_bit_for_bit(one_run, splits, tmp_path):
     pd.testing.assert_frame_equal(table_of(watch), one_run["table"], check_exact=True)
 
     # a checkpoint whose kept points are gone: started over, same table
+    model = models.build("lenet_300_100", 0)
+    watch, _, _ = watched(splits, model, one_run["mask"], tmp_path, "c.telemetry")
     with pytest.raises(Interrupt):
-        train(models.build("lenet_300_100", 0), one_run["mask"], splits, SETTINGS, checkpointing=ckpt,
-              watch=watched(splits, models.build("lenet_300_100", 0), one_run["mask"], tmp_path, "c.telemetry")[0],
-              log=interrupt)
+        train(model, one_run["mask"], splits, SETTINGS, checkpointing=ckpt, watch=watch, log=interrupt)
     (tmp_path / "c.telemetry").unlink()
     model = models.build("lenet_300_100", 0)
     watch, _, _ = watched(splits, model, one_run["mask"], tmp_path, "c.telemetry")

@@ -7,10 +7,12 @@ weights only (a masked training's pruned weights are 0 throughout):
 - sign_changed_init / sign_changed_start: fraction whose sign differs from theta_0 (the
   network's initialisation) / from the training's start (theta_k when rewound);
 - l2_init, cos_init, l2_start, cos_start: L2 distance and cosine similarity to those;
-- grad_norm: L2 norm of the gradient of the mean training loss on a fixed batch (the first
-  `examples` examples of the training split), taken in eval mode (no dropout draw, BatchNorm
-  on its running statistics) so the training's own random streams are untouched;
-- test_loss, test_accuracy ("all" only): on the first `examples` examples of the test split;
+- grad_norm: L2 norm of the minibatch gradient at these weights: the gradient the next step
+  computes anyway (its batch, train mode, pruned entries zeroed), read before the optimizer
+  uses it, so it costs nothing and touches no random stream; the end of training has no next
+  step, so its grad_norm is NaN;
+- test_loss, test_accuracy ("all" only): on the first `examples` examples of the test split
+  (eval mode);
 - weight (with `index`): the values of `weights` surviving weights drawn with the telemetry
   seed (uniformly over all surviving weights; `index` is the flat index in its tensor).
 After training, l2_final and cos_final of every point to the final weights: each point's
@@ -19,6 +21,10 @@ once at the end, then deleted (survivors x 4 bytes per point: LeNet-300-100 dens
 
 The rows are kept in the checkpoint and the scratch file is cut back to the checkpoint's
 points on resume, so a resumed training writes the same table bit for bit.
+
+Cost (bench/speed.py --section telemetry): a point's evaluation of `examples` test examples
+is most of it (LeNet-300-100, 500 examples: about 9 ms, the time of ~5 steps), hence the
+defaults: every 500it after an early phase of every 25it up to 1000it.
 """
 from __future__ import annotations
 
@@ -71,9 +77,9 @@ class Watch:
         self.tracked = self._draw(int(settings["weights"]), int(settings["seed"]))
         n = int(settings["examples"])
         self.test = (splits["test"].x[:n], splits["test"].y[:n])
-        self.batch = (splits["train"].x[:n], splits["train"].y[:n])
         self.rows: list = []
         self.count = 0  # points whose survivors are in the scratch file
+        self.pending = None  # the point whose gradient the next step brings
         self.scratch = Path(scratch) if scratch is not None else Path(tempfile.mkstemp(suffix=".telemetry")[1])
 
     def _survivors(self, tensor: torch.Tensor, i: int) -> torch.Tensor:
@@ -99,20 +105,14 @@ class Watch:
     def _row(self, iteration, layer, quantity, value, index=-1):
         self.rows.append((iteration, layer, quantity, index, float(value)))
 
-    def _gradients(self) -> list:
-        was_training = self.model.training
-        self.model.eval()
-        for p in self.params:
-            p.grad = None
-        with torch.enable_grad():
-            with numerics.autocast(self.precision, self.batch[0].device):
-                logits = self.model(self.batch[0])
-            F.cross_entropy(logits.float(), self.batch[1]).backward()
-        grads = [self._survivors(p.grad, i) for i, p in enumerate(self.params)]
-        for p in self.model.parameters():
-            p.grad = None
-        self.model.train(was_training)
-        return grads
+    @torch.no_grad()
+    def gradient(self, iteration: int) -> None:
+        """After the backward pass of the step taken from point `iteration`: its gradient norm."""
+        squares = [float(self._survivors(p.grad, i).square().sum()) for i, p in enumerate(self.params)]
+        for name, square in zip(self.layers, squares):
+            self._row(iteration, name, "grad_norm", np.sqrt(square))
+        self._row(iteration, ALL, "grad_norm", np.sqrt(sum(squares)))
+        self.pending = None
 
     @torch.no_grad()
     def _evaluate(self) -> tuple[float, float]:
@@ -129,13 +129,12 @@ class Watch:
         loss, accuracy = self._evaluate()
         self._row(iteration, ALL, "test_loss", loss)
         self._row(iteration, ALL, "test_accuracy", accuracy)
-        grads = self._gradients()
         current = [self._survivors(p, i) for i, p in enumerate(self.params)]
-        sums = np.zeros(11)  # sums over layers give the overall figures
-        for name, w, w0, ws, g in zip(self.layers, current, self.origin, self.start, grads):
+        sums = np.zeros(10)  # sums over layers give the overall figures
+        for name, w, w0, ws in zip(self.layers, current, self.origin, self.start):
             parts = torch.stack([w.abs().sum(), (torch.sign(w) != torch.sign(w0)).sum().double(),
                                  (torch.sign(w) != torch.sign(ws)).sum().double(), (w - w0).square().sum(),
-                                 (w - ws).square().sum(), w @ w, w0 @ w0, ws @ ws, g @ g,
+                                 (w - ws).square().sum(), w @ w, w0 @ w0, ws @ ws,
                                  w @ w0, w @ ws]).cpu().numpy()
             self._layer_rows(iteration, name, parts, w.numel())
             sums += parts
@@ -145,9 +144,10 @@ class Watch:
         with open(self.scratch, "ab") as handle:
             handle.write(torch.cat(current).float().cpu().numpy().tobytes())
         self.count += 1
+        self.pending = iteration
 
     def _layer_rows(self, iteration, layer, parts, n) -> None:
-        abs_sum, flips0, flips_start, d0, ds, ww, w0w0, wsws, gg, *dots = parts
+        abs_sum, flips0, flips_start, d0, ds, ww, w0w0, wsws, *dots = parts
         self._row(iteration, layer, "mean_abs", abs_sum / n)
         self._row(iteration, layer, "sign_changed_init", flips0 / n)
         self._row(iteration, layer, "sign_changed_start", flips_start / n)
@@ -155,19 +155,18 @@ class Watch:
         self._row(iteration, layer, "cos_init", cosine(dots[0], ww, w0w0))
         self._row(iteration, layer, "l2_start", np.sqrt(ds))
         self._row(iteration, layer, "cos_start", cosine(dots[1], ww, wsws))
-        self._row(iteration, layer, "grad_norm", np.sqrt(gg))
 
     def reset(self) -> None:
         """A training from its start: no point kept yet (a killed run's scratch file is cut)."""
         self.scratch.parent.mkdir(parents=True, exist_ok=True)
         self.scratch.write_bytes(b"")
-        self.rows, self.count = [], 0
+        self.rows, self.count, self.pending = [], 0, None
 
     def state(self) -> dict:
         """What a checkpoint keeps (the scratch file is flushed first)."""
         with open(self.scratch, "ab") as handle:
             os.fsync(handle.fileno())
-        return {"rows": list(self.rows), "count": self.count}
+        return {"rows": list(self.rows), "count": self.count, "pending": self.pending}
 
     def restore(self, state) -> bool:
         """Resume from a checkpoint's state; False when the scratch file lacks its points
@@ -178,7 +177,7 @@ class Watch:
         if not self.scratch.exists() or self.scratch.stat().st_size < size:
             return False
         os.truncate(self.scratch, size)
-        self.rows, self.count = list(state["rows"]), int(state["count"])
+        self.rows, self.count, self.pending = list(state["rows"]), int(state["count"]), state["pending"]
         return True
 
     def finish(self) -> dict:
@@ -196,6 +195,9 @@ class Watch:
                 self._final_rows(iteration, name, w[edges[i]:edges[i + 1]], final[i])
             self._final_rows(iteration, ALL, w, final_all)
         del vectors
+        if self.pending is not None:  # the last point: no step follows it
+            for layer in self.layers + [ALL]:
+                self._row(self.pending, layer, "grad_norm", float("nan"))
         self.scratch.unlink(missing_ok=True)
         rows = sorted(self.rows, key=lambda r: (r[0], r[1] != ALL, r[1], r[2], r[3]))
         return {column: [r[k] for r in rows] for k, column in enumerate(COLUMNS)}

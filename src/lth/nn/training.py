@@ -292,6 +292,8 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
         loss.backward()
         if masked:
             torch._foreach_mul_([p.grad for p in masked_params], masks)
+        if watch is not None and watch.pending == it:  # the gradient at the last telemetry point
+            watch.gradient(it)
         optimizer.step()  # pruned weights stay exactly 0 (module docstring)
         done = it + 1
         if done % check_every == 0:

@@ -20,7 +20,7 @@ PANELS = (
     (("test_loss",), "test loss (subset)"),
     (("mean_abs",), "mean |w|"),
     (("sign_changed_init",), "signs differing from θ0 (%)"),
-    (("grad_norm",), "gradient norm (fixed batch)"),
+    (("grad_norm",), "gradient norm (next step's batch)"),
     (("l2_init", "l2_final"), "L2 distance: to θ0 (solid), to final (dashed)"),
     (("cos_init", "cos_final"), "cosine: to θ0 (solid), to final (dashed)"),
 )
