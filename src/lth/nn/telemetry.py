@@ -24,7 +24,7 @@ points on resume, so a resumed training writes the same table bit for bit.
 
 Cost (bench/speed.py --section telemetry): a point's evaluation of `examples` test examples
 is most of it (LeNet-300-100, 500 examples: about 9 ms, the time of ~5 steps), hence the
-defaults: every 500it after an early phase of every 25it up to 1000it.
+defaults: every 1000it after an early phase of every 50it up to 1000it.
 """
 from __future__ import annotations
 
@@ -74,6 +74,7 @@ class Watch:
         self.origin = [self._survivors(torch.as_tensor(origin[n]).to(device), i) for i, n in enumerate(self.layers)]
         self.start = [self._survivors(torch.as_tensor(start[n]).to(device), i) for i, n in enumerate(self.layers)]
         self.sizes = [int(v.numel()) for v in self.start]
+        self.signs = [(torch.sign(o), torch.sign(w)) for o, w in zip(self.origin, self.start)]  # constants
         self.tracked = self._draw(int(settings["weights"]), int(settings["seed"]))
         n = int(settings["examples"])
         self.test = (splits["test"].x[:n], splits["test"].y[:n])
@@ -131,9 +132,10 @@ class Watch:
         self._row(iteration, ALL, "test_accuracy", accuracy)
         current = [self._survivors(p, i) for i, p in enumerate(self.params)]
         sums = np.zeros(10)  # sums over layers give the overall figures
-        for name, w, w0, ws in zip(self.layers, current, self.origin, self.start):
-            parts = torch.stack([w.abs().sum(), (torch.sign(w) != torch.sign(w0)).sum().double(),
-                                 (torch.sign(w) != torch.sign(ws)).sum().double(), (w - w0).square().sum(),
+        for name, w, w0, ws, (sign0, sign_start) in zip(self.layers, current, self.origin, self.start, self.signs):
+            sign = torch.sign(w)
+            parts = torch.stack([w.abs().sum(), (sign != sign0).sum().double(),
+                                 (sign != sign_start).sum().double(), (w - w0).square().sum(),
                                  (w - ws).square().sum(), w @ w, w0 @ w0, ws @ ws,
                                  w @ w0, w @ ws]).cpu().numpy()
             self._layer_rows(iteration, name, parts, w.numel())
