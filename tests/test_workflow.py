@@ -367,7 +367,7 @@ def test_analyses_run_as_cached_stages_and_make_the_report(tmp_path, small_idx_d
     # (signs_from_0 at reset is the ticket itself: skipped), 2 networks x 2 instability copies
     assert counts == {"init": 1, "train": 2 * (3 + 2 + 2 + 1 + 4), "prune": 4, "rewind": 4, "reinit": 4,
                       "smalldense": 4, "perturb": 2, "interpolate": 4, "instability": 1, "classes": 1,
-                      "summary": 1, "correlation": 1, "anatomy": 2}
+                      "summary": 1, "correlation": 1, "anatomy": 2, "perturbation": 1}
     raw["instability"]["pairs"] = 2
     assert run(tmp_path, raw) == {"train": 8, "interpolate": 4, "instability": 1}
 
@@ -385,6 +385,9 @@ def test_analyses_run_as_cached_stages_and_make_the_report(tmp_path, small_idx_d
         assert line.startswith(f"{lottery}: instability: stable and matching at ")
         good = result[(result.lottery == lottery) & result.stable & result.matching]
         assert all(f"{level} (" in line.split("; not at")[0] for level in good.level)
+    from lth.report.instability import ONSET_COLUMNS  # LMC Fig. 9's table: one row per network, 2 pairs each
+    onset = pd.read_csv(tmp_path / p.instability.output("onset"))
+    assert tuple(onset.columns) == ONSET_COLUMNS and len(onset) == 4 and set(onset.pairs) == {2}
     summary = pd.read_parquet(tmp_path / p.summary.output("table"))
     assert set(summary.variant) == {"ticket", "random_reinit", "small_dense", "noise_1"}
     assert set(summary[summary.variant == "noise_1"].level) == {2}
@@ -395,13 +398,17 @@ def test_analyses_run_as_cached_stages_and_make_the_report(tmp_path, small_idx_d
 
     proc = snakemake(tmp_path, "--report", "report.html")
     html = (tmp_path / "report.html").read_text()
-    figures = [path for stage in (p.summary, p.correlation, p.instability, p.classes, *p.anatomy)
+    figures = [path for stage in (p.summary, p.correlation, p.instability, p.classes, *p.anatomy,
+                                  p.final("perturbation"))
                for path in stage.outputs.values() if path.endswith((".png", ".csv")) and "replicates" not in path
-               and not path.endswith("summary/" + p.summary.id + "/summary.csv")]
-    assert len(figures) == 16
+               and not path.endswith("summary/" + p.summary.id + "/summary.csv") and not path.endswith("/perturbation.csv")]
+    # + onset table and 2 plots, 2 x magnitude table and plot, learning curves, perturbation strength's r table and plot
+    assert len(figures) == 26
     for path in figures:
         assert f'"{path}": {{"name": "{Path(path).name}"' in html, path
     pngs = [path for path in figures if path.endswith(".png")]
-    assert html.count(";base64,iVBORw0KGgo") == len(pngs) == 14, proc.stderr[-2000:]  # PNG bytes, embedded
+    # PNG bytes, embedded; the front page shows the ticket against its controls once more
+    assert html.count(";base64,iVBORw0KGgo") - 1 == len(pngs) == 20, proc.stderr[-2000:]
+    assert html.count(".. image:: data:image/png") == 0 and "ticket vs controls: test accuracy at early stop" in html
     # the front page shows each verdict under its own heading
     assert "Verdict of the summary table" in html and "Verdict of the instability analysis" in html
