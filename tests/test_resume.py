@@ -94,8 +94,11 @@ def test_kill_9_mid_run_then_rerun_gives_identical_outputs(tmp_path, small_idx_d
 
     manifests = {}
     for root in ("whole", "killed"):  # the same stage (same ID) in two results folders
+        # with telemetry: its table, kept in the checkpoint and a scratch file, must come back too
         cfg = config.validate({"results": root, "levels": 0, "data": {"validation_size": 200}, "device": "cpu",
-                               "train": {"iterations": "3000it", "eval_every": "500it"}})
+                               "train": {"iterations": "3000it", "eval_every": "500it"},
+                               "telemetry": {"levels": [0], "every": "250it", "early_every": "50it",
+                                             "early_until": "500it", "examples": 200}})
         p = plan.build(cfg)
         init, stage = p.stages[p.levels[0]["train"].upstream["start"]], p.levels[0]["train"]
         # the manifests name paths relative to the working directory (tmp_path)
@@ -121,7 +124,8 @@ def test_kill_9_mid_run_then_rerun_gives_identical_outputs(tmp_path, small_idx_d
     assert rerun.returncode == 0, output
     assert "resuming from checkpoint at iteration" in output
     assert not ckpt.exists() and not (tmp_path / "whole" / "checkpoints" / f"{stage.id}.ckpt").exists()
-    for name in ("weights.pt", "metrics.parquet", "spec.json"):
+    assert not (tmp_path / "killed" / "checkpoints" / f"{stage.id}.telemetry").exists()
+    for name in ("weights.pt", "metrics.parquet", "spec.json", "telemetry.parquet"):
         assert (killed_dir / name).read_bytes() == (whole_dir / name).read_bytes(), name
 
 

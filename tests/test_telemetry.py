@@ -197,10 +197,15 @@ def test_workflow_records_verifies_and_draws_telemetry(tmp_path, small_idx_datas
     assert planned.levels[1]["train"].id != without.levels[1]["train"].id
     ticket = tmp_path / "results" / "train" / planned.levels[1]["train"].id
     reinit = tmp_path / "results" / "train" / planned.levels[1]["random_reinit"].id
+    from lth.store import ptfile
     for stage in (ticket, reinit):
         assert "telemetry" in json.loads((stage / "record.json").read_text())["files"]
         table = pd.read_parquet(stage / "telemetry.parquet")
         assert sorted(set(table.iteration)) == [0, 5, 10, 20]
+        weights = ptfile.load(stage / "weights.pt")  # the ten weights at the end: the weights file's values
+        tracked = table[(table.quantity == "weight") & (table.iteration == 20)]
+        assert len(tracked) == 10
+        assert all(r.value == float(weights[r.layer].reshape(-1)[r.index]) for r in tracked.itertuples())
     assert not (tmp_path / "results" / "train" / planned.levels[0]["train"].id / "telemetry.parquet").exists()
     analysis = next((tmp_path / "results" / "telemetry").iterdir())
     frame = pd.read_csv(analysis / "telemetry.csv")
