@@ -111,14 +111,25 @@ def curves(frame: pd.DataFrame, metrics_paths: dict) -> pd.DataFrame:
     return out.reset_index()
 
 
+# One colour per variant in every panel (the ticket orange, its random reinit blue, as in
+# accuracy.png); perturbations take the rest of the cycle.
+COLOURS = {"ticket": "tab:orange", "random_reinit": "tab:blue", "random_prune": "tab:green",
+           "small_dense": "tab:red"}
+
+
 def plot_curves(lines: pd.DataFrame, levels: list, path) -> None:
-    """Learning curves (LTH'19 Fig. 3 and 4): one panel per chosen level and lottery, the
+    """Learning curves (LTH'19 Figs. 3 and 4): one panel per chosen level and lottery, the
     ticket (solid) against each control and perturbation, the dense network (level 0) as a
-    grey reference."""
+    grey reference. The y axis is zoomed to the evaluations after the first one (where the
+    differences are); the start points, near chance, lie below it."""
     from lth.report.plots import _figure, _save
     lotteries = list(dict.fromkeys(lines.lottery))
     plt, fig, axes = _figure(len(lotteries), len(levels), figsize=(3.6 * len(levels), 3.2 * len(lotteries)),
                              squeeze=False, sharey=True)
+    others = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"][4:] * 10)
+    colours = {v: COLOURS.get(v) or next(others) for v in dict.fromkeys(lines.variant)}
+    later = lines[lines.iteration > lines.groupby(["lottery", "variant", "level"]).iteration.transform("min")]
+    shown = later[later.level.isin(levels)] if len(later) else lines
     for row, lottery in enumerate(lotteries):
         mine = lines[lines.lottery == lottery]
         dense = mine[(mine.level == 0) & (mine.variant == "ticket")]
@@ -127,13 +138,17 @@ def plot_curves(lines: pd.DataFrame, levels: list, path) -> None:
                 ax.plot(dense.iteration, 100 * dense.test_accuracy, color="0.6", lw=1, ls="--", label="dense (level 0)")
             here = mine[mine.level == level]
             for variant, curve in here.groupby("variant", sort=False):
-                ax.plot(curve.iteration, 100 * curve.test_accuracy, STYLES.get(variant, "s--"), ms=3, label=variant)
+                ax.plot(curve.iteration, 100 * curve.test_accuracy, STYLES.get(variant, "s--"), ms=3,
+                        color=colours[variant], label=variant)
             pct = here.weights_remaining_pct.mean() if len(here) else float("nan")
             ax.set_title(f"{lottery + ': ' if len(lotteries) > 1 else ''}level {level} ({pct:.1f} %)", fontsize=9)
             ax.set_xlabel("iteration")
             ax.grid(True, alpha=0.3)
         axes[row][0].set_ylabel("test accuracy (%)")
-        axes[row][0].legend(fontsize=7)
+        axes[row][-1].legend(fontsize=7, loc="lower right")
+    if len(shown):
+        low, high = 100 * shown.test_accuracy.min(), 100 * shown.test_accuracy.max()
+        axes[0][0].set_ylim(low - 0.15 * (high - low) - 0.5, high + 0.1 * (high - low) + 0.5)
     _save(plt, fig, path)
 
 
