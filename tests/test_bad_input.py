@@ -2,9 +2,21 @@
 check-config`, `plan`, `summary` and `snakemake -n`) and must stop with exactly one line
 naming the key, with no traceback and a non-zero exit, before any job runs.
 
-The next key added to the schema is one more row here."""
+The next key added to the schema is one more row here.
+
+Each row's `python -m lth check-config` and `python -m snakemake -n` run in a fork of an
+interpreter that has already imported what the entry point imports before it reads any
+config (`Warm`): the row-independent start-up (~2 s of imports for snakemake) is paid once
+per module instead of once per row, and the two entry points run side by side, each in its
+own folder. The first row of each error family (the function of lth that raises it, with or
+without --config) also runs both entry points as fresh processes, which must print byte for
+byte what the forks printed, with the same exit status."""
+import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +96,16 @@ ROWS = [
     ("instability threshold one", "instability: {threshold: 1}", [], "instability.threshold"),
     ("instability point past the end", "instability: {points: [100000it]}\ntrain: {iterations: 5000it}", [],
      "instability.points"),
+    ("telemetry every beyond training", "telemetry: {levels: [0], every: 60000it}", [], "telemetry.every"),
+    ("telemetry early phase beyond training", "telemetry: {levels: [0], early_until: 60ep}", [],
+     "telemetry.early_until"),
+    ("telemetry examples zero", "telemetry: {examples: 0}", [], "telemetry.examples"),
+    ("telemetry levels negative", "telemetry: {levels: [-1]}", [], "telemetry.levels"),
+    ("summary accuracy_at off the evaluation points", "summary: {accuracy_at: [1500it]}", [],
+     "summary.accuracy_at"),
+    ("summary accuracy_at in epochs", "summary: {accuracy_at: [2ep]}", [], "summary.accuracy_at"),
+    ("summary curves too many", "summary: {curves: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}", [],
+     "summary.curves"),
     ("landscape grid even", "landscape: {grid: 10}", [], "landscape.grid"),
     ("landscape span zero", "landscape: {span: 0}", [], "landscape.span"),
     ("perturb kind unknown", "perturb: {kinds: [flip]}", [], "perturb.kinds"),
@@ -136,23 +158,180 @@ def one_line(output: str) -> str:
     return lines[0]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("text, overrides, key", [row[1:] for row in ROWS], ids=[row[0] for row in ROWS])
-def test_bad_input_stops_every_entry_point_in_one_line(tmp_path, text, overrides, key):
-    (tmp_path / "config.yaml").write_text(text + "\n" if text else "")
-    extra = ["--config", *overrides] if overrides else []
-    lth = subprocess.run([sys.executable, "-m", "lth", "check-config", *extra], cwd=tmp_path,
-                         capture_output=True, text=True)
+# The forked interpreter: it imports PRELOAD, then reads one request a line from stdin
+# (arguments, stdout and stderr files) and forks; the child takes the files as its fds 0-2
+# and runs the entry point at top level as `python -m` does (runpy), so that its exit, its
+# SystemExit message and its exit handlers are the interpreter's own; the parent answers
+# with the child's exit status.
+_WARM = r"""
+import json, os, runpy, sys
+module, preload = sys.argv[1], sys.argv[2:]
+sys.path[0] = os.getcwd()  # as `python -m` sets it
+for name in preload:
+    __import__(name)
+while True:
+    line = sys.stdin.readline()
+    if not line:
+        os._exit(0)
+    request = json.loads(line)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        break
+    _, status = os.waitpid(pid, 0)
+    sys.stdout.write(json.dumps(os.waitstatus_to_exitcode(status)) + "\n")
+    sys.stdout.flush()
+for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, request["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                        (2, request["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+    opened = os.open(path, flags, 0o644)
+    os.dup2(opened, fd)
+    os.close(opened)
+sys.stdin = open(os.devnull)
+sys.argv = [module, *request["args"]]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+# What `python -m MODULE` imports before it reads a config: the entry point, and for
+# snakemake the libraries it imports later whatever the Snakefile (lth itself is imported
+# by the Snakefile in the child, as in a fresh snakemake).
+PRELOAD = {"lth": ["lth.cli"],
+           "snakemake": ["snakemake.cli", "snakemake.api", "snakemake.workflow", "snakemake.report.html_reporter",
+                         "snakemake.storage", "snakemake.profiles", "smart_open", "jsonschema", "yaml"]}
+
+
+class Warm:
+    """`python -m MODULE ARGS` in `folder`, run by a fork of one interpreter that has imported
+    PRELOAD[MODULE]. The folder is the interpreter's working directory for good: snakemake
+    notes the working directory when it is imported (snakemake.workflow.Workflow._rundir),
+    so every run happens where the interpreter started, as in a fresh process. `send` starts
+    a run and `receive` waits for it (two modules' runs go side by side)."""
+
+    def __init__(self, module: str, folder: Path, logs: Path):
+        self.module, self.logs, self.pending = module, logs, 0
+        self.out, self.err = logs / f"{module}.out", logs / f"{module}.err"
+        with open(logs / f"{module}-server.err", "w") as err:
+            self.proc = subprocess.Popen([sys.executable, "-c", _WARM, module, *PRELOAD[module]], cwd=folder,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
+
+    def send(self, *args) -> None:
+        while self.pending:  # a run a failed test never waited for: its answer is not the next one's
+            self._answer()
+        self.args = [self.module, *args]
+        self.proc.stdin.write(json.dumps({"args": list(args), "out": str(self.out), "err": str(self.err)}) + "\n")
+        self.proc.stdin.flush()
+        self.pending += 1
+
+    def _answer(self) -> int:
+        answer = self.proc.stdout.readline()
+        self.pending -= 1
+        assert answer, f"the warm {self.module} died: " + (self.logs / f"{self.module}-server.err").read_text()
+        return json.loads(answer)
+
+    def receive(self) -> subprocess.CompletedProcess:
+        code = self._answer()
+        return subprocess.CompletedProcess(self.args, code, self.out.read_text(), self.err.read_text())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+ENTRY_POINTS = ("lth", "snakemake")
+
+
+@pytest.fixture(scope="module")
+def rows_folders(tmp_path_factory) -> dict:
+    """Where each entry point runs every row, emptied before each (`fresh_folder`): one folder
+    per entry point, so that the two run side by side."""
+    return {module: tmp_path_factory.mktemp(f"bad-input-{module}") for module in ENTRY_POINTS}
+
+
+@pytest.fixture(scope="module")
+def warm(rows_folders, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("bad-input-warm")
+    entry = {module: Warm(module, rows_folders[module], logs) for module in ENTRY_POINTS}
+    yield entry
+    for one in entry.values():
+        one.close()
+
+
+def fresh_folder(folder: Path, text: str) -> None:
+    """The folder as a new tmp_path with the row's config.yaml: nothing else in it."""
+    for child in folder.iterdir():
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    (folder / "config.yaml").write_text(text + "\n" if text else "")
+
+
+def family(folder: Path, text: str, overrides: list) -> tuple:
+    """The function of lth that refuses the row (in this process, as the CLI reads it), and
+    whether it comes with --config."""
+    from lth.plan import config, files
+    fresh_folder(folder, text)
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        config.load(["config.yaml"], files.parse_overrides(overrides))
+        raised = "nothing"
+    except Exception as error:  # noqa: BLE001 - any other exception is a family of its own
+        raised, tb = type(error).__name__, error.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_globals.get("__name__", "").startswith("lth."):
+                raised = f"{tb.tb_frame.f_globals['__name__']}.{tb.tb_frame.f_code.co_name}"
+            tb = tb.tb_next
+    finally:
+        os.chdir(before)
+    return raised, bool(overrides)
+
+
+@pytest.fixture(scope="module")
+def representatives(tmp_path_factory) -> set:
+    """The first row of each family: those also run as fresh processes."""
+    folder = tmp_path_factory.mktemp("bad-input-families")
+    first = {}
+    for name, text, overrides, _ in ROWS:
+        first.setdefault(family(folder, text, overrides), name)
+    return set(first.values())
+
+
+def stops_in_one_line(folders: dict, key: str, lth, snake) -> None:
+    """What each row must show: `lth` (check-config) and `snake` (snakemake -n), each run in
+    its folder of `folders`."""
     assert lth.returncode == 2 and lth.stdout == ""
     line = one_line(lth.stderr)
     assert line.startswith(("error: config: ", "error: config file ")) and key in line, line
-    snake = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-n", "--cores", "1", *extra],
-                           cwd=tmp_path, capture_output=True, text=True)
     assert snake.returncode != 0
     assert one_line(snake.stdout + snake.stderr) == line.removeprefix("error: ") or \
         line.startswith("error: config file ")  # snakemake's config.yaml message words it its own way
-    assert not (tmp_path / "results").exists() and not (tmp_path / ".snakemake" / "log").exists() or \
-        not any((tmp_path / ".snakemake" / "log").iterdir())
+    for folder in folders.values():
+        assert not (folder / "results").exists() and not (folder / ".snakemake" / "log").exists() or \
+            not any((folder / ".snakemake" / "log").iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, text, overrides, key", ROWS, ids=[row[0] for row in ROWS])
+def test_bad_input_stops_every_entry_point_in_one_line(rows_folders, warm, representatives, name, text, overrides,
+                                                      key):
+    extra = ["--config", *overrides] if overrides else []
+    args = {"lth": ["check-config", *extra], "snakemake": ["-s", str(SNAKEFILE), "-n", "--cores", "1", *extra]}
+    for module in ENTRY_POINTS:
+        fresh_folder(rows_folders[module], text)
+        warm[module].send(*args[module])
+    forked = {module: warm[module].receive() for module in ENTRY_POINTS}
+    stops_in_one_line(rows_folders, key, forked["lth"], forked["snakemake"])
+    if name in representatives:  # the same row in fresh processes: the same bytes, the same exit
+        started = {}
+        for module in ENTRY_POINTS:
+            fresh_folder(rows_folders[module], text)
+            started[module] = subprocess.Popen([sys.executable, "-m", module, *args[module]], cwd=rows_folders[module],
+                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        fresh = {module: subprocess.CompletedProcess(proc.args, None, *proc.communicate())
+                 for module, proc in started.items()}
+        for module, proc in started.items():
+            fresh[module].returncode = proc.returncode
+        stops_in_one_line(rows_folders, key, fresh["lth"], fresh["snakemake"])
+        for module in ENTRY_POINTS:
+            assert (forked[module].returncode, forked[module].stdout, forked[module].stderr) == \
+                (fresh[module].returncode, fresh[module].stdout, fresh[module].stderr), (forked[module], fresh[module])
 
 
 @pytest.mark.parametrize("command", ["plan", "summary"])
