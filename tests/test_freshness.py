@@ -64,6 +64,16 @@ def test_a_missing_file_is_left_to_snakemake_which_reruns_its_stage(tmp_path, na
     assert freshness.check([stage]) == {} and freshness.check([stage], full=True) == {}
 
 
+def test_a_missing_recorded_file_that_snakemake_does_not_know_is_damage(tmp_path):
+    """A training's telemetry.parquet is in its record but no Snakemake output: snakemake
+    would not rerun the stage for it, so the stat check stops (mask.parquet plays it here:
+    a train kind declares no mask)."""
+    stage = one_stage(tmp_path)
+    freshness.remember(stage)
+    (stage / "mask.parquet").unlink()
+    assert freshness.check([stage]) == {stage: ["mask.parquet is missing"]}
+
+
 def test_the_stop_line_names_the_first_five_stages(tmp_path):
     damaged = {tmp_path / "train" / f"{i:012x}": ["stats.json differs from its record (sha256)"] for i in range(7)}
     line = freshness.message(damaged, "results")

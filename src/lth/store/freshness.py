@@ -5,8 +5,10 @@ stage of the plan is stat-ed: one whose files all still have the kept size and t
 reused as is; any other is hashed against its record, and either its stat is kept anew (a
 `touch`, a copy: the same bytes) or it is damaged and the run stops, naming it. Bit rot
 that keeps size and time is only seen by hashing everything: `verify: full`, or
-`python -m lth verify`. A missing file is not damage here: snakemake reruns a stage whose
-output is missing (its spec.json and record.json included). Torch-free.
+`python -m lth verify`. A missing file is not damage here when it is one of the kind's
+declared files: snakemake reruns a stage whose output is missing (its spec.json and
+record.json included). A recorded file snakemake does not know of (a training's
+telemetry.parquet: lth.runtime.job's `extra`) is damage when missing. Torch-free.
 """
 from __future__ import annotations
 
@@ -72,6 +74,15 @@ def unchanged(stage_dir: Path) -> bool:
         all(_stat(stage_dir / name) == value for name, value in kept.items())
 
 
+def _declared(kind: str) -> set | None:
+    """The file names snakemake knows as a kind's outputs (None for an unknown kind: any)."""
+    from lth.plan import registry
+    try:
+        return set(registry.get(kind).files.values())
+    except KeyError:
+        return None
+
+
 def check(stage_dirs, full: bool = False) -> dict[Path, list[str]]:
     """{stage directory: its problems} of the finished stages (those with a record.json)
     among `stage_dirs` whose files changed since they were recorded (all of them: `full`).
@@ -81,7 +92,9 @@ def check(stage_dirs, full: bool = False) -> dict[Path, list[str]]:
         if not (stage_dir / RECORD).exists() or (not full and unchanged(stage_dir)):
             continue  # unfinished stages are rerun by snakemake anyway
         found = records.problems(stage_dir)
-        present = [problem for problem in found if not problem.endswith(" is missing")]
+        rerun = _declared(stage_dir.parent.name)  # missing: snakemake reruns the stage itself
+        present = [problem for problem in found if not problem.endswith(" is missing")
+                   or (rerun is not None and problem.removesuffix(" is missing") not in rerun)]
         if present:
             damaged[stage_dir] = present
         elif not found:
