@@ -5,7 +5,6 @@ the level has a mask, and writes the weights (packed when masked), the metrics a
 from __future__ import annotations
 
 import time
-
 from pathlib import PurePosixPath
 
 from lth.plan.ids import Stage, consumed
@@ -128,6 +127,7 @@ def run(job) -> dict | None:
         figures = key_figures(result.metrics, stats)
     checkpoint.remove(ckpt)  # only now: every output is in place
     return figures
+
 
 TELEMETRY = "telemetry.parquet"  # beside the outputs when the training records telemetry (lth.nn.telemetry)
 
