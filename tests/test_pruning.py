@@ -101,3 +101,42 @@ def test_conv_layers_take_the_conv_rate():
     mask = {k: np.ones(v.shape, bool) for k, v in w.items()}
     new = pruning.prune(w, mask, ["c", "fc", "out"], "out", "layerwise", 0.2, 0.5, conv_rate=0.1)
     assert [int((~new[k]).sum()) for k in ("c", "fc", "out")] == [math.ceil(5.4), 4, 4]
+
+
+@pytest.mark.parametrize("rate, conv_rate, pruned", [(0.0, 0.2, "conv"), (0.2, 0.0, "fc")])
+def test_a_rate_of_zero_never_prunes_that_layer_type(rate, conv_rate, pruned):
+    """LTH'19's Conv-2/4/6 ablations: conv-only pruning (rate 0: the fully connected hidden
+    layers are never pruned) and FC-only pruning (conv_rate 0), on Conv-2's real shapes."""
+    from lth.nn import models
+    state = models.build("conv2", 0).state_dict()
+    prunable = models.build("conv2", 0).prunable()
+    weights = {n: state[n].numpy() for n in prunable}
+    mask = masks.ones_like({n: w.shape for n, w in weights.items()})
+    for _ in range(3):
+        mask = pruning.prune(weights, mask, prunable, "fc3.weight", "layerwise", rate, 0.0, conv_rate)
+    for name in prunable:
+        conv = weights[name].ndim == 4
+        kept, size = int(mask[name].sum()), mask[name].size
+        if name == "fc3.weight" or (pruned == "conv") != conv:
+            assert kept == size, name  # never pruned
+        else:
+            expected = size
+            for _ in range(3):
+                expected -= math.ceil(round(0.2 * expected, 9))
+            assert kept == expected, name
+
+
+@pytest.mark.slow
+def test_frozen_hidden_layers_in_a_real_workflow(tmp_path, small_idx_dataset):
+    """prune.rate 0: a tiny real workflow prunes only the output layer, level after level,
+    and the hidden layers' masks stay full (their weights train unmasked)."""
+    from conftest import run, tiny_config
+    from lth.plan import build, config
+    cfg = tiny_config(small_idx_dataset, levels=2, prune={"rate": 0, "output_rate": 0.1})
+    assert run(tmp_path, cfg) == {"init": 1, "train": 3, "prune": 2, "rewind": 2, "summary": 1, "anatomy": 1,
+                                  "correlation": 1}
+    plan = build.build(config.validate(dict(cfg, results=str(tmp_path / "results"))))
+    for level, out_kept in ((1, 900), (2, 810)):
+        mask = masks.read(tmp_path / plan.levels[level]["prune"].output("mask"))
+        assert mask["fc1.weight"].all() and mask["fc2.weight"].all()
+        assert int(mask["fc3.weight"].sum()) == out_kept

@@ -184,6 +184,14 @@ def combination(cfg: dict) -> None:
         raise ConfigError(f"config: prune.conv_rate needs a per-layer prune.strategy ({', '.join(per_layer)}); "
                           f"{ranked_together[0]} ranks all hidden layers together at one rate; remove conv_rate "
                           f"or use {per_layer[0]}")
+    p = cfg["prune"]
+    smallest = models.get(cfg["model"]["name"]).smallest
+    has_conv = smallest is None or "conv" in smallest  # undeclared: assume it may
+    if 0 in _listed(p["rate"]) and not p["output_rate"] and not (has_conv and p["conv_rate"]):
+        raise ConfigError(f"config: prune.rate = 0 with prune.output_rate = 0 prunes no layer of "
+                          f"{cfg['model']['name']}" + (" (it has no conv layers for prune.conv_rate)"
+                                                       if p["conv_rate"] and not has_conv else "")
+                          + "; give a layer type a rate above 0 (conv_rate for conv-only pruning)")
     for variant in cfg["instability"]["variants"]:
         if variant != "ticket" and not cfg["controls"][variant]:
             raise ConfigError(f"config: instability.variants has {variant} but controls.{variant} is false; "
