@@ -53,6 +53,7 @@ ROWS = [
     ("init seed too large", "init: {seed: 1099511627776}", [], "init.seed"),
     ("init seed twice", "init: {seed: [0, 0]}", [], "init.seed"),
     ("init seed empty list", "init: {seed: []}", [], "init.seed"),
+    ("init std scale zero", "init: {std_scale: 0}", [], "init.std_scale"),
     ("dataset unknown", "data: {dataset: imagenet}", [], "data.dataset"),
     ("validation zero", "data: {validation_size: 0}", [], "data.validation_size"),
     ("validation too large", "data: {validation_size: 59990}", [], "data.validation_size"),

@@ -53,3 +53,46 @@ def test_small_dense_width_matches_a_parameter_count():
 def test_unknown_model_is_refused():
     with pytest.raises(ValueError, match="declared: lenet_300_100"):
         models.build("alexnet")
+
+
+def test_init_std_scale_scales_every_fresh_draw_of_the_lottery(tmp_path):
+    """init.std_scale: theta_0 and the random reinit's draw are the unscaled draws times the
+    scale (prunable weights only); at 1 the IDs and bits are the default's; a list is one
+    lottery per scale."""
+    import subprocess
+    import sys
+    import numpy as np
+    from lth.plan import build, config
+    from lth.runtime import job as jobs
+    from lth.store import ptfile
+    default = build.build(config.validate({"levels": 1, "controls": {"random_reinit": True}}))
+    assert build.build(config.validate({"levels": 1, "controls": {"random_reinit": True},
+                                        "init": {"std_scale": 1.0}})).stages.keys() == default.stages.keys()
+    both = build.build(config.validate({"levels": 1, "init": {"std_scale": [1.0, 0.5]}}))
+    assert len(both.runs) == 2 and len({run.levels[0]["train"].id for run in both.runs}) == 2
+    outputs = {}
+    for scale in (1.0, 0.5):
+        cfg = config.validate({"results": str(tmp_path / str(scale)), "levels": 1, "init": {"std_scale": scale},
+                               "controls": {"random_reinit": True}})
+        p = build.build(cfg)
+        init = p.stages[p.levels[0]["train"].upstream["start"]]
+        reinit = p.stages[p.levels[1]["random_reinit"].upstream["start"]]
+        prune = p.levels[1]["prune"]
+        from lth.store import masks
+        jobs.write_manifests([init, reinit], str(tmp_path / str(scale)))
+        # the reinit needs a mask: a hand-made one stands in for the prune stage's
+        masks.write(tmp_path / prune.output("mask"), {n: np.ones(s, bool) for n, s in
+                                                      (("fc1.weight", (300, 784)), ("fc2.weight", (100, 300)),
+                                                       ("fc3.weight", (10, 100)))})
+        from lth.store import records
+        records.write(tmp_path / prune.dir, {"kind": "prune", "id": prune.id}, {"mask": "mask.parquet"})
+        for stage in (init, reinit):
+            proc = subprocess.run([sys.executable, "-m", "lth", "run", jobs.manifest_path(str(tmp_path / str(scale)),
+                                                                                           stage.kind, stage.id)],
+                                  cwd=tmp_path, capture_output=True, text=True)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+        outputs[scale] = (ptfile.load(tmp_path / init.output("weights")), ptfile.load(tmp_path / reinit.output("start")))
+    for one, half in zip(outputs[1.0], outputs[0.5]):
+        for name in ("fc1.weight", "fc2.weight", "fc3.weight"):
+            assert np.array_equal(half[name], one[name] * np.float32(0.5)), name
+        assert np.array_equal(half["fc1.bias"], one["fc1.bias"])

@@ -286,11 +286,11 @@ def test_the_plan_records_upstream_variant_and_lottery_of_every_stage():
     assert [level[v].variant for v in ("train", "random_reinit", "random_prune", "noise_1")] == \
         ["ticket", "random_reinit", "random_prune", "noise_1"]
     assert p.stages[level["random_reinit"].upstream["start"]].variant == "random_reinit"
-    assert level["train"].lottery == {"init.seed": 0, "train.lr": 0.01, "train.seed": 0, "prune.strategy": "layerwise",
-                                      "prune.rate": 0.2, "prune.conv_rate": None, "prune.schedule": "iterative",
-                                      "prune.output_rate": 0.1, "rewind.to": "reset"}
+    assert level["train"].lottery == {"init.seed": 0, "init.std_scale": 1, "train.lr": 0.01, "train.seed": 0,
+                                      "prune.strategy": "layerwise", "prune.rate": 0.2, "prune.conv_rate": None,
+                                      "prune.schedule": "iterative", "prune.output_rate": 0.1, "rewind.to": "reset"}
     init = p.stages[p.runs[0].levels[0]["train"].upstream["start"]]
-    assert init.lottery == {"init.seed": 0} == init.spec()["lottery"]  # shared by both learning rates
+    assert init.lottery == {"init.seed": 0, "init.std_scale": 1} == init.spec()["lottery"]  # shared by both rates
     assert "train.lr" not in p.summary.lottery and p.anatomy[1].lottery["train.lr"] == 0.01
     copies = {p.stages[e["path"].upstream[c]].variant for run in p.runs for e in run.pairs for c in ("a", "b")}
     assert copies == {"instability_copy"}

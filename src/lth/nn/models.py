@@ -167,9 +167,11 @@ def describe(name: str, model: PrunableModel, **extra) -> dict:
             "prunable": model.prunable(), "output_layer": model.output_layer, **extra}
 
 
-def build(name: str, seed: int | None = None, **options) -> PrunableModel:
+def build(name: str, seed: int | None = None, std_scale: float = 1.0, **options) -> PrunableModel:
     """A declared model (lth.plan.models); with a seed, freshly initialised from it (no
-    global RNG). The first build of each model in a process checks it against its declaration."""
+    global RNG), its prunable weights' standard deviation times `std_scale` (init.std_scale,
+    LTH'19 appendix's initialisation sweeps). The first build of each model in a process
+    checks it against its declaration."""
     from lth.plan import models as declared, plugins
     try:
         spec = declared.get(name)
@@ -183,6 +185,10 @@ def build(name: str, seed: int | None = None, **options) -> PrunableModel:
         _checked.add(name)
     if seed is not None:
         model.init_weights(torch.Generator().manual_seed(seed))
+        if std_scale != 1.0:  # at 1 the draw is untouched: theta_0 keeps its bits
+            with torch.no_grad():
+                for weight in (model.get_parameter(n) for n in model.prunable()):
+                    weight.mul_(std_scale)
     return model
 
 

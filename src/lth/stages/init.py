@@ -17,11 +17,13 @@ def run(job) -> None:
     from lth.store import ptfile
     from lth.store.artifacts import write_json
     spec, out, settings = job.spec, job.dir, job.settings
-    model = models.build(settings["model"]["name"], settings["init"]["seed"])
+    model = models.build(settings["model"]["name"], settings["init"]["seed"],
+                         settings["init"].get("std_scale", 1.0))
     state = {k: v.numpy() for k, v in model.state_dict().items()}
     ptfile.save(out / "weights.pt", state)
     write_json(out / "model.json", models.describe(settings["model"]["name"], model))
     log(f"init {spec['id']}: {settings['model']['name']} seed {settings['init']['seed']}")
 
 
-register(StageKind("init", 1, run, {"weights": "weights.pt", "model": "model.json"}, consumes=("model.name", "init.seed")))
+register(StageKind("init", 1, run, {"weights": "weights.pt", "model": "model.json"},
+                   consumes=("model.name", "init.seed", "init.std_scale")))

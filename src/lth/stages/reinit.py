@@ -24,10 +24,11 @@ def run(job) -> None:
     spec, out, model_info, mask_path = job.spec, job.dir, job.inputs["model"], job.inputs["mask"]
     info = read_model_info(model_info)
     seed = spec["settings"]["seed"]
-    fresh = {k: v.numpy() for k, v in models.build(info["name"], seed).state_dict().items()}
+    scale = spec["settings"].get("init", {}).get("std_scale", 1.0)  # the lottery's init distribution
+    fresh = {k: v.numpy() for k, v in models.build(info["name"], seed, scale).state_dict().items()}
     mask = load_mask(mask_path, info)
     ptfile.save(out / "start.pt", masked(fresh, mask), masks=mask)
     log(f"reinit {spec['id']} level {spec['level']}: fresh init seed {seed} masked by {mask_path}")
 
 
-register(StageKind("reinit", 1, run, {"start": "start.pt"}))
+register(StageKind("reinit", 1, run, {"start": "start.pt"}, consumes=("init.std_scale",)))

@@ -27,11 +27,13 @@ def run(job) -> None:
     info = read_model_info(model_info)
     kept, total = masks.counts(load_mask(like_path, info))
     width = models.small_dense_width(info["name"], kept)
-    model = models.build(info["name"], spec["settings"]["seed"], width=width)
+    model = models.build(info["name"], spec["settings"]["seed"], spec["settings"].get("init", {}).get("std_scale", 1.0),
+                         width=width)
     ptfile.save(out / "weights.pt", {k: v.numpy() for k, v in model.state_dict().items()})
     write_json(out / "model.json", models.describe(info["name"], model, width=width, reference_weights=total))
     log(f"smalldense {spec['id']} level {spec['level']}: width {width:.4f}, "
         f"{models.prunable_count(model)} weights for a mask of {kept}")
 
 
-register(StageKind("smalldense", 1, run, {"weights": "weights.pt", "model": "model.json"}))
+register(StageKind("smalldense", 1, run, {"weights": "weights.pt", "model": "model.json"},
+                   consumes=("init.std_scale",)))
