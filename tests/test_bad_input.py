@@ -54,6 +54,7 @@ ROWS = [
     ("init seed twice", "init: {seed: [0, 0]}", [], "init.seed"),
     ("init seed empty list", "init: {seed: []}", [], "init.seed"),
     ("init std scale zero", "init: {std_scale: 0}", [], "init.std_scale"),
+    ("warmups equal in iterations", "train: {warmup: [1ep, 916it]}", [], "train.warmup"),
     ("dataset unknown", "data: {dataset: imagenet}", [], "data.dataset"),
     ("validation zero", "data: {validation_size: 0}", [], "data.validation_size"),
     ("validation too large", "data: {validation_size: 59990}", [], "data.validation_size"),

@@ -188,3 +188,17 @@ def test_results_takes_its_plain_spelling():
     # snakemake warns once per path for every output under "./results": hundreds of lines
     assert config.validate({"results": "./results/"})["results"] == "results"
     assert config.validate({"results": "runs/../results"})["results"] == "results"
+
+
+def test_a_list_of_warmups_is_one_lottery_each_and_refused_when_two_are_one():
+    """LTH'19's warmup sweeps: train.warmup as a list plans one lottery per warmup; the
+    dense training is not shared (it consumes the warmup); values must differ in iterations."""
+    from lth.plan import build
+    p = build.build(config.validate({"levels": 1, "train": {"warmup": ["0it", "500it"], "iterations": "2000it"}}))
+    assert [r.label for r in p.runs] == ["train.warmup=0it", "train.warmup=500it"]
+    assert len({r.levels[0]["train"].id for r in p.runs}) == 2
+    assert p.runs[1].levels[1]["train"].settings["train"]["warmup"] == "500it"
+    with pytest.raises(config.ConfigError, match="train.warmup has 1ep and 916it, both iteration 916"):
+        config.validate({"train": {"warmup": ["1ep", "916it"], "iterations": "2000it"}})
+    with pytest.raises(config.ConfigError, match="train.warmup = 3000it = 3000 iterations, longer than training"):
+        config.validate({"train": {"warmup": ["0it", "3000it"], "iterations": "2000it"}})

@@ -287,6 +287,7 @@ def test_the_plan_records_upstream_variant_and_lottery_of_every_stage():
         ["ticket", "random_reinit", "random_prune", "noise_1"]
     assert p.stages[level["random_reinit"].upstream["start"]].variant == "random_reinit"
     assert level["train"].lottery == {"init.seed": 0, "init.std_scale": 1, "train.lr": 0.01, "train.seed": 0,
+                                      "train.warmup": "0it",
                                       "prune.strategy": "layerwise", "prune.rate": 0.2, "prune.conv_rate": None,
                                       "prune.schedule": "iterative", "prune.output_rate": 0.1, "rewind.to": "reset"}
     init = p.stages[p.runs[0].levels[0]["train"].upstream["start"]]

@@ -234,13 +234,18 @@ def with_data(cfg: dict) -> None:
     in_iterations = {}  # key -> {iteration: value as written}
     for key, values, fix in (("rewind.to", points, "rewind to an earlier step"),
                              ("instability.points", cfg["instability"]["points"], "rewind to an earlier step"),
-                             ("train.milestones", cfg["train"]["milestones"], "drop it or train longer")):
+                             ("train.milestones", cfg["train"]["milestones"], "drop it or train longer"),
+                             ("train.warmup", _listed(cfg["train"]["warmup"]), None)):
         seen = in_iterations[key] = {}
         for value in values:
             if value == "continue":
                 continue
             k = 0 if value == "reset" else iterations(value, per_epoch)
-            if k >= total:
+            if fix is None:  # a warmup may last the whole training, not longer
+                if k > total:
+                    raise ConfigError(f"config: {key} = {value} = {k} iterations, longer than training {at}: the "
+                                      "learning rate would never reach train.lr; shorten the warmup")
+            elif k >= total:
                 raise ConfigError(f"config: {key} has {value} = iteration {k}, not before the end of training "
                                   f"{at}; {fix}")
             if k in seen:
@@ -253,10 +258,6 @@ def with_data(cfg: dict) -> None:
             raise ConfigError(f"config: instability.points has {value} = iteration {k}, which is rewind.to "
                               f"{rewinds[k]}; write it {rewinds[k]} (spelled two ways it would train the same "
                               "pairs twice)")
-    warmup = iterations(cfg["train"]["warmup"], per_epoch)
-    if warmup > total:
-        raise ConfigError(f"config: train.warmup = {cfg['train']['warmup']} = {warmup} iterations, longer than "
-                          f"training {at}: the learning rate would never reach train.lr; shorten the warmup")
     every = iterations(cfg["train"]["eval_every"], per_epoch)
     if every > total:
         raise ConfigError(f"config: train.eval_every = {cfg['train']['eval_every']} = {every} iterations, longer than "

@@ -20,7 +20,7 @@ ID_LENGTH = 12
 # The stages that do not consume a key are shared: two rewind points and two rates still
 # train the dense network once.
 EXPANDABLE = (("prune", "rate"), ("prune", "strategy"), ("prune", "schedule"), ("rewind", "to"),
-              ("init", "seed"), ("train", "seed"), ("train", "lr"), ("init", "std_scale"))
+              ("init", "seed"), ("train", "seed"), ("train", "lr"), ("init", "std_scale"), ("train", "warmup"))
 REPLICATE_KEYS = ("init.seed", "train.seed")  # replicates of one lottery, averaged in summaries
 # What defines a lottery: recorded on every stage that depends on it (Stage.lottery), so the
 # catalog can filter any stage by any of them.
