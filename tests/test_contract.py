@@ -50,7 +50,7 @@ def test_every_schema_key_is_consumed_by_a_stage_kind_or_execution_only():
                  "controls.random_reinit", "controls.random_prune", "controls.small_dense",  # which stages exist
                  "controls.seed", "perturb.seed", "perturb.kinds", "perturb.noise", "perturb.levels",  # in extras
                  "instability.levels", "instability.points", "instability.variants", "instability.pairs",
-                 "instability.seed",  # which copies exist; their seeds are hashed as train.seed
+                 "instability.seed", "instability.schedule",  # which copies exist; seeds hashed as train.seed
                  "rewind.to",  # hashed as the trainings' rewind extra, and by its upstream
                  "classes.enabled",
                  # hashed as the watched trainings' telemetry extra (lth.stages.train), the rest

@@ -88,3 +88,35 @@ def test_summary_flags_stable_and_matching():
     # accuracy = 1 - mean endpoint error: 0.90 (drop -0.005: matching) and 0.89 (drop 0.005: not)
     assert result.loc[0, "test_accuracy"] == pytest.approx(0.90) and result.loc[0, "matching"]
     assert result.loc[3, "test_accuracy"] == pytest.approx(0.89) and not result.loc[3, "matching"]
+
+
+@pytest.mark.slow
+def test_copies_with_the_schedule_reset_train_all_steps_from_theta_k(tmp_path, small_idx_dataset):
+    """LMC Fig. 4: instability.schedule [remaining, reset] trains the copies of theta_k both
+    for the remaining T - k steps and for T steps from step 0; both are rows (variants) of
+    one instability table, and the IDs of the remaining-steps copies do not change."""
+    import json
+
+    import pandas as pd
+
+    from conftest import run, tiny_config
+    from lth.plan import build, config
+    cfg = tiny_config(small_idx_dataset, levels=0, train={"iterations": "40it", "eval_every": "10it"},
+                      instability={"levels": [0], "points": ["10it"], "pairs": 1, "alphas": 3, "train_subset": 100,
+                                   "schedule": ["remaining", "reset"]})
+    assert run(tmp_path, cfg) == {"init": 1, "train": 7, "snapshot": 1, "interpolate": 3, "instability": 1,
+                                  "summary": 1, "anatomy": 1, "correlation": 1}
+    plan = build.build(config.validate(dict(cfg, results=str(tmp_path / "results"))))
+    starts = {}
+    for e in plan.runs[0].pairs:
+        for c in ("a", "b"):
+            spec = json.loads((tmp_path / plan.stages[e["path"].upstream[c]].output("spec")).read_text())
+            starts.setdefault((e["variant"], e["k"]), set()).add(spec["resolved"]["start_iteration"])
+    assert starts == {("ticket", "0it"): {0}, ("ticket", "10it"): {10}, ("ticket, schedule reset", "10it"): {0}}
+    table = pd.read_csv(tmp_path / plan.instability.output("summary"))
+    assert sorted(zip(table.variant, table.k)) == [("ticket", "0it"), ("ticket", "10it"),
+                                                    ("ticket, schedule reset", "10it")]
+    plain = dict(cfg, instability={**cfg["instability"], "schedule": ["remaining"]})
+    remaining = build.build(config.validate(dict(plain, results=str(tmp_path / "results"))))
+    assert {s for s in remaining.stages if remaining.stages[s].kind == "train"} < \
+        {s for s in plan.stages if plan.stages[s].kind == "train"}

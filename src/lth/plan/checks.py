@@ -125,7 +125,7 @@ def size(cfg: dict) -> None:
     per_level = 3 + 3 * sum(bool(cfg["controls"][c]) for c in ("random_reinit", "random_prune", "small_dense")) \
         + 2 * len(perturbations(cfg))
     pairs = 3 * cfg["instability"]["pairs"] * len(cfg["instability"]["levels"]) * \
-        (len(cfg["instability"]["variants"]) + len(cfg["instability"]["points"]))
+        (len(cfg["instability"]["variants"]) + len(cfg["instability"]["points"])) * len(cfg["instability"]["schedule"])
     estimate = lotteries * (2 + cfg["levels"] * per_level + pairs)
     if estimate > MAX_STAGES:
         raise ConfigError(f"config: this experiment would plan about {estimate:,} stages, more than the "

@@ -8,6 +8,7 @@ from lth.plan.registry import StageKind, register
 from lth.stages import log, train
 
 COPY = "instability_copy"  # the variant of a pair's two trainings
+RESET = ", schedule reset"  # the suffix of a network whose copies train T steps from step 0 (LMC Fig. 4)
 
 
 def pairs(cfg: dict, run: Run, plan: Plan, make) -> list[dict]:
@@ -40,7 +41,11 @@ def pairs(cfg: dict, run: Run, plan: Plan, make) -> list[dict]:
                 t = stages["train" if variant == "ticket" else variant]
                 networks.append((variant, "0it" if variant == "random_reinit" else k,
                                  t.settings, t.upstream, t.inputs, t.lottery))
-        for variant, k, settings, upstream, inputs, lottery in networks:
+        # LMC Fig. 4: copies of a network at k > 0 also trained T steps with the schedule reset
+        resets = [(f"{v}{RESET}", k, {**s, "schedule": "reset"}, u, i, lot) for v, k, s, u, i, lot in networks
+                  if "reset" in ic["schedule"] and k != "0it"]
+        kept = networks if "remaining" in ic["schedule"] else [n for n in networks if n[1] == "0it"]
+        for variant, k, settings, upstream, inputs, lottery in kept + resets:
             for pair in range(ic["pairs"]):
                 copies = [make("train", level, upstream, inputs,
                                {**settings, "train": {**settings["train"], "seed": copy_seed(cfg, pair, c)}},

@@ -44,8 +44,11 @@ def snapshot(cfg: dict, init: Stage, at: str, make) -> Stage:
 
 
 def start_iteration(spec: dict, steps_per_epoch: int) -> int:
-    """Rewound levels resume at the rewind point k; level 0 and reset levels start at 0."""
+    """Rewound levels resume at the rewind point k; level 0 and reset levels start at 0, and
+    so do instability copies with the schedule reset (LMC Fig. 4: theta_k trained T steps)."""
     from lth.plan.steps import Step
+    if spec["settings"].get("schedule") == "reset":
+        return 0
     point = spec["settings"].get("rewind", {}).get("to", "reset")
     return 0 if point in ("reset", "continue") else Step.parse(point).iterations(steps_per_epoch)
 
