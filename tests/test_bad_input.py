@@ -109,6 +109,7 @@ ROWS = [
     ("summary accuracy_at in epochs", "summary: {accuracy_at: [2ep]}", [], "summary.accuracy_at"),
     ("summary curves too many", "summary: {curves: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}", [],
      "summary.curves"),
+    ("reset at end without continue", "rewind: {reset_at_end: true}", [], "rewind.reset_at_end"),
     ("instability schedule unknown", "instability: {schedule: [restart]}", [], "instability.schedule"),
     ("landscape grid even", "landscape: {grid: 10}", [], "landscape.grid"),
     ("landscape span zero", "landscape: {span: 0}", [], "landscape.span"),

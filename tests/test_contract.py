@@ -52,6 +52,7 @@ def test_every_schema_key_is_consumed_by_a_stage_kind_or_execution_only():
                  "instability.levels", "instability.points", "instability.variants", "instability.pairs",
                  "instability.seed", "instability.schedule",  # which copies exist; seeds hashed as train.seed
                  "rewind.to",  # hashed as the trainings' rewind extra, and by its upstream
+                 "rewind.reset_at_end",  # which stages exist (a variant at each level)
                  "classes.enabled",
                  # hashed as the watched trainings' telemetry extra (lth.stages.train), the rest
                  # of the section; the levels say which trainings carry it

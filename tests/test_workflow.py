@@ -412,3 +412,28 @@ def test_analyses_run_as_cached_stages_and_make_the_report(tmp_path, small_idx_d
     assert html.count(".. image:: data:image/png") == 0 and "ticket vs controls: test accuracy at early stop" in html
     # the front page shows each verdict under its own heading
     assert "Verdict of the summary table" in html and "Verdict of the instability analysis" in html
+
+
+@pytest.mark.slow
+def test_strategy_2_trains_the_continue_masks_from_theta_0(tmp_path, small_idx_dataset):
+    """LTH'19 appendix B's strategy 2 (rewind.reset_at_end): the masks found by pruning with
+    continued training, each also trained from theta_0, a variant beside the fine-tuned
+    ticket; turning it on adds only those stages (and a new summary)."""
+    import json
+
+    import pandas as pd
+    from lth.plan import build, config
+    cfg = tiny_config(small_idx_dataset, levels=2, rewind={"to": "continue"})
+    assert run(tmp_path, cfg)["train"] == 3
+    cfg["rewind"]["reset_at_end"] = True
+    assert run(tmp_path, cfg) == {"rewind": 2, "train": 2, "summary": 1}
+    plan = build.build(config.validate(dict(cfg, results=str(tmp_path / "results"))))
+    init = plan.stages[plan.levels[0]["train"].upstream["start"]]
+    for level in (1, 2):
+        stages = plan.levels[level]
+        start = plan.stages[stages["reset_at_end"].upstream["start"]]
+        reference = json.loads((tmp_path / start.output("start")).read_text())
+        assert reference["weights"]["file"] == f"init/{init.id}/weights.pt"  # theta_0, not fine-tuned weights
+        assert reference["mask"]["file"] == f"prune/{stages['prune'].id}/mask.parquet"  # the continue chain's mask
+    summary = pd.read_parquet(tmp_path / plan.summary.output("table"))
+    assert sorted(summary[summary.variant == "reset_at_end"].level) == [1, 2]

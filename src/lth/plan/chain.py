@@ -35,6 +35,8 @@ def chain(cfg: dict, make) -> list:
         if cfg["controls"]["small_dense"]:
             stages[smalldense.VARIANT] = smalldense.plan(cfg, level, cut, model, make)
         stages.update(perturb.plan(cfg, level, start, init, cut, model, make))
+        if point == "continue" and cfg["rewind"]["reset_at_end"]:
+            stages[rewind.RESET_AT_END] = rewind.reset_at_end(cfg, level, cut, init, model, make)
         levels.append(stages)
         mask = cut
     return levels

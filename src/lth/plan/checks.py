@@ -192,6 +192,9 @@ def combination(cfg: dict) -> None:
                           f"{cfg['model']['name']}" + (" (it has no conv layers for prune.conv_rate)"
                                                        if p["conv_rate"] and not has_conv else "")
                           + "; give a layer type a rate above 0 (conv_rate for conv-only pruning)")
+    if cfg["rewind"]["reset_at_end"] and "continue" not in _listed(cfg["rewind"]["to"]):
+        raise ConfigError("config: rewind.reset_at_end needs a continue lottery (it resets the masks that pruning "
+                          "with continued training found); add continue to rewind.to or drop reset_at_end")
     for variant in cfg["instability"]["variants"]:
         if variant != "ticket" and not cfg["controls"][variant]:
             raise ConfigError(f"config: instability.variants has {variant} but controls.{variant} is false; "

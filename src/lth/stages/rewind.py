@@ -15,6 +15,17 @@ def plan(cfg: dict, level: int, mask: Stage, source: Stage, model: dict, make, v
                 consumed("rewind", cfg), variant=variant)
 
 
+RESET_AT_END = "reset_at_end"  # LTH'19 appendix B's strategy 2: a continue lottery's mask from theta_0
+
+
+def reset_at_end(cfg: dict, level: int, mask: Stage, init: Stage, model: dict, make) -> Stage:
+    """The level's mask (found by pruning with continued training) on theta_0, and its
+    training from iteration 0 (returned): strategy 2's final reset, at every level."""
+    from lth.stages import train
+    start = plan(cfg, level, mask, init, model, make, RESET_AT_END)
+    return train.plan(cfg, level, start, {**model, **rewound(start)}, make, RESET_AT_END)
+
+
 def rewound(rewind: Stage) -> dict:
     """A consumer's inputs for a rewind's start: its start.json and the two files it names
     (the source weights and the mask; lth.store.starts.load_start applies one to the other),

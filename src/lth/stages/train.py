@@ -27,7 +27,7 @@ def plan(cfg: dict, level: int, start: Stage, inputs: dict, make, variant: str, 
     masked level, mask). The rewind point is consumed by trainings that resume at k
     (`rewound`); at its default (reset) it drops out of the hash, so reset lotteries keep
     their IDs. Controls trained from iteration 0 (random reinit, small dense) do not."""
-    extra = {"rewind": cfg["rewind"]} if rewound else {}
+    extra = {"rewind": {"to": cfg["rewind"]["to"]}} if rewound else {}  # the point; reset_at_end adds stages
     if level in cfg["telemetry"]["levels"]:  # hashed only when on: the IDs of trainings without it hold
         extra["telemetry"] = {k: v for k, v in cfg["telemetry"].items() if k != "levels"}
         if variant not in FRESH_INIT:  # theta_0 is the lottery's initialisation, beside the model description
