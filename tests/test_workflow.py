@@ -423,11 +423,14 @@ def test_strategy_2_trains_the_continue_masks_from_theta_0(tmp_path, small_idx_d
 
     import pandas as pd
     from lth.plan import build, config
-    cfg = tiny_config(small_idx_dataset, levels=2, rewind={"to": "continue"})
-    assert run(tmp_path, cfg)["train"] == 3
-    cfg["rewind"]["reset_at_end"] = True
-    assert run(tmp_path, cfg) == {"rewind": 2, "train": 2, "summary": 1}
+    cfg = tiny_config(small_idx_dataset, levels=2, rewind={"to": "continue", "reset_at_end": True})
+    assert run(tmp_path, cfg) == {"init": 1, "prune": 2, "rewind": 4, "train": 5, "summary": 1, "anatomy": 1,
+                                  "correlation": 1}
     plan = build.build(config.validate(dict(cfg, results=str(tmp_path / "results"))))
+    without = build.build(config.validate(dict(cfg, results=str(tmp_path / "results"),
+                                               rewind={"to": "continue"})))
+    added = {plan.stages[s].kind for s in set(plan.stages) - set(without.stages)}
+    assert added == {"rewind", "train", "summary"} and not set(without.stages) - set(plan.stages) - {without.summary.id}
     init = plan.stages[plan.levels[0]["train"].upstream["start"]]
     for level in (1, 2):
         stages = plan.levels[level]
