@@ -28,8 +28,13 @@ def remaining_axis(ax) -> None:
     ax.set_xscale("log")
     ax.invert_xaxis()
     plain = FuncFormatter(lambda value, _: f"{value:g}")
+
+    def minor(value, _):  # over more than a decade every minor label would collide: 2s and 5s only
+        low, high = sorted(ax.get_xlim())
+        text = f"{value:g}"
+        return text if high <= 10 * max(low, 1e-12) or text[0] in "25" else ""
     ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
+    ax.xaxis.set_minor_formatter(FuncFormatter(minor))
     ax.set_xlabel("weights remaining (%)")
 
 
