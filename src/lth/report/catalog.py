@@ -39,11 +39,17 @@ def _flatten(settings: dict, prefix: str = "") -> dict:
     return out
 
 
+# Expandable keys added after labels were first written (2026-12-07): named only off their
+# defaults, so the labels of every lottery that does not use them stay what they were.
+QUIET_AT_DEFAULT = {"init.std_scale": (1, 1.0), "train.warmup": ("0it", "0ep", 0)}
+
+
 def lottery_label(lottery: dict | None) -> str:
     """The lottery's list-expandable settings (lth.plan.ids.EXPANDABLE), sorted: "all" when none."""
     from lth.plan.ids import EXPANDABLE
     keys = {f"{section}.{key}" for section, key in EXPANDABLE}
-    return " ".join(f"{k}={v}" for k, v in sorted((lottery or {}).items()) if k in keys and v is not None) or "all"
+    return " ".join(f"{k}={v}" for k, v in sorted((lottery or {}).items())
+                    if k in keys and v is not None and v not in QUIET_AT_DEFAULT.get(k, ())) or "all"
 
 
 def rows(results: Path) -> tuple[list[dict], int]:
