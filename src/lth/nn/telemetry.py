@@ -34,9 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
-
-from lth.nn import numerics
+from lth.nn.training import Split, evaluate
 from lth.plan.steps import Step
 
 COLUMNS = ("iteration", "layer", "quantity", "index", "value")
@@ -63,7 +61,7 @@ class Watch:
 
     def __init__(self, model, layers: list, mask: dict | None, origin: dict, start: dict, settings: dict,
                  splits: dict, point_list: list, scratch: Path | None, precision: str = "fp32"):
-        self.model, self.layers, self.settings, self.precision = model, list(layers), settings, precision
+        self.model, self.layers, self.precision = model, list(layers), precision
         self.points = set(point_list)
         params = dict(model.named_parameters())
         self.params = [params[name] for name in self.layers]
@@ -77,7 +75,7 @@ class Watch:
         self.signs = [(torch.sign(o), torch.sign(w)) for o, w in zip(self.origin, self.start)]  # constants
         self.tracked = self._draw(int(settings["weights"]), int(settings["seed"]))
         n = int(settings["examples"])
-        self.test = (splits["test"].x[:n], splits["test"].y[:n])
+        self.test = Split(splits["test"].x[:n], splits["test"].y[:n])
         self.rows: list = []
         self.count = 0  # points whose survivors are in the scratch file
         self.pending = None  # the point whose gradient the next step brings
@@ -115,19 +113,8 @@ class Watch:
         self._row(iteration, ALL, "grad_norm", np.sqrt(sum(squares)))
         self.pending = None
 
-    @torch.no_grad()
-    def _evaluate(self) -> tuple[float, float]:
-        was_training = self.model.training
-        self.model.eval()
-        with numerics.autocast(self.precision, self.test[0].device):
-            logits = self.model(self.test[0]).float()
-        loss = F.cross_entropy(logits, self.test[1], reduction="sum").double() / len(self.test[1])
-        accuracy = (logits.argmax(1) == self.test[1]).sum().double() / len(self.test[1])
-        self.model.train(was_training)
-        return loss.item(), accuracy.item()
-
     def record(self, iteration: int) -> None:
-        loss, accuracy = self._evaluate()
+        loss, accuracy = evaluate(self.model, self.test, precision=self.precision)
         self._row(iteration, ALL, "test_loss", loss)
         self._row(iteration, ALL, "test_accuracy", accuracy)
         current = [self._survivors(p, i) for i, p in enumerate(self.params)]
