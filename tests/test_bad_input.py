@@ -55,6 +55,7 @@ ROWS = [
     ("init seed empty list", "init: {seed: []}", [], "init.seed"),
     ("init std scale zero", "init: {std_scale: 0}", [], "init.std_scale"),
     ("warmups equal in iterations", "train: {warmup: [1ep, 916it]}", [], "train.warmup"),
+    ("dense lr zero", "train: {dense_lr: [0.1, 0]}", [], "train.dense_lr"),
     ("dataset unknown", "data: {dataset: imagenet}", [], "data.dataset"),
     ("validation zero", "data: {validation_size: 0}", [], "data.validation_size"),
     ("validation too large", "data: {validation_size: 59990}", [], "data.validation_size"),

@@ -145,3 +145,26 @@ def test_plot_writes_a_png(tmp_path):
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 1000
     assert [p.name for p in path.parent.iterdir()] == ["classes.png"]  # no temporary left behind
+
+
+def test_prefer_small_lr_compares_the_smallest_and_largest_rate():
+    # ticket (.91 @0.1, .87 @0.01): small minus large = -.04 -> "no"; reversed -> "yes";
+    # within the margin -> "at boundary"
+    assert only(lottery(ticket=(0.91, 0.87), reinit=(0.8, 0.8), small=(0.8, 0.8))).prefer_small_lr == "no"
+    assert only(lottery(ticket=(0.87, 0.91), reinit=(0.8, 0.8), small=(0.8, 0.8))).prefer_small_lr == "yes"
+    assert only(lottery(ticket=(0.90, 0.903), reinit=(0.8, 0.8), small=(0.8, 0.8))).prefer_small_lr == "at boundary"
+    one_lr = lottery(ticket=(0.91, 0.87), reinit=(0.8, 0.8), small=(0.8, 0.8))
+    assert only(one_lr[one_lr.lr == 0.1]).prefer_small_lr == "n/a"
+
+
+def test_prefer_imp_pairs_groups_that_differ_only_in_schedule():
+    def group(name, family, schedule, ticket):
+        frame = lottery(ticket=ticket, reinit=(0.8, 0.8), small=(0.8, 0.8), group=name)
+        return frame.assign(family=family, schedule=schedule)
+    frame = pd.concat([group("imp a", "a", "iterative", (0.91, 0.85)), group("omp a", "a", "oneshot", (0.89, 0.88)),
+                       group("imp b", "b", "iterative", (0.88, 0.88)), group("omp b", "b", "oneshot", (0.90, 0.86)),
+                       group("imp c", "c", "iterative", (0.88, 0.88))])
+    result = classify(frame).set_index("group").prefer_imp
+    # best .91 vs .89: +.02 -> yes, on both rows; .88 vs .90 -> no; c has no one-shot partner
+    assert result.to_dict() == {"imp a": "yes", "omp a": "yes", "imp b": "no", "omp b": "no", "imp c": "n/a"}
+    assert (classify(frame.drop(columns=["family", "schedule"])).prefer_imp == "n/a").all()

@@ -48,12 +48,14 @@ def test_every_schema_key_is_consumed_by_a_stage_kind_or_execution_only():
                  "train.divergence_factor",  # judges a result, never changes it (a job flag)
                  "levels",  # how many stages, not what one computes
                  "controls.random_reinit", "controls.random_prune", "controls.small_dense",  # which stages exist
+                 "controls.fine_tune",
                  "controls.seed", "perturb.seed", "perturb.kinds", "perturb.noise", "perturb.levels",  # in extras
                  "instability.levels", "instability.points", "instability.variants", "instability.pairs",
                  "instability.seed", "instability.schedule",  # which copies exist; seeds hashed as train.seed
                  "rewind.to",  # hashed as the trainings' rewind extra, and by its upstream
                  "rewind.reset_at_end",  # which stages exist (a variant at each level)
                  "classes.enabled",
+                 "train.dense_lr",  # hashed as the dense run's and snapshots' train.lr (lth.stages.train)
                  # hashed as the watched trainings' telemetry extra (lth.stages.train), the rest
                  # of the section; the levels say which trainings carry it
                  "telemetry.levels", "telemetry.every", "telemetry.early_every", "telemetry.early_until",
@@ -218,7 +220,7 @@ print(len(plan.stages), len(registry.kinds()), execution.flags(cfg))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stages, kinds, flags = proc.stdout.split(maxsplit=2)
-    assert int(stages) == 212 and int(kinds) == 18  # + the perturbation analysis; + telemetry, perturbation kinds
+    assert int(stages) == 212 and int(kinds) == 19  # + the perturbation analysis; + telemetry, perturbation; + samemask
     assert flags.strip() == "--device auto --checkpoint-every 5000it --divergence-factor 10"  # config.yaml's
 
 

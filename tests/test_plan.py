@@ -296,3 +296,40 @@ def test_the_plan_records_upstream_variant_and_lottery_of_every_stage():
     copies = {p.stages[e["path"].upstream[c]].variant for run in p.runs for e in run.pairs for c in ("a", "b")}
     assert copies == {"instability_copy"}
     assert p.instability.related == {"summary": p.summary.id} and "related" not in p.instability.identity()
+
+
+def test_dense_lr_trains_the_dense_network_and_its_snapshots_at_their_own_rate():
+    """Ma et al. Table 4: pretraining at train.dense_lr, the tickets at train.lr. The dense
+    run and theta_k hash as a lottery trained throughout at that rate (shared, not retrained)."""
+    split = build(train={"lr": [0.01, 0.05], "dense_lr": 0.1}, rewind={"to": "100it"})
+    plain = build(train={"lr": 0.1}, rewind={"to": "100it"})
+    dense = {run.levels[0]["train"].id for run in split.runs}
+    assert dense == {plain.levels[0]["train"].id}
+    assert split.runs[0].levels[0]["train"].settings["train"]["lr"] == 0.1
+    assert split.runs[0].levels[1]["rewind"].upstream["init"] == plain.levels[1]["rewind"].upstream["init"]  # theta_k
+    assert [run.levels[1]["train"].settings["train"]["lr"] for run in split.runs] == [0.01, 0.05]
+    assert split.runs[0].levels[1]["train"].lottery["train.dense_lr"] == 0.1
+    assert split.runs[0].levels[1]["train"].lottery["train.lr"] == 0.01
+    # unset: nothing changes; a list: one dense run per rate
+    assert ids(build(train={"dense_lr": None})) == ids(build())
+    assert len({run.levels[0]["train"].id for run in build(train={"dense_lr": [0.01, 0.1]}).runs}) == 2
+
+
+def test_fine_tune_trains_the_pruned_weights_on_the_tickets_own_mask():
+    """Liu et al. Figs. 6-7: fine-tuning, the ticket and the reinit share each level's mask;
+    the fine-tuning starts from the weights the mask was cut from, at iteration 0."""
+    for schedule in ("iterative", "oneshot"):
+        p = build(controls={"fine_tune": True, "random_reinit": True}, prune={"schedule": schedule})
+        for level in (1, 2, 3):
+            stages = p.levels[level]
+            start = p.stages[stages["fine_tune"].upstream["start"]]
+            assert start.upstream["mask"] == stages["prune"].id == stages["rewind"].upstream["mask"]
+            assert p.stages[stages["random_reinit"].upstream["start"]].upstream["mask"] == stages["prune"].id
+            pruned = p.levels[0 if schedule == "oneshot" else level - 1]["train"]
+            assert start.upstream["init"] == pruned.id
+            assert "rewind" not in stages["fine_tune"].settings  # from iteration 0
+    assert ids(build(controls={"fine_tune": False})) == ids(build())
+    # a continue lottery's ticket is the fine-tuning: not planned twice
+    assert all("fine_tune" not in lvl for lvl in build(controls={"fine_tune": True}, rewind={"to": "continue"}).levels)
+    assert "samemask" in build(controls={"fine_tune": True}).finals
+    assert build().finals["samemask"] == []

@@ -425,12 +425,13 @@ def test_strategy_2_trains_the_continue_masks_from_theta_0(tmp_path, small_idx_d
     from lth.plan import build, config
     cfg = tiny_config(small_idx_dataset, levels=2, rewind={"to": "continue", "reset_at_end": True})
     assert run(tmp_path, cfg) == {"init": 1, "prune": 2, "rewind": 4, "train": 5, "summary": 1, "anatomy": 1,
-                                  "correlation": 1}
+                                  "correlation": 1, "samemask": 1}
     plan = build.build(config.validate(dict(cfg, results=str(tmp_path / "results"))))
     without = build.build(config.validate(dict(cfg, results=str(tmp_path / "results"),
                                                rewind={"to": "continue"})))
     added = {plan.stages[s].kind for s in set(plan.stages) - set(without.stages)}
-    assert added == {"rewind", "train", "summary"} and not set(without.stages) - set(plan.stages) - {without.summary.id}
+    assert added == {"rewind", "train", "summary", "samemask"}
+    assert not set(without.stages) - set(plan.stages) - {without.summary.id}
     init = plan.stages[plan.levels[0]["train"].upstream["start"]]
     for level in (1, 2):
         stages = plan.levels[level]
@@ -440,3 +441,41 @@ def test_strategy_2_trains_the_continue_masks_from_theta_0(tmp_path, small_idx_d
         assert reference["mask"]["file"] == f"prune/{stages['prune'].id}/mask.parquet"  # the continue chain's mask
     summary = pd.read_parquet(tmp_path / plan.summary.output("table"))
     assert sorted(summary[summary.variant == "reset_at_end"].level) == [1, 2]
+
+
+@pytest.mark.slow
+def test_same_mask_comparison_and_split_learning_rates(tmp_path, small_idx_dataset):
+    """Liu et al. Figs. 6-7 and Ma et al. Tables 3-4 in one tiny run: per mask generator
+    (iterative, one-shot) fine-tuning, ticket and reinit on each level's own mask; the dense
+    network pretrained at train.dense_lr, the tickets at two train.lr; the ticket classes
+    state "prefer small lr" and "prefer IMP"."""
+    import json
+
+    import pandas as pd
+    from lth.plan import build, config
+    cfg = tiny_config(small_idx_dataset, levels=1, train={"lr": [0.0006, 0.003], "dense_lr": 0.0012},
+                      prune={"schedule": ["iterative", "oneshot"]}, classes={"enabled": True},
+                      controls={"fine_tune": True, "random_reinit": True, "small_dense": True})
+    done = run(tmp_path, cfg)
+    # one dense run for the four lotteries; per lottery and level: ticket, fine-tuning, reinit, small dense
+    assert done["train"] == 1 + 4 * 4 and done["samemask"] == done["classes"] == 1
+    plan = build.build(config.validate(dict(cfg, results=str(tmp_path / "results"))))
+    for run_ in plan.runs:
+        oneshot = run_.choices["prune.schedule"] == "oneshot"
+        for level in (1,):
+            stages = run_.levels[level]
+            start = json.loads((tmp_path / plan.stages[stages["fine_tune"].upstream["start"]].output("start")).read_text())
+            pruned = run_.levels[0 if oneshot else level - 1]["train"]
+            assert start["weights"]["file"] == f"train/{pruned.id}/weights.pt"  # the weights the mask was cut from
+            assert start["mask"]["file"] == f"prune/{stages['prune'].id}/mask.parquet"  # the ticket's own mask
+    metrics = pd.read_parquet(tmp_path / plan.runs[0].levels[0]["train"].output("metrics"))
+    assert plan.runs[0].levels[0]["train"].settings["train"]["lr"] == 0.0012 and len(metrics)
+    same = pd.read_csv(tmp_path / plan.finals["samemask"][0].output("table"))
+    assert len(same) == 4 * 3 and set(same.network) == {"pruning & fine-tuning", "winning ticket init",
+                                                          "random reinit"}
+    assert (tmp_path / plan.finals["samemask"][0].output("plot")).stat().st_size > 10_000
+    classes = pd.read_csv(tmp_path / plan.finals["classes"][0].output("table"))
+    assert len(classes) == 2  # the (iterative, one-shot) groups at level 1
+    assert set(classes.prefer_small_lr) <= {"yes", "no", "at boundary"}
+    assert set(classes.prefer_imp) <= {"yes", "no", "at boundary"}
+    assert (classes.dense_best_lr == 0.0012).all()  # the dense network at the rate it trained at

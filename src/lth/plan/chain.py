@@ -22,7 +22,8 @@ def chain(cfg: dict, make) -> list:
         source = train.snapshot(cfg, init, point, make)
     trained, mask = dense, None
     for level in range(1, cfg["levels"] + 1):
-        cut = prune.plan(cfg, level, dense if cfg["prune"]["schedule"] == "oneshot" else trained, mask, model, make)
+        pruned = dense if cfg["prune"]["schedule"] == "oneshot" else trained
+        cut = prune.plan(cfg, level, pruned, mask, model, make)
         if point == "continue":  # prune and fine-tune: the previous level's trained weights
             source = trained
         start = rewind.plan(cfg, level, cut, source, model, make, TICKET)
@@ -35,6 +36,9 @@ def chain(cfg: dict, make) -> list:
         if cfg["controls"]["small_dense"]:
             stages[smalldense.VARIANT] = smalldense.plan(cfg, level, cut, model, make)
         stages.update(perturb.plan(cfg, level, start, init, cut, model, make))
+        if cfg["controls"]["fine_tune"] and point != "continue":  # a continue ticket is the fine-tuning
+            weights = cut if "weights" in cut.outputs else pruned  # a mask stage that trains (ADMM) moved them
+            stages[rewind.FINE_TUNE] = rewind.fine_tune(cfg, level, cut, weights, model, make)
         if point == "continue" and cfg["rewind"]["reset_at_end"]:
             stages[rewind.RESET_AT_END] = rewind.reset_at_end(cfg, level, cut, init, model, make)
         levels.append(stages)

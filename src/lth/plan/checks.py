@@ -122,7 +122,7 @@ def size(cfg: dict) -> None:
     for section, key in EXPANDABLE:
         value = cfg[section][key]
         lotteries *= len(value) if isinstance(value, list) else 1
-    per_level = 3 + 3 * sum(bool(cfg["controls"][c]) for c in ("random_reinit", "random_prune", "small_dense")) \
+    per_level = 3 + 3 * sum(bool(cfg["controls"][c]) for c in ("random_reinit", "random_prune", "small_dense", "fine_tune")) \
         + 2 * len(perturbations(cfg))
     pairs = 3 * cfg["instability"]["pairs"] * len(cfg["instability"]["levels"]) * \
         (len(cfg["instability"]["variants"]) + len(cfg["instability"]["points"])) * len(cfg["instability"]["schedule"])

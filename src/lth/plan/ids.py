@@ -20,7 +20,8 @@ ID_LENGTH = 12
 # The stages that do not consume a key are shared: two rewind points and two rates still
 # train the dense network once.
 EXPANDABLE = (("prune", "rate"), ("prune", "strategy"), ("prune", "schedule"), ("rewind", "to"),
-              ("init", "seed"), ("train", "seed"), ("train", "lr"), ("init", "std_scale"), ("train", "warmup"))
+              ("init", "seed"), ("train", "seed"), ("train", "lr"), ("init", "std_scale"), ("train", "warmup"),
+              ("train", "dense_lr"))
 REPLICATE_KEYS = ("init.seed", "train.seed")  # replicates of one lottery, averaged in summaries
 # What defines a lottery: recorded on every stage that depends on it (Stage.lottery), so the
 # catalog can filter any stage by any of them.
@@ -65,7 +66,7 @@ def output_patterns(root: str, kind: str, wildcard: str = "{id}") -> dict:
     return {name: f"{root}/{kind}/{wildcard}/{f}" for name, f in registry.get(kind).files.items()}
 
 
-CONTROLS = ("random_reinit", "random_prune", "small_dense")
+CONTROLS = ("random_reinit", "random_prune", "small_dense", "fine_tune")
 
 
 def control_seed(kind: str, cfg: dict, level: int) -> int:

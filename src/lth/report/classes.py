@@ -31,6 +31,15 @@ Operational definitions (ours where the paper is informal):
 - Ties in a best lr go to the smallest lr. Margins are strict, tolerances inclusive; exact
   float comparisons (no epsilon), so a difference landing on the margin may go either way.
 - Defaults: min_sparsity 0.5, margin 0.005 (0.5 %), tolerance 0.0.
+
+Ma et al.'s Table 3 also states two observations per network, "prefer small lr" and
+"prefer IMP", each yes / no / at boundary (✓ ✗ △); the paper gives no rule, ours is:
+- prefer_small_lr: the ticket's mean final test accuracy at the group's smallest lr minus
+  at its largest: "yes" above the margin, "no" below minus the margin, else "at boundary";
+  "n/a" with one lr.
+- prefer_imp: the best-lr ticket of the iterative group minus that of the one-shot group
+  that differs from it only in prune.schedule (its `family`), at the same level: the same
+  three answers, on both groups' rows; "n/a" without such a partner.
 Torch-free.
 """
 from __future__ import annotations
@@ -42,7 +51,8 @@ CONDITIONS = ["c1_sparsity_and_training", "c2_beats_small_dense", "c3_beats_rein
               "c4_matches_dense_same_lr", "c5_matches_best_dense"]
 COLUMNS = ["group", "level", "weights_remaining_pct", "sparsity", "ticket_best_accuracy", "ticket_best_lr",
            "reinit_best_accuracy", "small_dense_best_accuracy", "dense_best_lr", "dense_best_accuracy",
-           *CONDITIONS, "prize"]
+           *CONDITIONS, "prize", "prefer_small_lr", "prefer_imp"]
+OBSERVATIONS = ["prefer_small_lr", "prefer_imp"]
 REQUIRED = {"group", "lr", "variant", "level", "weights_remaining_pct", "final_test_accuracy",
             "final_val_accuracy", "early_stop_iteration", "final_iteration"}
 CONTROLS = ("random_reinit", "small_dense")
@@ -64,6 +74,24 @@ def _prize(conditions: list[bool]) -> str:
     if all(conditions[:4]):
         return "jackpot" if conditions[4] else "secondary prize"
     return "neither"
+
+
+def _prefer(difference: float, margin: float) -> str:
+    return "yes" if difference > margin else "no" if difference < -margin else "at boundary"
+
+
+def _prefer_imp(rows: list[dict], families: dict, margin: float) -> None:
+    """Fill prefer_imp on the rows of iterative / one-shot partner groups (the module);
+    `families`: group -> (family, prune.schedule)."""
+    best: dict = {}  # (family, level) -> {schedule: the ticket's best-lr accuracy}
+    for r in rows:
+        if r["group"] in families:
+            family, schedule = families[r["group"]]
+            best.setdefault((family, r["level"]), {})[schedule] = r["ticket_best_accuracy"]
+    for r in rows:
+        pair = best.get((families.get(r["group"], (None, None))[0], r["level"]), {})
+        if {"iterative", "oneshot"} <= set(pair):
+            r["prefer_imp"] = _prefer(pair["iterative"] - pair["oneshot"], margin)
 
 
 def classify(frame: pd.DataFrame, settings: dict | None = None) -> pd.DataFrame:
@@ -108,44 +136,57 @@ def classify(frame: pd.DataFrame, settings: dict | None = None) -> pd.DataFrame:
                 best.final_test_accuracy >= best_dense.final_test_accuracy - cfg["tolerance"],
             ]
             conditions = [bool(c) for c in conditions]
+            lrs = ticket.sort_values("lr")  # replicate means, one row per lr
+            small_lr = (_prefer(lrs.final_test_accuracy.iloc[0] - lrs.final_test_accuracy.iloc[-1], cfg["margin"])
+                        if len(lrs) > 1 else "n/a")
             rows.append({
                 "group": group, "level": level, "weights_remaining_pct": pct, "sparsity": sparsity,
                 "ticket_best_accuracy": float(best.final_test_accuracy), "ticket_best_lr": float(best.lr),
                 "reinit_best_accuracy": float(reinit), "small_dense_best_accuracy": float(small),
                 "dense_best_lr": float(best_dense.lr), "dense_best_accuracy": float(best_dense.final_test_accuracy),
                 **dict(zip(CONDITIONS, conditions)), "prize": _prize(conditions),
+                "prefer_small_lr": small_lr, "prefer_imp": "n/a",
             })
+    if {"family", "schedule"} <= set(frame.columns):  # (family, schedule) of each group
+        families = {g: (f, s) for g, f, s in frame[["group", "family", "schedule"]].drop_duplicates().itertuples(index=False)}
+        _prefer_imp(rows, families, cfg["margin"])
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def plot(result: pd.DataFrame, path) -> None:
-    """One panel per group: the five conditions and the prize (rows) at each level (columns,
-    labelled with weights remaining), green = met, red = not met."""
+    """One panel per group: the five conditions, the prize and Table 3's two observations
+    (rows) at each level (columns, labelled with weights remaining), green = met / yes,
+    red = not met / no, sand = at boundary, grey = n/a."""
     from matplotlib.colors import ListedColormap
 
     from lth.report.plots import _figure, _save
 
     labels = ["1 sparsity, training", "2 > small dense", "3 > reinit (any lr)",
-              "4 >= dense, same lr", "5 >= best dense", "prize"]
-    codes = {False: 0, True: 1, "neither": 2, "secondary prize": 3, "jackpot": 4}
-    cmap = ListedColormap(["#e8a0a0", "#9fd49f", "#d9d9d9", "#c0c8e0", "#f2cf5b"])
+              "4 >= dense, same lr", "5 >= best dense", "prize", "prefer small lr", "prefer IMP"]
+    codes = {False: 0, True: 1, "neither": 2, "secondary prize": 3, "jackpot": 4,
+             "no": 0, "yes": 1, "n/a": 2, "at boundary": 5}
+    cmap = ListedColormap(["#e8a0a0", "#9fd49f", "#d9d9d9", "#c0c8e0", "#f2cf5b", "#f3e3b3"])
     short = {"neither": "neither", "secondary prize": "secondary", "jackpot": "jackpot"}
     groups = list(dict.fromkeys(result.group)) or [""]
     levels = int(result.groupby("group").size().max()) if len(result) else 1
-    size = (max(4.0, 2.2 + 0.7 * levels), 2.6 * len(groups))  # grows with the levels and groups
+    size = (max(4.0, 2.2 + 0.7 * levels), 3.2 * len(groups))  # grows with the levels and groups
     plt, fig, axes = _figure(len(groups), 1, figsize=size, squeeze=False)
     for ax, group in zip(axes[:, 0], groups):
         rows = result[result.group == group].sort_values("level")
-        cells = [[codes[bool(v)] for v in rows[c]] for c in CONDITIONS] + [[codes[p] for p in rows.prize]]
-        ax.imshow(cells if len(rows) else [[2]] * 6, cmap=cmap, vmin=0, vmax=4, aspect="auto")
+        cells = ([[codes[bool(v)] for v in rows[c]] for c in CONDITIONS] + [[codes[p] for p in rows.prize]]
+                 + [[codes[v] for v in rows[c]] for c in OBSERVATIONS])
+        ax.imshow(cells if len(rows) else [[2]] * len(labels), cmap=cmap, vmin=0, vmax=5, aspect="auto")
         for j, (_, row) in enumerate(rows.iterrows()):
             for i, c in enumerate(CONDITIONS):
                 ax.text(j, i, "yes" if row[c] else "no", ha="center", va="center", fontsize=7)
             ax.text(j, 5, short[row.prize], ha="center", va="center", fontsize=7, weight="bold")
+            for i, c in enumerate(OBSERVATIONS, start=6):  # Table 3's observations, below the prize
+                ax.text(j, i, {"at boundary": "boundary"}.get(row[c], row[c]), ha="center", va="center", fontsize=7)
+        ax.axhline(5.5, color="white", linewidth=2)
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels([f"L{lv}\n{pct:.3g} %" for lv, pct in zip(rows.level, rows.weights_remaining_pct)],
                            fontsize=7)
-        ax.set_yticks(range(6))
+        ax.set_yticks(range(len(labels)))
         ax.set_yticklabels(labels, fontsize=7)
         ax.set_title(str(group), fontsize=8)
         ax.set_xlabel("level, weights remaining", fontsize=7)

@@ -26,6 +26,18 @@ def reset_at_end(cfg: dict, level: int, mask: Stage, init: Stage, model: dict, m
     return train.plan(cfg, level, start, {**model, **rewound(start)}, make, RESET_AT_END)
 
 
+FINE_TUNE = "fine_tune"  # Liu et al. 2021: pruning & fine-tuning, on the level's own mask
+
+
+def fine_tune(cfg: dict, level: int, mask: Stage, pruned: Stage, model: dict, make) -> Stage:
+    """The weights the level's mask was cut from (`pruned`: the trained network, or the
+    ADMM stage's own weights), masked, and their training from iteration 0 with the
+    lottery's recipe (returned): beside the ticket and the random reinit on the same mask."""
+    from lth.stages import train
+    start = plan(cfg, level, mask, pruned, model, make, FINE_TUNE)
+    return train.plan(cfg, level, start, {**model, **rewound(start)}, make, FINE_TUNE, rewound=False)
+
+
 def rewound(rewind: Stage) -> dict:
     """A consumer's inputs for a rewind's start: its start.json and the two files it names
     (the source weights and the mask; lth.store.starts.load_start applies one to the other),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import PurePosixPath
 
-from lth.plan.ids import Stage, consumed
+from lth.plan.ids import Stage, consumed, lottery_of
 from lth.plan.registry import StageKind, register
 from lth.stages import log
 
@@ -27,12 +27,25 @@ def plan(cfg: dict, level: int, start: Stage, inputs: dict, make, variant: str, 
     masked level, mask). The rewind point is consumed by trainings that resume at k
     (`rewound`); at its default (reset) it drops out of the hash, so reset lotteries keep
     their IDs. Controls trained from iteration 0 (random reinit, small dense) do not."""
+    dense_lr = cfg["train"]["dense_lr"] if level == 0 else None
+    if dense_lr is not None:  # hashed as its train.lr: one dense run for every ticket rate
+        cfg = dense_recipe(cfg)
     extra = {"rewind": {"to": cfg["rewind"]["to"]}} if rewound else {}  # the point; reset_at_end adds stages
     if level in cfg["telemetry"]["levels"]:  # hashed only when on: the IDs of trainings without it hold
         extra["telemetry"] = {k: v for k, v in cfg["telemetry"].items() if k != "levels"}
         if variant not in FRESH_INIT:  # theta_0 is the lottery's initialisation, beside the model description
             inputs = {**inputs, "origin": str(PurePosixPath(inputs["model"]).with_name("weights.pt"))}
-    return make("train", level, {"start": start.id}, inputs, consumed("train", cfg, **extra), variant=variant)
+    settings = consumed("train", cfg, **extra)
+    lottery = None if dense_lr is None else {**lottery_of("train", settings, [start.lottery]), "train.dense_lr": dense_lr}
+    return make("train", level, {"start": start.id}, inputs, settings, variant=variant, lottery=lottery)
+
+
+def dense_recipe(cfg: dict) -> dict:
+    """The dense pretraining's recipe: train.lr replaced by train.dense_lr where that is set
+    (Ma et al. 2021 Table 4: pretraining and ticket learning rates apart). The dense run and
+    its snapshots theta_k then hash exactly as a lottery whose train.lr is that rate."""
+    lr = cfg["train"]["dense_lr"]
+    return cfg if lr is None else {**cfg, "train": {**cfg["train"], "lr": lr}}
 
 
 def snapshot(cfg: dict, init: Stage, at: str, make) -> Stage:
@@ -40,7 +53,7 @@ def snapshot(cfg: dict, init: Stage, at: str, make) -> Stage:
     every lottery rewinding to k and by the instability sweep of the dense network."""
     return make("snapshot", 0, {"start": init.id},
                 {"model": init.output("model"), "start": init.output("weights")},
-                consumed("snapshot", cfg, at=at))
+                consumed("snapshot", dense_recipe(cfg), at=at))
 
 
 def start_iteration(spec: dict, steps_per_epoch: int) -> int:
