@@ -157,8 +157,8 @@ def test_schema_offers_exactly_the_declared_models_datasets_and_strategies():
     from lth.plan import models, strategies
     schema = config.load_schema()["properties"]
     assert schema["model"]["properties"]["name"]["enum"] == models.names() == [
-        "lenet_300_100", "conv2", "conv4", "conv6", "vgg16", "vgg19", "resnet20", "resnet18"]
-    assert schema["data"]["properties"]["dataset"]["enum"] == data.names() == ["fashion_mnist", "mnist", "cifar10"]
+        "lenet_300_100", "conv2", "conv4", "conv6", "vgg16", "vgg19", "resnet20", "resnet32", "resnet18", "mobilenet_v1"]
+    assert schema["data"]["properties"]["dataset"]["enum"] == data.names() == ["fashion_mnist", "mnist", "cifar10", "cifar100"]
     strategy = schema["prune"]["properties"]["strategy"]
     assert [b.get("enum") or b["items"]["enum"] for b in strategy["anyOf"]] == [["layerwise", "global"]] * 2
     assert "lenet_300_100 (1x28x28)" in schema["model"]["properties"]["name"]["description"]

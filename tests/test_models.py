@@ -1,6 +1,9 @@
+import hashlib
+
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from lth.nn import models
 
@@ -10,13 +13,23 @@ from lth.plan import models as declared
 EXPECTED_WEIGHTS = {
     "lenet_300_100": 266_200, "conv2": 4_300_992, "conv4": 2_425_024, "conv6": 2_261_184,
     "resnet20": 270_896, "vgg16": 14_715_584, "resnet18": 11_164_352,
+    "resnet32": 1_855_584, "mobilenet_v1": 3_195_328,
 }
 PINNED_FC1_SUM = -37.9796
+# Ma et al. (NeurIPS 2021) Table 2, parameters on CIFAR-10, in millions
+MA_TABLE2 = {"resnet20": 0.27, "resnet32": 1.86, "mobilenet_v1": 3.21, "resnet18": 11.22, "vgg16": 14.72}
+# sha256 over (name, bytes) of every state_dict entry of theta_0 at seed 0, taken before
+# ResNet had its `residual` keyword: the default must keep names, order and draws
+PINNED_THETA0 = {
+    ("resnet20", 1.0): "e01b1c37c9ead13d83339c32d18ce9403a9403a93eda949a773d45051cbd306a",
+    ("resnet18", 0.25): "381d5e1a74b263c469a092eb55f69ed3df42258aab80e838bf3d4203d0372c1f",
+    ("vgg16", 0.25): "16480a9f723b9e21243607fb0675fcc524f18da20a99b9498c042bdc4891129c",
+}
 
 
 @pytest.mark.parametrize("name", declared.names())
 def test_forward_backward_and_prunable_tensors(name):
-    model = models.build(name, seed=0, width=0.25 if name in ("vgg16", "vgg19", "resnet18") else 1.0)
+    model = models.build(name, seed=0, width=0.25 if name in ("vgg16", "vgg19", "resnet18", "mobilenet_v1") else 1.0)
     x = torch.randn(4, *declared.get(name).input_shape)
     out = model(x)
     assert out.shape == (4, 10)
@@ -34,6 +47,115 @@ def test_forward_backward_and_prunable_tensors(name):
 @pytest.mark.parametrize("name, count", EXPECTED_WEIGHTS.items())
 def test_prunable_weight_counts(name, count):
     assert models.prunable_count(models.build(name)) == count
+
+
+def all_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name, millions", MA_TABLE2.items())
+def test_parameter_counts_match_ma_et_al_table_2(name, millions):
+    """All parameters (conv and linear weights, linear biases, BN's weight and bias; not BN's
+    running statistics), 10-class head, within 1% of Ma et al. 2021 Table 2. That is the
+    count their code reports (thop's profile sums every parameter of each layer): 272,474
+    (0.27M), 1,860,522 (1.86M), 3,217,226 (3.21M), 11,173,962 (11.22M), 14,724,042 (14.72M).
+    Four agree to the printed digits (truncated); ResNet-18 is 0.4% short: 11.22M is the
+    count of the same network with a 100-class head (11,220,132), a CIFAR-100 figure. The
+    prunable weights alone (EXPECTED_WEIGHTS) are also within 1% of each, but MobileNet-v1's
+    3,195,328 reads 3.20M, not the table's 3.21M."""
+    count = all_parameters(models.build(name))
+    assert abs(count - millions * 1e6) / (millions * 1e6) < 0.01, count
+    if name == "resnet18":
+        assert all_parameters(models.build(name, num_classes=100)) == 11_220_132
+
+
+def theta0_digest(name, width):
+    h = hashlib.sha256()
+    for key, value in models.build(name, seed=0, width=width).state_dict().items():
+        h.update(key.encode())
+        h.update(value.numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("name, width", PINNED_THETA0)
+def test_theta0_of_existing_models_is_pinned(name, width):
+    """theta_0 of seed 0, bit for bit and with its tensor names: stage IDs promise the same
+    weights, whatever keyword a model class gains."""
+    assert theta0_digest(name, width) == PINNED_THETA0[(name, width)]
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet32", "mobilenet_v1"])
+def test_models_take_num_classes(name):
+    model = models.build(name, seed=0, num_classes=100)
+    assert model.get_parameter(model.output_layer).shape[0] == 100
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+
+
+def test_resnet32_is_ma_et_al_double_width():
+    """Ma et al.'s ResNet-32: 5 basic blocks per stage at 32-64-128 channels (the standard
+    16-32-64 one has 0.46M parameters, not Table 2's 1.86M)."""
+    model = models.build("resnet32")
+    assert len(model.blocks) == 15 and model.conv.out_channels == 32 and model.fc.in_features == 128
+    assert [b.conv2.out_channels for b in model.blocks][::5] == [32, 64, 128]
+    assert all_parameters(models.ResNet(((16, 5), (32, 5), (64, 5)))) == 466_906
+
+
+def test_mobilenet_v1_layout():
+    """CIFAR stem (3x3, stride 1, 32 channels), 13 depthwise separable blocks, global pool;
+    depthwise convs are prunable like every other conv."""
+    model = models.build("mobilenet_v1")
+    assert model.conv.stride == (1, 1) and model.conv.out_channels == 32
+    assert [(b.pointwise.out_channels, b.depthwise.stride[0]) for b in model.blocks] == list(models.MOBILENET_V1)
+    assert all(b.depthwise.groups == b.depthwise.in_channels == b.depthwise.out_channels for b in model.blocks)
+    prunable = model.prunable()
+    assert len(prunable) == 1 + 2 * 13 + 1 and "blocks.0.depthwise.weight" in prunable
+    assert sum(model.get_parameter(n).numel() for n in prunable if "depthwise" in n) == 44_640
+
+
+# Parameters of the projection shortcuts (1x1 conv + BN) that residual=False removes:
+# ResNet-20's 16->32 and 32->64 (512 + 64, 2,048 + 128), ResNet-32's 32->64 and 64->128
+# (2,048 + 128, 8,192 + 256); of which conv weights (prunable)
+NO_SKIP_REMOVES = {"resnet20": (2_752, 2_560), "resnet32": (10_624, 10_240)}
+
+
+@pytest.mark.parametrize("name", NO_SKIP_REMOVES)
+def test_residual_false_removes_every_shortcut(name):
+    with_skips, without = models.build(name, seed=0), models.build(name, seed=0, residual=False)
+    removed_all, removed_prunable = NO_SKIP_REMOVES[name]
+    assert all_parameters(with_skips) - all_parameters(without) == removed_all
+    assert models.prunable_count(with_skips) - models.prunable_count(without) == removed_prunable
+    kept = [k for k in with_skips.state_dict() if ".shortcut." not in k]
+    assert list(without.state_dict()) == kept
+    assert without.prunable() == [n for n in with_skips.prunable() if ".shortcut." not in n]
+    assert models.smallest_layers(without) == models.smallest_layers(with_skips)
+
+
+def plain_forward(model, x):
+    """The network as a plain stack: conv-BN-ReLU, then each block's two conv-BN with ReLUs
+    and nothing added, then pooling and the output layer."""
+    x = F.relu(model.bn(model.conv(x)))
+    for block in model.blocks:
+        x = F.relu(block.bn2(block.conv2(F.relu(block.bn1(block.conv1(x))))))
+    return model.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("name", NO_SKIP_REMOVES)
+def test_residual_false_forward_has_no_skip(name):
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 32, 32)
+    without = models.build(name, seed=1, residual=False).eval()
+    with torch.no_grad():
+        assert torch.allclose(without(x), plain_forward(without, x), rtol=1e-5, atol=1e-6)
+        # the same computation on the residual network is not its output: the check sees skips
+        with_skips = models.build(name, seed=1).eval()
+        assert not torch.allclose(with_skips(x), plain_forward(with_skips, x), rtol=1e-3, atol=1e-3)
+        # zero a block's second conv: without skips its output is relu(BN's shift) = 0, with
+        # them it is relu(x) = x (an identity shortcut carries the input through)
+        h = F.relu(without.bn(without.conv(x)))
+        for model in (without, with_skips):
+            model.blocks[1].conv2.weight.zero_()
+        assert torch.count_nonzero(without.blocks[1](h)) == 0
+        assert torch.equal(with_skips.blocks[1](h), h)
 
 
 def test_lenet_theta0_is_pinned():

@@ -479,3 +479,44 @@ def test_same_mask_comparison_and_split_learning_rates(tmp_path, small_idx_datas
     assert set(classes.prefer_small_lr) <= {"yes", "no", "at boundary"}
     assert set(classes.prefer_imp) <= {"yes", "no", "at boundary"}
     assert (classes.dense_best_lr == 0.0012).all()  # the dense network at the rate it trained at
+
+
+@pytest.mark.slow
+def test_structured_gradient_pruning_removes_whole_units_by_their_scores(tmp_path, small_idx_dataset):
+    """prune.granularity units with prune.criterion gradient: every hidden layer loses
+    ceil(rate x alive units) whole rows per level, chosen by the summed |w * dL/dw| of the
+    trained weights on the criterion's seeded batches; the output layer weight by weight.
+    The stored masks equal a recomputation from the stored weights and data."""
+    import math
+
+    import torch
+    from lth.nn import criteria, models, pruning
+    from lth.nn.data import load
+    from lth.nn.training import prepare
+    from lth.plan import build, config
+    from lth.store import masks, ptfile
+    gradient = {"batches": 2, "batch_size": 50, "seed": 3}
+    cfg = tiny_config(small_idx_dataset, levels=2, prune={"granularity": "units", "criterion": "gradient",
+                                                          "gradient": gradient})
+    assert run(tmp_path, cfg)["prune"] == 2
+    plan = build.build(config.validate(dict(cfg, results=str(tmp_path / "results"))))
+    split = prepare(load("fashion_mnist", str(small_idx_dataset)), 200, 0)["train"]
+    previous = None
+    alive = {"fc1.weight": 300, "fc2.weight": 100}
+    for level in (1, 2):
+        mask = masks.read(tmp_path / plan.levels[level]["prune"].output("mask"))
+        for name, units in alive.items():
+            rows = mask[name].any(axis=1)
+            assert (mask[name][rows].all(axis=1)).all()  # a unit is kept whole or removed whole
+            alive[name] = units - math.ceil(0.2 * units)
+            assert rows.sum() == alive[name]
+        trained = ptfile.load(tmp_path / plan.levels[level - 1]["train"].output("weights"))
+        model = models.build("lenet_300_100")
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in trained.items()})
+        current = previous or masks.ones_like({n: trained[n].shape for n in model.prunable()})
+        scores = criteria.gradient_scores(model, current, split, **gradient)
+        again = pruning.prune(scores, current, model.prunable(), "fc3.weight", "layerwise", 0.2, 0.1,
+                              granularity="units")
+        assert all((again[n] == mask[n]).all() for n in mask)
+        assert mask["fc3.weight"].sum() == current["fc3.weight"].sum() - math.ceil(0.1 * current["fc3.weight"].sum())
+        previous = mask

@@ -3,7 +3,9 @@
 IDX (MNIST, Fashion-MNIST): 2 zero bytes, a dtype byte (0x08 = uint8), a rank byte, then
 rank big-endian uint32 sizes, then the values. CIFAR-10: the python pickle batches
 data_batch_1..5 and test_batch, each a dict with b"data" (N x 3072 uint8, RGB planes) and
-b"labels". torchvision is used only, lazily, to download a dataset where a network exists.
+b"labels". CIFAR-100: the python pickles train and test (folder cifar-100-python), the same
+but with the 100-class labels under b"fine_labels" (b"coarse_labels", the 20 superclasses,
+unused). torchvision is used only, lazily, to download a dataset where a network exists.
 """
 from __future__ import annotations
 
@@ -91,6 +93,11 @@ def read_idx(path: Path) -> np.ndarray:
 IDX_STEMS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 CIFAR_BATCHES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
+CIFAR100_FILES = {"train": ("train",), "test": ("test",)}
+# CIFAR-100's download, https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz, is checked as
+# CIFAR-10's is: by torchvision (fetch), whose CIFAR100 checks the archive against this md5
+# and the unpacked train and test files against theirs. Named here for a download by hand.
+CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
 
 
 def _idx_candidates(directory: Path, stem: str) -> list[Path]:
@@ -124,14 +131,14 @@ def _read_idx_dataset(source: Source, directory: Path) -> Dataset:
     return Dataset(source.name, parts["train"], parts["test"], source.num_classes)
 
 
-def _cifar_batch(source: Source, path: Path) -> Arrays:
+def _cifar_batch(source: Source, path: Path, labels_key: bytes = b"labels") -> Arrays:
     if not path.is_file():
         raise _fix(source, path, "missing file")
     try:
         with open(path, "rb") as f:
             batch = pickle.load(f, encoding="bytes")
         data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        labels = np.asarray(batch[labels_key], dtype=np.int64)
     except Exception as exc:  # any unpickling failure means the file is not a CIFAR batch
         raise _fix(source, path, f"malformed file ({type(exc).__name__}: {exc})") from None
     if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
@@ -145,6 +152,17 @@ def _read_cifar10(source: Source, directory: Path) -> Dataset:
     x = np.concatenate([a.x for a in train])
     y = np.concatenate([a.y for a in train])
     return Dataset(source.name, Arrays(x, y), test, source.num_classes)
+
+
+def _read_cifar100(source: Source, directory: Path) -> Dataset:
+    train, test = (_cifar_batch(source, directory / CIFAR100_FILES[split][0], b"fine_labels")
+                   for split in ("train", "test"))
+    return Dataset(source.name, train, test, source.num_classes)
+
+
+def _cifar_files(src: Source) -> dict | None:
+    """{split: file names} of a CIFAR-format source (python pickles), None for IDX."""
+    return {_read_cifar10: CIFAR_BATCHES, _read_cifar100: CIFAR100_FILES}.get(src.reader)
 
 
 SOURCES = {
@@ -163,6 +181,11 @@ SOURCES = {
         "run `python -m lth fetch cifar10 DIR` where a network exists (or unpack "
         "cifar-10-python.tar.gz there) and set data_dir: DIR",
         _read_cifar10, (3, 32, 32), 50000),
+    "cifar100": Source(
+        "cifar100", "data/cifar-100-python",
+        "run `python -m lth fetch cifar100 DIR` where a network exists (or unpack cifar-100-python.tar.gz, "
+        f"md5 {CIFAR100_MD5}, and copy its cifar-100-python/train and test there) and set data_dir: DIR",
+        _read_cifar100, (3, 32, 32), 50000, 100),
 }
 _DECLARED = plugins.Registry("dataset")
 _DECLARED.items = SOURCES  # the same dict: SOURCES[name] is the declared Source
@@ -192,16 +215,32 @@ def load(name: str, data_dir: str | None = None) -> Dataset:
 CIFAR_BATCH_SIZE = 10000  # examples per python batch file of the standard CIFAR-10 release
 
 
+def _cifar100_train_size(path: Path) -> int | None:
+    """Examples in CIFAR-100's train pickle, or None where it does not read. A pickle has no
+    header: this unpickles the file (150 MB, a fraction of a second) and counts its labels."""
+    try:
+        with open(path, "rb") as f:
+            return len(pickle.load(f, encoding="bytes")[b"fine_labels"])
+    except Exception:  # a malformed file: the training job names it
+        return None
+
+
 def train_size(name: str, data_dir: str | None = None) -> tuple[int, str]:
     """(examples in the training set, where that came from), read from file headers only
-    (cheap enough for parse time). Where the files are missing: the standard release's size,
-    "standard size" (the first training job then reads the real files and checks again)."""
+    (cheap enough for parse time; CIFAR-100's single train pickle is read whole). Where the
+    files are missing: the standard release's size, "standard size" (the first training job
+    then reads the real files and checks again)."""
     src = source(name)
     directory = src.directory(data_dir)
     if src.reader is _read_cifar10:
         found = [directory / n for n in CIFAR_BATCHES["train"] if (directory / n).is_file()]
         if found:
             return CIFAR_BATCH_SIZE * len(found), str(directory)
+    elif src.reader is _read_cifar100:
+        path = directory / CIFAR100_FILES["train"][0]
+        count = _cifar100_train_size(path) if path.is_file() else None
+        if count is not None:
+            return count, str(path)
     else:
         path = _idx_path(directory, IDX_STEMS["train"][1])
         if path is not None:
@@ -221,12 +260,13 @@ def check_fits(dataset: Dataset, data_dir: str | None, num_classes: int, input_s
     enough examples for the validation split and one batch; one line naming the file."""
     src = source(dataset.name)
     directory = src.directory(data_dir)
-    cifar = src.reader is _read_cifar10
+    files = _cifar_files(src)
+    cifar = files is not None
     for split, arrays in (("train", dataset.train), ("test", dataset.test)):
         bad = np.flatnonzero((arrays.y < 0) | (arrays.y >= num_classes))
         if bad.size:
-            where = (directory / (CIFAR_BATCHES[split][bad[0] // CIFAR_BATCH_SIZE] if split == "train"
-                                  else CIFAR_BATCHES["test"][0])) if cifar else \
+            where = (directory / (files[split][bad[0] // CIFAR_BATCH_SIZE] if len(files[split]) > 1
+                                  else files[split][0])) if cifar else \
                 _idx_path(directory, IDX_STEMS[split][1])
             raise DataError(f"{dataset.name}: label {int(arrays.y[bad[0]])} of example {int(bad[0])} in {where} is "
                             f"outside the model's {num_classes} classes (0..{num_classes - 1}); check the file")
@@ -236,7 +276,7 @@ def check_fits(dataset: Dataset, data_dir: str | None, num_classes: int, input_s
             raise DataError(f"{dataset.name}: images in {where} are {'x'.join(map(str, shape))}, the model takes "
                             f"{'x'.join(map(str, input_shape))}; pick the matching dataset or model")
     if len(dataset.test) == 0:
-        where = directory / CIFAR_BATCHES["test"][0] if cifar else _idx_path(directory, IDX_STEMS["test"][1])
+        where = directory / files["test"][0] if cifar else _idx_path(directory, IDX_STEMS["test"][1])
         raise DataError(f"{dataset.name}: the test set in {where} has no examples; every training is evaluated "
                         "on it: restore the file")
     if len(dataset.train) < validation_size + batch_size:
@@ -250,8 +290,9 @@ def required_files(name: str, data_dir: str | None = None) -> list[list[Path]]:
     """The files load() reads, each as its accepted alternatives (IDX: gzipped or not)."""
     src = source(name)
     directory = src.directory(data_dir)
-    if src.reader is _read_cifar10:
-        return [[directory / name] for names in CIFAR_BATCHES.values() for name in names]
+    files = _cifar_files(src)
+    if files is not None:
+        return [[directory / name] for names in files.values() for name in names]
     return [_idx_candidates(directory, stem) for stems in IDX_STEMS.values() for stem in stems]
 
 
@@ -289,7 +330,7 @@ def fetch(name: str, data_dir: str) -> Path:
         raise DataError(f"{name}: cannot download: torchvision does not import here ({_first_line(exc)}); "
                         f"run this where it does, or copy {', '.join(p[0].name for p in required_files(name, data_dir))} "
                         f"into {target} by hand, then set data_dir: {target}") from None
-    cls = {"fashion_mnist": "FashionMNIST", "mnist": "MNIST", "cifar10": "CIFAR10"}[name]
+    cls = {"fashion_mnist": "FashionMNIST", "mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}[name]
     with tempfile.TemporaryDirectory() as tmp:
         try:
             getattr(tvd, cls)(tmp, train=True, download=True)
@@ -298,8 +339,10 @@ def fetch(name: str, data_dir: str) -> Path:
             raise DataError(f"{name}: download failed, probably no network here ({_first_line(exc)}); "
                             f"copy the files into {target} by hand instead") from None
         target.mkdir(parents=True, exist_ok=True)
-        found = Path(tmp).rglob("*-ubyte*") if name != "cifar10" else \
-            [p for p in Path(tmp).rglob("*") if p.name.startswith(("data_batch_", "test_batch"))]
+        files = _cifar_files(src)
+        # CIFAR: the pickles by their exact names (CIFAR-100's archive also holds "meta")
+        found = Path(tmp).rglob("*-ubyte*") if files is None else \
+            [p for p in Path(tmp).rglob("*") if p.name in {n for names in files.values() for n in names}]
         for path in found:
             if path.is_file():
                 shutil.copy2(path, target / path.name)

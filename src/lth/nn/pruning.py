@@ -92,13 +92,18 @@ def global_round(weights: dict, mask: Mask, rates: dict, output_layer: str, sett
 
 def prune(weights: dict, mask: Mask, prunable: list[str], output_layer: str,
           strategy: str, rate: float, output_rate: float, conv_rate: float | None = None,
-          rounds: int = 1, settings: dict | None = None) -> Mask:
+          rounds: int = 1, settings: dict | None = None, granularity: str = "weights") -> Mask:
     """The next mask from trained weights (numpy arrays by tensor name) and the current mask,
     by a declared strategy (lth.plan.strategies) with its own settings.
 
     rounds > 1 is one-shot pruning to the sparsity of `rounds` iterative rounds: the same
     rule applied repeatedly to the same weights removes the smallest survivors each time,
-    which is the one-shot magnitude cut with exactly the iterative per-layer counts."""
+    which is the one-shot magnitude cut with exactly the iterative per-layer counts.
+
+    `weights` are the scores ranked: the trained weights (magnitude) or any nonnegative
+    per-weight scores (lth.nn.criteria.gradient_scores). A granularity other than "weights"
+    removes whole units per layer (lth.nn.criteria.structured_layerwise; the config allows
+    it with per-layer strategies only)."""
     from lth.plan import strategies
     try:
         one_round = strategies.get(strategy).prune_round()
@@ -106,6 +111,11 @@ def prune(weights: dict, mask: Mask, prunable: list[str], output_layer: str,
         raise ValueError(exc.args[0]) from None
     conv_layers = {n for n in prunable if weights[n].ndim == 4}
     rates = layer_rates(prunable, output_layer, rate, output_rate, conv_rate, conv_layers)
+    if granularity != "weights":
+        from lth.nn import criteria
+
+        def one_round(weights, mask, rates, output_layer, settings):
+            return criteria.structured_layerwise(weights, mask, rates, output_layer, granularity)
     for _ in range(rounds):
         mask = one_round(weights, mask, rates, output_layer, settings or {})
     return mask

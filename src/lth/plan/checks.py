@@ -192,6 +192,13 @@ def combination(cfg: dict) -> None:
                           f"{cfg['model']['name']}" + (" (it has no conv layers for prune.conv_rate)"
                                                        if p["conv_rate"] and not has_conv else "")
                           + "; give a layer type a rate above 0 (conv_rate for conv-only pruning)")
+    if p["granularity"] != "weights" and ranked_together:
+        raise ConfigError(f"config: prune.granularity {p['granularity']} needs a per-layer prune.strategy; "
+                          f"{ranked_together[0]} ranks all hidden layers together, and unit scores of layers of "
+                          "different sizes are not comparable; use layerwise or granularity: weights")
+    if p["granularity"] == "filters" and not has_conv:
+        raise ConfigError(f"config: prune.granularity filters: {cfg['model']['name']} has no conv layers; "
+                          "use units (whole neurons) or weights")
     if cfg["rewind"]["reset_at_end"] and "continue" not in _listed(cfg["rewind"]["to"]):
         raise ConfigError("config: rewind.reset_at_end needs a continue lottery (it resets the masks that pruning "
                           "with continued training found); add continue to rewind.to or drop reset_at_end")
@@ -230,6 +237,10 @@ def with_data(cfg: dict) -> None:
         raise ConfigError(f"config: data.validation_size = {validation} with train.batch_size = {batch} does not fit "
                           f"the {examples} training examples ({where}); expected validation_size + batch_size "
                           f"<= {examples}")
+    scored = cfg["prune"]["gradient"]["batches"] * cfg["prune"]["gradient"]["batch_size"]
+    if cfg["prune"]["criterion"] == "gradient" and scored > examples - validation:
+        raise ConfigError(f"config: prune.gradient asks for {scored} examples (batches x batch_size) but the training "
+                          f"split has {examples - validation} ({where}); use fewer or smaller batches")
     per_epoch = epoch_steps(examples - validation, batch)  # the training split
     total = iterations(cfg["train"]["iterations"], per_epoch)
     at = f"(train.iterations = {cfg['train']['iterations']} = {total} iterations at {per_epoch} per epoch)"

@@ -54,8 +54,17 @@ for _model in (
     Model("resnet20", "lth.nn.models:ResNet", _CIFAR, "fc.weight",
           {"conv": ("conv.weight", 432), "output": ("fc.weight", 640)},
           {"stages": ((16, 3), (32, 3), (64, 3))}, "CIFAR ResNet-20 (16-32-64 channels)"),
+    Model("resnet32", "lth.nn.models:ResNet", _CIFAR, "fc.weight",
+          {"conv": ("conv.weight", 864), "output": ("fc.weight", 1280)},
+          {"stages": ((32, 5), (64, 5), (128, 5))},
+          "CIFAR ResNet-32 at double width (5 blocks per stage, 32-64-128 channels): Ma et al. 2021's, "
+          "1.86M parameters (the standard 16-32-64 ResNet-32 has 0.46M)"),
     Model("resnet18", "lth.nn.models:ResNet", _CIFAR, "fc.weight",
           {"conv": ("conv.weight", 1728), "output": ("fc.weight", 5120)},
           {"stages": ((64, 2), (128, 2), (256, 2), (512, 2))}, "CIFAR ResNet-18 (64-128-256-512 channels)"),
+    Model("mobilenet_v1", "lth.nn.models:MobileNetV1", _CIFAR, "fc.weight",
+          {"conv": ("blocks.0.depthwise.weight", 288), "output": ("fc.weight", 10240)},
+          description="MobileNet-v1 for CIFAR (3x3 stride-1 stem, 13 depthwise separable blocks; "
+                      "depthwise convs prunable), 3.2M parameters"),
 ):
     register(_model)

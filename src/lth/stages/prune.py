@@ -16,6 +16,9 @@ def plan(cfg: dict, level: int, trained: Stage, previous: Stage | None, model: d
     settings = consumed("prune", cfg)
     if own:  # a strategy's own settings, hashed only where not at their defaults
         settings["prune"] = {**settings["prune"], cfg["prune"]["strategy"]: own}
+    if cfg["prune"]["criterion"] == "gradient":  # scored on training batches: the data they come from
+        settings["prune"] = {**settings["prune"], "gradient": dict(cfg["prune"]["gradient"])}
+        settings["data"] = consumed("train", cfg)["data"]
     inputs = {**model, "weights": trained.output("weights")}
     if cfg["prune"]["schedule"] == "oneshot":
         settings["rounds"] = level
@@ -37,8 +40,11 @@ def run(job) -> dict:
     current = load_mask(mask_path, info) if mask_path else masks.ones_like({n: state[n].shape for n in prunable})
     p = spec["settings"]["prune"]
     rounds = spec["settings"].get("rounds", 1)  # one-shot: all of level L's rounds at once
-    new = pruning.prune({n: state[n] for n in prunable}, current, prunable, info["output_layer"],
-                        p["strategy"], p["rate"], p["output_rate"], p.get("conv_rate"), rounds, p.get(p["strategy"]))
+    scores = {n: state[n] for n in prunable}  # magnitude: the trained weights themselves
+    if p.get("criterion", "magnitude") == "gradient":
+        scores = gradient_scores(job, info, state, current, p["gradient"])
+    new = pruning.prune(scores, current, prunable, info["output_layer"], p["strategy"], p["rate"], p["output_rate"],
+                        p.get("conv_rate"), rounds, p.get(p["strategy"]), p.get("granularity", "weights"))
     empty = [name for name, keep in new.items() if not keep.any()]
     if empty:  # refused at config time where the counts are known in advance (lth.plan.checks)
         rate = f"output_rate {p['output_rate']}" if empty[0] == info["output_layer"] else f"rate {p['rate']}"
@@ -51,5 +57,19 @@ def run(job) -> dict:
     return {"weights_kept": kept, "weights_total": total}
 
 
+def gradient_scores(job, info: dict, state: dict, mask: dict, settings: dict) -> dict:
+    """|w * dL/dw| of the trained weights under the current mask, on the criterion's seeded
+    training batches (lth.nn.criteria), on the CPU: a prune job holds no GPU."""
+    import torch
+
+    from lth.nn import criteria, models
+    model = models.build(info["name"], width=info.get("width", 1.0))
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    split = job.splits(info, "cpu", settings["batch_size"])["train"]
+    log(f"prune {job.spec['id']}: gradient scores on {settings['batches']} batches of {settings['batch_size']}")
+    return criteria.gradient_scores(model, mask, split, settings["batches"], settings["batch_size"], settings["seed"])
+
+
 register(StageKind("prune", 1, run, {"mask": "mask.parquet"},
-                   consumes=("prune.strategy", "prune.rate", "prune.conv_rate", "prune.schedule", "prune.output_rate")))
+                   consumes=("prune.strategy", "prune.rate", "prune.conv_rate", "prune.schedule", "prune.output_rate",
+                             "prune.granularity", "prune.criterion")))
