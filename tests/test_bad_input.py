@@ -49,6 +49,8 @@ ROWS = [
     ("data_dir a list", "data_dir: [a, b]", [], "data_dir"),
     ("model unknown", "model: {name: resnet}", [], "model.name"),
     ("model vs dataset", "model: {name: conv2}", [], "model.name"),
+    ("lenet widths one layer", "model: {widths: [300]}", [], "model.widths"),
+    ("residual of a lenet", "model: {residual: false}", [], "model.residual"),
     ("init seed negative", "init: {seed: -1}", [], "init.seed"),
     ("init seed too large", "init: {seed: 1099511627776}", [], "init.seed"),
     ("init seed twice", "init: {seed: [0, 0]}", [], "init.seed"),

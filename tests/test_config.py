@@ -120,7 +120,11 @@ def test_every_declared_model_agrees_with_its_class():
                  "output": [model.output_layer]}
         expected = {role: min(((n, sizes[n]) for n in names), key=lambda item: item[1])
                     for role, names in roles.items() if names}
-        assert {k: tuple(v) for k, v in spec.smallest.items()} == expected, name
+        assert {k: tuple(v) for k, v in spec.smallest_for({}).items()} == expected, name
+    # a declaration whose smallest layers follow its settings: LeNet at other widths
+    with torch.device("meta"):
+        narrow = models.build("lenet_300_100", widths=[50, 1000])
+    assert declared.get("lenet_300_100").smallest_for({"widths": [50, 1000]}) == models.smallest_layers(narrow)
 
 
 def test_a_declaration_that_disagrees_with_its_class_stops_the_build():

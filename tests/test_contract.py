@@ -56,6 +56,7 @@ def test_every_schema_key_is_consumed_by_a_stage_kind_or_execution_only():
                  "rewind.reset_at_end",  # which stages exist (a variant at each level)
                  "classes.enabled",
                  "prune.gradient",  # hashed with the data keys as the prune's extra when criterion is gradient
+                 "model.widths", "model.residual",  # a model's own settings: hashed by the init's planner
                  "train.dense_lr",  # hashed as the dense run's and snapshots' train.lr (lth.stages.train)
                  # hashed as the watched trainings' telemetry extra (lth.stages.train), the rest
                  # of the section; the levels say which trainings carry it

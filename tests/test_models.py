@@ -167,9 +167,34 @@ def test_lenet_theta0_is_pinned():
 
 def test_small_dense_width_matches_a_parameter_count():
     target = int(0.2 * 266_200)
-    width = models.small_dense_width("lenet_300_100", target)
+    info = models.describe("lenet_300_100", models.build("lenet_300_100"))
+    width = models.small_dense_width(info, target)
     count = models.prunable_count(models.build("lenet_300_100", width=width))
     assert abs(count - target) / target < 0.02
+    # at other widths (model.widths) the baseline narrows that network
+    wide = models.describe("lenet_300_100", models.build("lenet_300_100", widths=[600, 200]), settings={"widths": [600, 200]})
+    width = models.small_dense_width(wide, target)
+    assert models.prunable_count(models.from_info(wide, width=width)) >= target
+    assert abs(models.prunable_count(models.from_info(wide, width=width)) - target) / target < 0.02
+    assert models.from_info(wide).fc1.out_features == 600
+
+
+def test_model_settings_are_config_keys_hashed_only_off_their_defaults():
+    """model.widths (LeNet) and model.residual (the CIFAR ResNets): one declaration each;
+    at their defaults the init's ID holds; a key of another model is refused in one line."""
+    from lth.plan import build as plan, config
+    base = plan.build(config.validate({"levels": 1}))
+    same = plan.build(config.validate({"levels": 1, "model": {"widths": [300, 100]}}))
+    other = plan.build(config.validate({"levels": 1, "model": {"widths": [100, 30]}}))
+    init = lambda p: p.levels[0]["train"].upstream["start"]
+    assert init(base) == init(same) != init(other)
+    assert other.stages[init(other)].settings["model"] == {"name": "lenet_300_100", "widths": [100, 30]}
+    with pytest.raises(config.ConfigError, match="model.residual is a setting of resnet20, resnet32, resnet18, not of "
+                                                 "lenet_300_100"):
+        config.validate({"model": {"residual": False}})
+    # the emptied-layer check reads the widths: 10 x 5 output weights empty at rate 0.5 by level 6
+    with pytest.raises(config.ConfigError, match="fc3.weight .50 weights. at level 6"):
+        config.validate({"levels": 8, "model": {"widths": [20, 5]}, "prune": {"output_rate": 0.5}})
 
 
 def test_unknown_model_is_refused():

@@ -486,7 +486,8 @@ def test_structured_gradient_pruning_removes_whole_units_by_their_scores(tmp_pat
     """prune.granularity units with prune.criterion gradient: every hidden layer loses
     ceil(rate x alive units) whole rows per level, chosen by the summed |w * dL/dw| of the
     trained weights on the criterion's seeded batches; the output layer weight by weight.
-    The stored masks equal a recomputation from the stored weights and data."""
+    The stored masks equal a recomputation from the stored weights and data. The network is
+    LeNet at other widths (model.widths, LTH'19's width sweeps)."""
     import math
 
     import torch
@@ -497,12 +498,12 @@ def test_structured_gradient_pruning_removes_whole_units_by_their_scores(tmp_pat
     from lth.store import masks, ptfile
     gradient = {"batches": 2, "batch_size": 50, "seed": 3}
     cfg = tiny_config(small_idx_dataset, levels=2, prune={"granularity": "units", "criterion": "gradient",
-                                                          "gradient": gradient})
+                                                          "gradient": gradient}, model={"widths": [120, 40]})
     assert run(tmp_path, cfg)["prune"] == 2
     plan = build.build(config.validate(dict(cfg, results=str(tmp_path / "results"))))
     split = prepare(load("fashion_mnist", str(small_idx_dataset)), 200, 0)["train"]
     previous = None
-    alive = {"fc1.weight": 300, "fc2.weight": 100}
+    alive = {"fc1.weight": 120, "fc2.weight": 40}
     for level in (1, 2):
         mask = masks.read(tmp_path / plan.levels[level]["prune"].output("mask"))
         for name, units in alive.items():
@@ -511,7 +512,7 @@ def test_structured_gradient_pruning_removes_whole_units_by_their_scores(tmp_pat
             alive[name] = units - math.ceil(0.2 * units)
             assert rows.sum() == alive[name]
         trained = ptfile.load(tmp_path / plan.levels[level - 1]["train"].output("weights"))
-        model = models.build("lenet_300_100")
+        model = models.build("lenet_300_100", widths=[120, 40])
         model.load_state_dict({k: torch.from_numpy(v) for k, v in trained.items()})
         current = previous or masks.ones_like({n: trained[n].shape for n in model.prunable()})
         scores = criteria.gradient_scores(model, current, split, **gradient)

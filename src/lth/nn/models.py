@@ -48,11 +48,13 @@ class LeNet300100(PrunableModel):
     output_layer = "fc3.weight"
     input_shape = (1, 28, 28)
 
-    def __init__(self, num_classes: int = 10, width: float = 1.0, dropout: float = 0.0, in_features: int = 784):
+    def __init__(self, num_classes: int = 10, width: float = 1.0, dropout: float = 0.0, in_features: int = 784,
+                 widths: tuple = (300, 100)):
         super().__init__()
-        self.fc1 = nn.Linear(in_features, _w(300, width))
-        self.fc2 = nn.Linear(_w(300, width), _w(100, width))
-        self.fc3 = nn.Linear(_w(100, width), num_classes)
+        first, second = (_w(w, width) for w in widths)  # model.widths, narrowed for a small dense baseline
+        self.fc1 = nn.Linear(in_features, first)
+        self.fc2 = nn.Linear(first, second)
+        self.fc3 = nn.Linear(second, num_classes)
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -248,7 +250,8 @@ def build(name: str, seed: int | None = None, std_scale: float = 1.0, **options)
     except KeyError as exc:
         raise ValueError(exc.args[0]) from None
     model = plugins.resolve(spec.factory)(**spec.options, **options)
-    if name not in _checked and options.get("width", 1.0) == 1.0 and options.get("num_classes", 10) == 10:
+    at_defaults = set(options) <= {"width", "num_classes", "dropout"}  # no model settings (model.<key>)
+    if name not in _checked and at_defaults and options.get("width", 1.0) == 1.0 and options.get("num_classes", 10) == 10:
         problem = disagreement(spec, model)
         if problem:
             raise ValueError(f"model {name}: its declaration (lth.plan.models) says {problem}; fix the declaration")
@@ -263,6 +266,14 @@ def build(name: str, seed: int | None = None, std_scale: float = 1.0, **options)
 
 
 _checked: set = set()
+
+
+def from_info(info: dict, seed: int | None = None, std_scale: float = 1.0, **options) -> PrunableModel:
+    """The model a stage's model.json describes: its name, the model settings it was built
+    with (model.<key>, recorded only off their defaults), its number of classes and width."""
+    classes = info["tensors"][info["output_layer"]][0]
+    return build(info["name"], seed, std_scale, **info.get("settings", {}), num_classes=classes,
+                 **{"width": info.get("width", 1.0), **options})
 
 
 def smallest_layers(model: PrunableModel) -> dict:
@@ -283,10 +294,11 @@ def disagreement(spec, model: PrunableModel) -> str | None:
         return f"output layer {spec.output_layer}, the model has {model.output_layer}"
     if tuple(model.input_shape) != tuple(spec.input_shape):
         return f"input {spec.input_shape}, the model takes {tuple(model.input_shape)}"
-    if spec.smallest is not None:
+    smallest = spec.smallest_for({})  # at the model's default settings
+    if smallest is not None:
         found = smallest_layers(model)
-        if {k: tuple(v) for k, v in spec.smallest.items()} != found:
-            return f"smallest layers {spec.smallest}, the model's are {found}"
+        if {k: tuple(v) for k, v in smallest.items()} != found:
+            return f"smallest layers {smallest}, the model's are {found}"
     return None
 
 
@@ -294,14 +306,14 @@ def prunable_count(model: PrunableModel) -> int:
     return sum(model.get_parameter(n).numel() for n in model.prunable())
 
 
-def small_dense_width(name: str, target: int) -> float:
+def small_dense_width(info: dict, target: int) -> float:
     """The width multiplier whose dense model has about `target` prunable weights: the
     sanity checks' small dense baseline at a ticket's parameter count (bisection; the count
     grows monotonically with width)."""
     low, high = 1e-3, 1.0
     for _ in range(40):
         mid = (low + high) / 2
-        if prunable_count(build(name, width=mid)) < target:
+        if prunable_count(from_info(info, width=mid)) < target:
             low = mid
         else:
             high = mid

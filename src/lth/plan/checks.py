@@ -156,7 +156,7 @@ def layers(cfg: dict) -> None:
     declaration (lth.plan.models); a model that declares no smallest layers is not checked."""
     from lth.plan import models, strategies
     p = cfg["prune"]
-    smallest = models.get(cfg["model"]["name"]).smallest
+    smallest = models.get(cfg["model"]["name"]).smallest_for(models.settings(cfg))
     if smallest is None:
         return
     per_layer = any(strategies.get(s).ranks == strategies.PER_LAYER for s in _listed(p["strategy"]))
@@ -184,8 +184,15 @@ def combination(cfg: dict) -> None:
         raise ConfigError(f"config: prune.conv_rate needs a per-layer prune.strategy ({', '.join(per_layer)}); "
                           f"{ranked_together[0]} ranks all hidden layers together at one rate; remove conv_rate "
                           f"or use {per_layer[0]}")
+    name = cfg["model"]["name"]
+    for key in set(cfg["model"]) - {"name"} - set(models.get(name).settings):
+        default = next(m.settings[key]["default"] for m in map(models.get, models.names()) if key in m.settings)
+        if cfg["model"][key] != default:
+            takes = [m for m in models.names() if key in models.get(m).settings]
+            raise ConfigError(f"config: model.{key} is a setting of {', '.join(takes)}, not of {name}; "
+                              f"remove it or pick one of those models")
     p = cfg["prune"]
-    smallest = models.get(cfg["model"]["name"]).smallest
+    smallest = models.get(name).smallest_for(models.settings(cfg))
     has_conv = smallest is None or "conv" in smallest  # undeclared: assume it may
     if 0 in _listed(p["rate"]) and not p["output_rate"] and not (has_conv and p["conv_rate"]):
         raise ConfigError(f"config: prune.rate = 0 with prune.output_rate = 0 prunes no layer of "

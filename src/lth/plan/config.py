@@ -50,7 +50,8 @@ def _declared() -> tuple:
     """What the declarations add to the schema, as a hashable key for the cache."""
     from lth.nn import data
     from lth.plan import models, registry, strategies
-    return (tuple(models.names()), tuple(data.names()),
+    return (tuple((m, json.dumps(models.get(m).settings, sort_keys=True)) for m in models.names()),
+            tuple(data.names()),
             tuple((s, json.dumps(strategies.get(s).settings, sort_keys=True)) for s in strategies.names()),
             tuple((k.name, json.dumps(k.config, sort_keys=True)) for k in registry.kinds() if k.config))
 
@@ -72,6 +73,11 @@ def _completed(path: str, declared: tuple) -> dict:
         if own:
             prune[name] = {"type": "object", "additionalProperties": False, "default": {}, "properties": own,
                            "description": f"settings of the {name} pruning strategy (lth.plan.strategies)"}
+    model = schema["properties"]["model"]["properties"]
+    for name in models.names():  # each model's own settings, model.<key> (one schema per key)
+        for key, sub in models.get(name).settings.items():
+            if model.setdefault(key, sub) != sub:
+                raise ValueError(f"model {name}: setting model.{key} is declared differently by another model")
     for kind in registry.kinds():
         for section, sub in kind.config.items():
             known = schema["properties"].get(section)

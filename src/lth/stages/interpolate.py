@@ -87,7 +87,7 @@ def run(job) -> None:
     splits = job.splits(info, device)
     ic = settings["instability"]
     subset = Split(splits["train"].x[:ic["train_subset"]], splits["train"].y[:ic["train_subset"]])
-    model = models.build(info["name"], width=info.get("width", 1.0)).to(device)
+    model = models.from_info(info).to(device)
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     batch = settings["train"]["batch_size"]
     bn_inputs = [splits["train"].x[i * batch:(i + 1) * batch] for i in range(ic["bn_batches"])] if has_bn else None

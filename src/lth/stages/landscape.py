@@ -249,7 +249,7 @@ def run(job) -> dict:
     subset = Split(train.x[chosen], train.y[chosen])
     job.resolved = {"train_subset_examples": len(subset)}
     coords = coordinates(ls["grid"], ls["span"])
-    model = models.build(info["name"], width=info.get("width", 1.0)).to(device)
+    model = models.from_info(info).to(device)
     log(f"landscape {spec['id']}: {len(spec['layout']['trains'])} networks, {ls['grid']}x{ls['grid']} points "
          f"in [-{ls['span']}, {ls['span']}]^2, {len(subset)} training examples, on {devices.describe(device, lease)}")
     job.cooperate()  # from here a gone snakemake stops the grid at its next point

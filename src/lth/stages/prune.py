@@ -63,7 +63,7 @@ def gradient_scores(job, info: dict, state: dict, mask: dict, settings: dict) ->
     import torch
 
     from lth.nn import criteria, models
-    model = models.build(info["name"], width=info.get("width", 1.0))
+    model = models.from_info(info)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     split = job.splits(info, "cpu", settings["batch_size"])["train"]
     log(f"prune {job.spec['id']}: gradient scores on {settings['batches']} batches of {settings['batch_size']}")

@@ -25,7 +25,7 @@ def run(job) -> None:
     info = read_model_info(model_info)
     seed = spec["settings"]["seed"]
     scale = spec["settings"].get("init", {}).get("std_scale", 1.0)  # the lottery's init distribution
-    fresh = {k: v.numpy() for k, v in models.build(info["name"], seed, scale).state_dict().items()}
+    fresh = {k: v.numpy() for k, v in models.from_info(info, seed, scale).state_dict().items()}
     mask = load_mask(mask_path, info)
     ptfile.save(out / "start.pt", masked(fresh, mask), masks=mask)
     log(f"reinit {spec['id']} level {spec['level']}: fresh init seed {seed} masked by {mask_path}")

@@ -26,11 +26,12 @@ def run(job) -> None:
     spec, out, model_info, like_path = job.spec, job.dir, job.inputs["model"], job.inputs["like"]
     info = read_model_info(model_info)
     kept, total = masks.counts(load_mask(like_path, info))
-    width = models.small_dense_width(info["name"], kept)
-    model = models.build(info["name"], spec["settings"]["seed"], spec["settings"].get("init", {}).get("std_scale", 1.0),
-                         width=width)
+    width = models.small_dense_width(info, kept)
+    model = models.from_info(info, spec["settings"]["seed"], spec["settings"].get("init", {}).get("std_scale", 1.0),
+                             width=width)
     ptfile.save(out / "weights.pt", {k: v.numpy() for k, v in model.state_dict().items()})
-    write_json(out / "model.json", models.describe(info["name"], model, width=width, reference_weights=total))
+    own = {"settings": info["settings"]} if "settings" in info else {}  # the lottery's model settings
+    write_json(out / "model.json", models.describe(info["name"], model, width=width, reference_weights=total, **own))
     log(f"smalldense {spec['id']} level {spec['level']}: width {width:.4f}, "
         f"{models.prunable_count(model)} weights for a mask of {kept}")
 

@@ -94,7 +94,7 @@ def run(job) -> dict | None:
         mask = load_mask(mask_path, info)
         check_masked(start, state, mask, mask_path)
     splits = job.splits(info, device)
-    model = models.build(info["name"], dropout=settings["train"].get("dropout", 0.0), width=info.get("width", 1.0))
+    model = models.from_info(info, dropout=settings["train"].get("dropout", 0.0))
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     model.to(device)
     kept, total = weight_counts(info, mask)
