@@ -116,6 +116,8 @@ ROWS = [
     ("units ranked globally", "prune: {strategy: global, granularity: units}", [], "prune.granularity"),
     ("filters of a model without conv", "prune: {granularity: filters}", [], "prune.granularity"),
     ("criterion unknown", "prune: {criterion: activations}", [], "prune.criterion"),
+    ("admm by units", "prune: {strategy: admm, granularity: units}", [], "prune.granularity"),
+    ("admm rho zero", "prune: {strategy: admm, admm: {rho: 0}}", [], "prune.admm.rho"),
     ("gradient batches beyond the data", "prune: {criterion: gradient, gradient: {batches: 1000, batch_size: 1000}}",
      [], "prune.gradient"),
     ("instability schedule unknown", "instability: {schedule: [restart]}", [], "instability.schedule"),

@@ -164,7 +164,7 @@ def test_schema_offers_exactly_the_declared_models_datasets_and_strategies():
         "lenet_300_100", "conv2", "conv4", "conv6", "vgg16", "vgg19", "resnet20", "resnet32", "resnet18", "mobilenet_v1"]
     assert schema["data"]["properties"]["dataset"]["enum"] == data.names() == ["fashion_mnist", "mnist", "cifar10", "cifar100"]
     strategy = schema["prune"]["properties"]["strategy"]
-    assert [b.get("enum") or b["items"]["enum"] for b in strategy["anyOf"]] == [["layerwise", "global"]] * 2
+    assert [b.get("enum") or b["items"]["enum"] for b in strategy["anyOf"]] == [["layerwise", "global", "admm"]] * 2
     assert "lenet_300_100 (1x28x28)" in schema["model"]["properties"]["name"]["description"]
     with pytest.raises(config.ConfigError, match=r'model.name = "lenet5" is not allowed .*expected a declared model'):
         config.validate({"model": {"name": "lenet5"}})
@@ -173,7 +173,7 @@ def test_schema_offers_exactly_the_declared_models_datasets_and_strategies():
 
 
 def test_conv_rate_needs_layerwise_ranking():
-    with pytest.raises(config.ConfigError, match=r"prune.conv_rate needs a per-layer prune.strategy \(layerwise\); "
+    with pytest.raises(config.ConfigError, match=r"prune.conv_rate needs a per-layer prune.strategy \(layerwise, admm\); "
                                                  "global ranks all hidden layers together"):
         config.validate({"prune": {"conv_rate": 0.1, "strategy": "global"}})
     with pytest.raises(config.ConfigError, match="prune.conv_rate needs a per-layer prune.strategy"):

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from lth.nn import criteria, pruning
+from lth.nn import criteria, pruning, training
 
 LENET = {"fc1.weight": (300, 784), "fc2.weight": (100, 300), "fc3.weight": (10, 100)}
 CONV = {"convs.0.weight": (16, 3, 3, 3), "convs.1.weight": (32, 16, 3, 3),
@@ -177,7 +177,7 @@ def closed_form(model, mask, split, batches, batch_size, seed):
     same examples drawn independently here (a seeded permutation without replacement)."""
     import torch
     from lth.nn.training import derived_seed
-    g = torch.Generator().manual_seed(derived_seed(seed, 0, criteria.SCORE_STREAM))
+    g = torch.Generator().manual_seed(derived_seed(seed, 0, training.SCORE_STREAM))
     index = torch.randperm(len(split), generator=g)[:batches * batch_size].numpy()
     x = split.x.numpy().reshape(len(split), -1)[index].astype(np.float64)
     y = split.y.numpy()[index]
@@ -268,7 +268,7 @@ def test_gradient_scores_of_lenet_match_a_separate_autograd_pass(splits):
 
     reference = copy.deepcopy(model).double()
     apply_mask(reference, mask)
-    g = torch.Generator().manual_seed(derived_seed(5, 0, criteria.SCORE_STREAM))
+    g = torch.Generator().manual_seed(derived_seed(5, 0, training.SCORE_STREAM))
     index = torch.randperm(len(train), generator=g)[:128]
     loss = F.cross_entropy(reference(train.x[index].double()), train.y[index])  # 2 equal batches: one mean
     loss.backward()

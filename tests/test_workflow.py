@@ -521,3 +521,39 @@ def test_structured_gradient_pruning_removes_whole_units_by_their_scores(tmp_pat
         assert all((again[n] == mask[n]).all() for n in mask)
         assert mask["fc3.weight"].sum() == current["fc3.weight"].sum() - math.ceil(0.1 * current["fc3.weight"].sum())
         previous = mask
+
+
+@pytest.mark.slow
+def test_admm_masks_train_and_feed_the_same_mask_comparison(tmp_path, small_idx_dataset):
+    """prune.strategy admm (Zhang et al. 2018): an ordinary mask stage with each layer's
+    count of layerwise pruning, after ADMM pulled the weights toward those counts (the
+    distance to the sparse set shrinks); fine-tuning starts from ADMM's own weights."""
+    import json
+    import math
+
+    import pandas as pd
+    from lth.plan import build, config
+    from lth.store import masks, ptfile
+    cfg = tiny_config(small_idx_dataset, levels=2, controls={"fine_tune": True, "random_reinit": True},
+                      prune={"strategy": "admm", "admm": {"iterations": "60it", "update_every": "10it", "rho": 0.01}})
+    done = run(tmp_path, cfg)
+    assert done["admm"] == 2 and "prune" not in done and done["samemask"] == 1
+    plan = build.build(config.validate(dict(cfg, results=str(tmp_path / "results"))))
+    alive = {"fc1.weight": 235200, "fc2.weight": 30000, "fc3.weight": 1000}
+    for level in (1, 2):
+        stages = plan.levels[level]
+        cut = stages["prune"]
+        assert cut.kind == "admm"
+        mask = masks.read(tmp_path / cut.output("mask"))
+        for name, count in alive.items():
+            alive[name] = count - math.ceil((0.1 if name == "fc3.weight" else 0.2) * count)
+            assert mask[name].sum() == alive[name]
+        history = pd.read_parquet(tmp_path / cut.output("history"))
+        for tensor, rows in history.groupby("tensor"):
+            assert rows.distance.iloc[-1] < 0.8 * rows.distance.iloc[0], tensor
+        weights = ptfile.load(tmp_path / cut.output("weights"))
+        assert all((weights[n][~mask[n]] == 0).all() for n in mask)
+        start = json.loads((tmp_path / plan.stages[stages["fine_tune"].upstream["start"]].output("start")).read_text())
+        assert start["weights"]["file"] == f"admm/{cut.id}/weights.pt"
+    same = pd.read_csv(tmp_path / plan.finals["samemask"][0].output("table"))
+    assert len(same) == 2 * 3

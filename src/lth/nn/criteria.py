@@ -28,11 +28,9 @@ alive units (those with any surviving weight), the smallest sums first, ties by 
 (the lower index first); every weight of a removed unit is pruned.
 """
 
-# The third key of lth.nn.training.derived_seed for the score batches: (seed, 0) alone is
-# the data order of the training's epoch 0 (epoch_order), and 1, 2 are its augmentation and
-# dropout streams; 3 is none of these, so the score batches are drawn independently of any
-# training stream even when `seed` is the training's own seed.
-SCORE_STREAM = 3
+# The score batches are seeded by lth.nn.training.derived_seed(seed, 0, SCORE_STREAM): (seed, 0)
+# alone is the data order of a training's epoch 0, and the other streams are its augmentation,
+# dropout and ADMM's; so the batches are drawn apart from any training even with its own seed.
 
 
 def _check(granularity: str) -> None:
@@ -98,7 +96,7 @@ def score_batches(n: int, batches: int, batch_size: int, seed: int):
     from a seeded permutation (CPU generator: the same on every device). Torch."""
     import torch
 
-    from lth.nn.training import derived_seed
+    from lth.nn.training import SCORE_STREAM, derived_seed
     if batches < 1 or batch_size < 1:
         raise ValueError(f"gradient scores need batches >= 1 and batch_size >= 1, got {batches} and {batch_size}")
     if batches * batch_size > n:

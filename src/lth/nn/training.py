@@ -57,6 +57,7 @@ def derived_seed(seed: int, *keys: int) -> int:
 
 
 AUGMENT_STREAM, DROPOUT_STREAM = 1, 2  # second keys: streams apart from the data order's
+SCORE_STREAM, ADMM_STREAM = 3, 4  # the gradient criterion's batches (lth.nn.criteria), ADMM's data (lth.nn.admm)
 
 
 def epoch_order(n: int, seed: int, epoch: int, device="cpu") -> torch.Tensor:

@@ -203,6 +203,12 @@ def combination(cfg: dict) -> None:
         raise ConfigError(f"config: prune.granularity {p['granularity']} needs a per-layer prune.strategy; "
                           f"{ranked_together[0]} ranks all hidden layers together, and unit scores of layers of "
                           "different sizes are not comparable; use layerwise or granularity: weights")
+    trains = [s for s in _listed(p["strategy"]) if strategies.get(s).stage != "prune"]
+    if trains and (p["granularity"] != "weights" or p["criterion"] != "magnitude"):
+        key = "granularity" if p["granularity"] != "weights" else "criterion"
+        raise ConfigError(f"config: prune.{key} {p[key]} does not apply to prune.strategy {trains[0]}, which trains "
+                          f"its way to each layer's count of single weights by magnitude; use granularity: weights "
+                          f"and criterion: magnitude with it, or another strategy")
     if p["granularity"] == "filters" and not has_conv:
         raise ConfigError(f"config: prune.granularity filters: {cfg['model']['name']} has no conv layers; "
                           "use units (whole neurons) or weights")

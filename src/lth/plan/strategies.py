@@ -26,6 +26,9 @@ class Strategy:
     # its own config keys, prune.<name>.<key>: {key: JSON schema with a default}
     settings: dict = field(default_factory=dict)
     description: str = ""
+    # the stage kind that makes its masks: "prune" (from trained weights, no data) or a kind
+    # with the prune stage's planner signature and a "mask" output (ADMM trains: lth.stages.admm)
+    stage: str = "prune"
 
     def prune_round(self):
         return plugins.resolve(self.function)
@@ -52,3 +55,21 @@ register(Strategy("layerwise", "lth.nn.pruning:layerwise_round", PER_LAYER,
                   description="each layer ranked on its own"))
 register(Strategy("global", "lth.nn.pruning:global_round", GLOBAL,
                   description="hidden layers ranked together"))
+
+_STEP = {"type": ["string", "integer"], "pattern": "^[0-9]{1,9}(it|ep)$", "minimum": 1, "maximum": 999999999}
+register(Strategy("admm", "lth.nn.pruning:layerwise_round", PER_LAYER, stage="admm",
+                  description="ADMM (Zhang et al. 2018), then each layer cut to its count",
+                  settings={
+                      "rho": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000, "default": 0.001,
+                              "description": "a number in (0, 1000]: ADMM's initial penalty rho (Zhang et al. "
+                                             "raise it over the run, e.g. 1e-4 -> 1e-2)"},
+                      "rho_growth": {"type": "number", "minimum": 1, "maximum": 100, "default": 1.3,
+                                     "description": "a number in [1, 100]: rho is multiplied by it at every dual "
+                                                    "update (1e-3 -> ~1e-2 over the default 9 updates)"},
+                      "iterations": {**_STEP, "default": "3000it",
+                                     "description": "the ADMM training's length from the trained weights: "
+                                                    "iterations or a string like 3000it or 2ep"},
+                      "update_every": {**_STEP, "default": "300it",
+                                       "description": "steps between ADMM's Z and U updates: iterations or a "
+                                                      "string like 300it or 1ep"},
+                  }))

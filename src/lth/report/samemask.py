@@ -16,6 +16,7 @@ import pandas as pd
 
 FINE_TUNING, TICKET_INIT, REINIT = "pruning & fine-tuning", "winning ticket init", "random reinit"
 NETWORKS = (FINE_TUNING, TICKET_INIT, REINIT)
+ALL = "every mask generator (Fig. 7)"
 COLUMNS = ["lottery", "rewind", "level", "weights_remaining_pct", "network", "variant", "final_test_accuracy_mean",
            "final_test_accuracy_std", "replicates"]
 
@@ -57,11 +58,13 @@ def differences(result: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot(result: pd.DataFrame, path) -> None:
-    """Liu et al. Figs. 6-7: per mask generator, test accuracy against weights remaining for
-    the three trainings on the same mask (bands: +- one std over replicates)."""
+    """Liu et al. Fig. 6: per mask generator, test accuracy against weights remaining for
+    the three trainings on the same mask (bands: +- one std over replicates); with several
+    generators, Fig. 7's panel beside them: fine-tuning and ticket init of each."""
     from lth.report.plots import _panels, _save, remaining_axis
     lotteries = list(dict.fromkeys(result.lottery)) or [""]
-    plt, fig, panels = _panels(lotteries, per_panel=(5, 4))
+    together = len(lotteries) > 1  # Fig. 7: fine-tuning and the ticket init of every generator on one panel
+    plt, fig, panels = _panels(lotteries + [ALL] * together, per_panel=(5, 4))
     styles = {FINE_TUNING: ("s-", "C2"), TICKET_INIT: ("o-", "C0"), REINIT: ("^:", "C3")}
     low = 100 * result.final_test_accuracy_mean.min() if len(result) else 0
     for lottery in lotteries:
@@ -81,4 +84,17 @@ def plot(result: pd.DataFrame, path) -> None:
         ax.set_title(lottery, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
+    if together:
+        ax = panels[ALL][0]
+        for i, lottery in enumerate(lotteries):
+            mine = result[result.lottery == lottery]
+            for network, style in ((FINE_TUNING, "s-"), (TICKET_INIT, "o--")):
+                rows = mine[mine.network == network]
+                if len(rows):
+                    ax.plot(rows.weights_remaining_pct, 100 * rows.final_test_accuracy_mean, style, color=f"C{i}",
+                            label=f"{lottery}: {network}")
+        remaining_axis(ax)
+        ax.set_title(ALL, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6)
     _save(plt, fig, path)

@@ -24,7 +24,10 @@ def plan(cfg: dict, level: int, trained: Stage, previous: Stage | None, model: d
         settings["rounds"] = level
     elif previous is not None:
         inputs["mask"] = previous.output("mask")
-    return make("prune", level, {"trained": trained.id}, inputs, settings)
+    kind = strategies.get(cfg["prune"]["strategy"]).stage  # a strategy that trains has its own kind
+    if kind != "prune":
+        settings.update(consumed(kind, cfg))
+    return make(kind, level, {"trained": trained.id}, inputs, settings)
 
 
 def run(job) -> dict:
