@@ -289,7 +289,8 @@ def test_the_plan_records_upstream_variant_and_lottery_of_every_stage():
     assert level["train"].lottery == {"init.seed": 0, "init.std_scale": 1, "train.lr": 0.01, "train.seed": 0,
                                       "train.warmup": "0it",
                                       "prune.strategy": "layerwise", "prune.rate": 0.2, "prune.conv_rate": None,
-                                      "prune.schedule": "iterative", "prune.output_rate": 0.1, "rewind.to": "reset"}
+                                      "prune.schedule": "iterative", "prune.output_rate": 0.1, "rewind.to": "reset",
+                                      "prune.granularity": "weights", "prune.criterion": "magnitude"}
     init = p.stages[p.runs[0].levels[0]["train"].upstream["start"]]
     assert init.lottery == {"init.seed": 0, "init.std_scale": 1} == init.spec()["lottery"]  # shared by both rates
     assert "train.lr" not in p.summary.lottery and p.anatomy[1].lottery["train.lr"] == 0.01

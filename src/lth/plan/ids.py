@@ -25,7 +25,8 @@ EXPANDABLE = (("prune", "rate"), ("prune", "strategy"), ("prune", "schedule"), (
 REPLICATE_KEYS = ("init.seed", "train.seed")  # replicates of one lottery, averaged in summaries
 # What defines a lottery: recorded on every stage that depends on it (Stage.lottery), so the
 # catalog can filter any stage by any of them.
-LOTTERY_KEYS = tuple(f"{section}.{key}" for section, key in EXPANDABLE) + ("prune.output_rate", "prune.conv_rate")
+LOTTERY_KEYS = tuple(f"{section}.{key}" for section, key in EXPANDABLE) + (
+    "prune.output_rate", "prune.conv_rate", "prune.granularity", "prune.criterion", "model.widths", "model.residual")
 
 
 def lottery_of(kind: str, settings: dict, upstream: list[dict]) -> dict:
