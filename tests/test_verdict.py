@@ -208,8 +208,6 @@ def test_the_instability_stage_of_a_summary_is_the_one_planned_with_it(tmp_path)
 
 
 def test_networks_at_chance_are_named_and_a_dense_one_voids_the_table():
-    from lth.nn import data
-    assert {s.num_classes for s in data.SOURCES.values()} == {round(1 / verdict.CHANCE)}
     sparse = ONE_SEED + [row("ticket", 4, 11.2, 0), row("random_reinit", 4, 10.0, 0)]
     said = verdict.lines(frame(sparse))
     assert said[-1] == ("at chance (test accuracy within 2 points of 10 %): ticket at 4 (41.0 %) 11.2 %; "
@@ -220,6 +218,11 @@ def test_networks_at_chance_are_named_and_a_dense_one_voids_the_table():
         "the dense network itself learned nothing: the training failed (a learning rate too high?), so no line "
         "above is a result")
     assert not any(line.startswith("at chance") for line in verdict.lines(frame(ONE_SEED)))
+    # 100 classes (cifar100): chance is 1 %, and 11.2 % is not at chance
+    hundred = verdict.lines(frame(sparse), chance=0.01)
+    assert not any(line.startswith("at chance") for line in hundred)
+    low = verdict.lines(frame(ONE_SEED + [row("ticket", 4, 2.5, 0)]), chance=0.01)
+    assert low[-1].startswith("at chance (test accuracy within 2 points of 1 %): ticket at 4 (41.0 %) 2.5 %")
 
 
 def test_the_printed_table_shows_mean_and_std_over_seeds_aligned_and_per_seed_on_request():

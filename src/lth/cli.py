@@ -8,6 +8,7 @@ Torch is imported only by the stages that need it.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -212,7 +213,9 @@ def _print_summary(where: Path, instability: Path | None = None, search: bool = 
     if search:
         instability = verdict.instability_for(found[0])
     analysed = verdict.read_instability(instability) if instability and verdict.intact(instability) else None
-    print("\nverdict:" + "".join(f"\n  {line}" for line in verdict.lines(frame, analysed)))
+    spec = json.loads((found[0] / "spec.json").read_text()) if (found[0] / "spec.json").is_file() else {}
+    chance = 1 / spec.get("settings", {}).get("num_classes", 10)  # the dataset's classes (cifar100: 100)
+    print("\nverdict:" + "".join(f"\n  {line}" for line in verdict.lines(frame, analysed, chance=chance)))
     if analysed is not None:
         print(f"(instability from {instability})")
     if figure is not None:

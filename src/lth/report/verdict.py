@@ -22,7 +22,7 @@ instability stage's summary.csv (lth.report.instability.summarise). Rules:
 - Instability (Frankle et al. 2020): the networks flagged stable and matching by the
   instability stage (its threshold and matching drop) in every run of the lottery.
 - At chance: a training whose mean test accuracy, at early stop and at the end, is within
-  AT_CHANCE of chance (10 %: every registered dataset has 10 classes) learned nothing; the
+  AT_CHANCE of chance (1 / the dataset's classes: 10 % but for cifar100) learned nothing; the
   verdict names them (a dense network there means the training failed, most likely its
   learning rate; a sparse one, too few weights), since their comparisons mean nothing.
 
@@ -38,12 +38,12 @@ import pandas as pd
 CONTROLS = ("random_reinit", "random_prune", "small_dense")
 FILE = "verdict.txt"
 TIE = 1e-9  # means closer than this (fraction or iterations) are equal: summation-order noise
-CHANCE = 0.10  # 1 / classes: every dataset in lth.nn.data.SOURCES has 10 (tests/test_verdict.py checks)
+CHANCE = 0.10  # 1 / classes of a 10-class dataset: the default; the summary passes its dataset's
 AT_CHANCE = 0.02  # within 2 points of chance: learned nothing
 
 
 def lines(summary_frame: pd.DataFrame, instability_frame: pd.DataFrame | None = None,
-          tolerance: float = 0.0) -> list[str]:
+          tolerance: float = 0.0, chance: float = CHANCE) -> list[str]:
     """The verdict of a summary table (lth.report.summary.COLUMNS), one string per line; see the
     module for the rules. `tolerance`: percentage points below the dense accuracy that
     still match it."""
@@ -68,7 +68,7 @@ def lines(summary_frame: pd.DataFrame, instability_frame: pd.DataFrame | None = 
             out.append(prefix + _accuracy_line(ticket, other, control))
             out.append(prefix + _iteration_line(ticket, other, control))
         out.append(prefix + _matching_line(ticket, tolerance))
-        collapsed = _chance_line(rows)
+        collapsed = _chance_line(rows, chance)
         if collapsed:
             out.append(prefix + collapsed)
     if instability_frame is not None and not instability_frame.empty:
@@ -238,10 +238,10 @@ def _matching_line(ticket, tolerance: float) -> str:
     return text
 
 
-def _chance_line(rows: pd.DataFrame) -> str | None:
+def _chance_line(rows: pd.DataFrame, chance: float = CHANCE) -> str | None:
     """The trainings of one lottery at chance accuracy, by variant, or None."""
     best = rows[["early_stop_test_accuracy_mean", "final_test_accuracy_mean"]].max(axis=1, skipna=True)
-    flat = rows[best <= CHANCE + AT_CHANCE]
+    flat = rows[best <= chance + AT_CHANCE]
     if flat.empty:
         return None
     parts = []
@@ -252,7 +252,7 @@ def _chance_line(rows: pd.DataFrame) -> str | None:
     why = ("the dense network itself learned nothing: the training failed (a learning rate too high?), so "
            "no line above is a result" if dense else "these networks learned nothing (too few weights, or a "
            "learning rate too high): their comparisons above mean nothing")
-    return (f"at chance (test accuracy within {100 * AT_CHANCE:.0f} points of {100 * CHANCE:.0f} %): "
+    return (f"at chance (test accuracy within {100 * AT_CHANCE:.0f} points of {100 * chance:g} %): "
             + "; ".join(parts) + f"; {why}")
 
 

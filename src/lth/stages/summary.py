@@ -18,7 +18,12 @@ def plan(cfg: dict, plan: Plan, make) -> Stage:
                           **{c: [lvl[c].id if c in lvl else None for lvl in run.levels] for c in variant_keys}}
                          for run in plan.runs]}
     inputs = {f"{t.id}_{name}": t.output(name) for t in trains for name in ("metrics", "stats")}
-    return make("summary", None, None, inputs, consumed("summary", cfg), layout=layout)
+    from lth.nn import data
+    settings = consumed("summary", cfg)
+    classes = data.source(cfg["data"]["dataset"]).num_classes
+    if classes != 10:  # the verdict's chance level; hashed only then, so earlier IDs hold
+        settings["num_classes"] = classes
+    return make("summary", None, None, inputs, settings, layout=layout)
 
 
 
@@ -32,7 +37,7 @@ def run(job) -> dict:
     frame = summary.table(job.spec["layout"]["runs"], {tid: (p["metrics"], p["stats"]) for tid, p in paths.items()},
                           accuracy_at=at_iterations(settings.get("accuracy_at", [])))
     summary.write(frame, job.dir, {tid: p["metrics"] for tid, p in paths.items()}, settings.get("curves"))
-    said = verdict.lines(frame)
+    said = verdict.lines(frame, chance=1 / job.spec["settings"].get("num_classes", 10))
     verdict.write(job.dir / verdict.FILE, said)
     log(summary.format_table(frame))
     log("\n".join(said))
