@@ -53,6 +53,28 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert all(torch.equal(v, whole.state_dict()[k]) for k, v in resumed.state_dict().items())
 
 
+def test_captured_weights_survive_a_resume(tmp_path):
+    """A training recording its trajectory (capture) and resumed from a checkpoint holds the
+    same captured weights, bit for bit, as an uninterrupted one: the points before the
+    checkpoint travel in it."""
+    points = (0, 3, 10, 17, 25)
+    whole, mask = fresh()
+    expected = train(whole, mask, random_splits(), RECIPE, capture=points)
+    ckpt = checkpoint.Checkpointing(tmp_path / "c.ckpt", every=7, identity="abc")
+
+    def stop(line):
+        if line.startswith("it 20/"):
+            raise Interrupt
+    interrupted, mask = fresh()
+    with pytest.raises(Interrupt):
+        train(interrupted, mask, random_splits(), RECIPE, log=stop, checkpointing=ckpt, capture=points)
+    resumed, mask = fresh()
+    result = train(resumed, mask, random_splits(), RECIPE, checkpointing=ckpt, capture=points)
+    assert sorted(result.snapshots) == [p for p in points if p <= 25] == sorted(expected.snapshots)
+    for it, state in expected.snapshots.items():
+        assert all(torch.equal(v, result.snapshots[it][k]) for k, v in state.items()), it
+
+
 @pytest.mark.slow
 def test_corrupt_or_foreign_checkpoints_are_ignored(tmp_path):
     whole, mask = fresh()

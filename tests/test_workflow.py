@@ -557,3 +557,90 @@ def test_admm_masks_train_and_feed_the_same_mask_comparison(tmp_path, small_idx_
         assert start["weights"]["file"] == f"admm/{cut.id}/weights.pt"
     same = pd.read_csv(tmp_path / plan.finals["samemask"][0].output("table"))
     assert len(same) == 2 * 3
+
+
+@pytest.mark.slow
+def test_pretraining_on_restricted_data_is_the_lotterys_start(tmp_path, small_idx_dataset):
+    """The early-phase paper's §6: the dense network pretrained on random labels or on
+    rotations is where the dense training starts and IMP rewinds to; a rotation head goes
+    back to theta_0's output layer. Sparse pretraining: theta_0 ⊙ m pretrained with its mask,
+    a variant beside the ticket."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+    from lth.plan import build, config
+    from lth.store import ptfile
+    cfg = tiny_config(small_idx_dataset, levels=1, pretrain={"task": ["random_labels", "rotation"], "length": "10it"})
+    done = run(tmp_path, cfg)
+    assert done["pretrain"] == 2 and done["train"] == 4
+    plan = build.build(config.validate(dict(cfg, results=str(tmp_path / "results"))))
+    theta0 = ptfile.load(tmp_path / plan.stages[plan.runs[0].levels[0]["train"].upstream["start"]]
+                         .inputs["origin"])
+    for run_ in plan.runs:
+        dense = run_.levels[0]["train"]
+        pre = plan.stages[dense.upstream["start"]]
+        assert pre.kind == "pretrain" and pre.settings["pretrain"]["task"] == run_.choices["pretrain.task"]
+        start = json.loads((tmp_path / run_.levels[1]["rewind"].output("start")).read_text())
+        assert start["weights"]["file"] == f"pretrain/{pre.id}/weights.pt"  # IMP rewinds to the pretrained state
+        weights = ptfile.load(tmp_path / pre.output("weights"))
+        assert not np.array_equal(weights["fc1.weight"], theta0["fc1.weight"])  # pretrained
+        head_reset = np.array_equal(weights["fc3.weight"], theta0["fc3.weight"])
+        assert head_reset == (run_.choices["pretrain.task"] == "rotation")
+        assert len(pd.read_parquet(tmp_path / pre.output("metrics")))
+    sparse = tiny_config(small_idx_dataset, levels=1, pretrain={"task": "rotation", "length": "10it", "sparse": True})
+    # the normal IMP lottery from theta_0 (new here) and its level's subnetwork pretrained, then trained
+    assert run(tmp_path, sparse) == {"pretrain": 1, "train": 3, "prune": 1, "rewind": 1, "summary": 1, "anatomy": 1,
+                                     "correlation": 1}
+    plan = build.build(config.validate(dict(sparse, results=str(tmp_path / "results"))))
+    level = plan.levels[1]
+    pre = plan.stages[level["sparse_pretrained"].upstream["start"]]
+    mask = ptfile.load(tmp_path / pre.output("weights"))["fc1.weight"] != 0
+    assert mask.sum() == 0.8 * 235200  # theta_0 ⊙ m pretrained with its mask: pruned weights stay 0
+    summary = pd.read_parquet(tmp_path / plan.summary.output("table"))
+    assert (summary.variant == "sparse_pretrained").sum() == 1
+
+
+@pytest.mark.slow
+def test_trajectory_on_the_loss_contours(tmp_path, small_idx_dataset):
+    """Li et al. §7 / Ma et al. Figs. 4-5: the dense network and the level-1 ticket record
+    their weights (packed, verified); the trajectory starts at the training's start weights
+    and ends at (0, 0), where the grid's loss is the final network's loss on the subset."""
+    import numpy as np
+    import pandas as pd
+    import torch
+    from lth.nn import models
+    from lth.nn.data import load
+    from lth.nn.training import Split, evaluate, prepare
+    from lth.plan import build, config
+    from lth.stages.landscape import subset_indices
+    from lth.stages.train import read_trajectory
+    from lth.store import masks, ptfile
+    cfg = tiny_config(small_idx_dataset, levels=1,
+                      trajectory={"levels": [0, 1], "every": "5it", "points": ["2it"], "grid": 5, "examples": 300})
+    assert run(tmp_path, cfg)["trajectory"] == 1
+    plan = build.build(config.validate(dict(cfg, results=str(tmp_path / "results"))))
+    stage = plan.finals["trajectory"][0]
+    points = pd.read_csv(tmp_path / stage.output("points"))
+    grid = pd.read_parquet(tmp_path / stage.output("table"))
+    train = prepare(load("fashion_mnist", str(small_idx_dataset)), 200, 0)["train"]
+    chosen = torch.from_numpy(subset_indices(len(train), 300, 0))
+    subset = Split(train.x[chosen], train.y[chosen])
+    theta0 = ptfile.load(tmp_path / plan.stages[plan.levels[0]["train"].upstream["start"]].output("weights"))
+    for level in (0, 1):
+        training = plan.levels[level]["train"]
+        recorded = read_trajectory(tmp_path / training.dir / "trajectory.pt")
+        assert list(recorded) == [0, 2, 5, 10, 15, 20]
+        final = ptfile.load(tmp_path / training.output("weights"))
+        assert all(np.array_equal(recorded[20][k], final[k]) for k in final)  # ends at the trained weights
+        start = theta0 if level == 0 else {k: v * masks.read(tmp_path / plan.levels[1]["prune"].output("mask"))
+                                                  .get(k, 1) for k, v in theta0.items()}
+        assert all(np.array_equal(recorded[0][k], start[k]) for k in ("fc1.weight", "fc2.weight"))  # starts at its start
+        mine = points[points.train == training.id].sort_values("iteration")
+        assert list(mine.iteration) == [0, 2, 5, 10, 15, 20] and (mine.iloc[-1][["pc1", "pc2"]] == 0).all()
+        model = models.build("lenet_300_100")
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in final.items()})
+        loss, _ = evaluate(model, subset)
+        at_final = grid[(grid.train == training.id) & (grid.alpha == 0) & (grid.beta == 0)]
+        assert len(at_final) == 1 and at_final.loss.iloc[0] == pytest.approx(loss, rel=1e-6)
+    assert (tmp_path / stage.output("plot")).stat().st_size > 20_000

@@ -32,7 +32,8 @@ import torch
 from lth.store.artifacts import atomic_path
 
 MAGIC = b"lth-checkpoint-1\n"
-OPTIONAL = {"telemetry"}  # a training's telemetry rows (lth.nn.telemetry), when it records them
+# a training's telemetry rows (lth.nn.telemetry) and its captured weights (a trajectory), when it records them
+OPTIONAL = {"telemetry", "snapshots"}
 KEYS = {"identity", "iteration", "model", "optimizer", "metrics", "rng", "device_rng", "train_seconds",
         "eval_seconds"}
 

@@ -54,7 +54,8 @@ def rotate(x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     (N, H, W) or (N, C, H, W): one torch.rot90 per distinct n (4 at most) instead of one per
     image. Odd quarter turns of a non-square image would change its shape: ValueError."""
     if x.ndim not in (3, 4) or n.shape != (len(x),):
-        raise ValueError(f"rotate: images (N, H, W) or (N, C, H, W) and n (N,) expected, got {tuple(x.shape)} and {tuple(n.shape)}")
+        raise ValueError(f"rotate: images (N, H, W) or (N, C, H, W) and n (N,) expected, "
+                         f"got {tuple(x.shape)} and {tuple(n.shape)}")
     turns = n.to(x.device) % 4
     if x.shape[-1] != x.shape[-2] and bool((turns % 2 == 1).any()):
         raise ValueError(f"rotate: a {x.shape[-2]}x{x.shape[-1]} image cannot be turned by 90 degrees in place")

@@ -235,11 +235,16 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
             "metrics": result.metrics, "rng": torch.get_rng_state(),
             "device_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0),
             "train_seconds": result.train_seconds, "eval_seconds": result.eval_seconds,
-            **({"telemetry": watch.state()} if watch is not None else {})})
+            **({"telemetry": watch.state()} if watch is not None else {}),
+            **({"snapshots": result.snapshots} if capture else {})})
 
     saved = checkpoint.load(checkpointing, log) if checkpointing else None
     if saved is not None and watch is not None and not watch.restore(saved.get("telemetry")):
         log(f"warning: checkpoint at iteration {saved['iteration']} lacks this training's telemetry points; "
+            "starting over")
+        saved = None
+    if saved is not None and capture and "snapshots" not in saved:
+        log(f"warning: checkpoint at iteration {saved['iteration']} lacks this training's captured weights; "
             "starting over")
         saved = None
     first = start
@@ -255,6 +260,7 @@ def train(model, mask: dict | None, splits: dict, settings: dict, log=None, star
             torch.manual_seed(reseed)  # the CPU generator the GPU run never advanced: dropout starts afresh
             log(f"checkpoint written on a GPU: CPU generator reseeded with {reseed} for dropout")
         result.metrics = saved["metrics"]
+        result.snapshots = dict(saved.get("snapshots", {}))  # the points captured before the checkpoint
         result.train_seconds, result.eval_seconds = saved["train_seconds"], saved["eval_seconds"]
         first = saved["iteration"]
         log(f"resuming from checkpoint at iteration {first}")

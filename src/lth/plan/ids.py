@@ -21,7 +21,7 @@ ID_LENGTH = 12
 # train the dense network once.
 EXPANDABLE = (("prune", "rate"), ("prune", "strategy"), ("prune", "schedule"), ("rewind", "to"),
               ("init", "seed"), ("train", "seed"), ("train", "lr"), ("init", "std_scale"), ("train", "warmup"),
-              ("train", "dense_lr"))
+              ("train", "dense_lr"), ("pretrain", "task"), ("pretrain", "length"))
 REPLICATE_KEYS = ("init.seed", "train.seed")  # replicates of one lottery, averaged in summaries
 # What defines a lottery: recorded on every stage that depends on it (Stage.lottery), so the
 # catalog can filter any stage by any of them.

@@ -32,7 +32,7 @@ def pairs(cfg: dict, run: Run, plan: Plan, make) -> list[dict]:
                 if k == "0it":
                     networks.append(("ticket", "0it", dense.settings, dense.upstream, dense.inputs, dense.lottery))
                     continue
-                snap = train.snapshot(cfg, plan.stages[dense.upstream["start"]], k, make)
+                snap = train.snapshot(cfg, plan.stages[dense.upstream["start"]], k, make, dense.inputs["model"])
                 networks.append(("ticket", k, {**dense.settings, "rewind": {"to": k}}, {"start": snap.id},
                                  {**dense.inputs, "start": snap.output("weights")}, {**dense.lottery, "rewind.to": k}))
         else:

@@ -34,8 +34,9 @@ BatchNorm use the running statistics stored with the trained weights at every gr
 Li et al. do; they are not recomputed (so the centre is the trained network exactly).
 
 Outputs: grid.parquet (level, weights_remaining_pct, alpha, beta, loss, accuracy; grid x grid
-rows per network) and landscape.png (one contour panel per network, one shared colour scale,
-the trained network marked at the centre).
+rows per network), landscape.png (one contour panel per network, one shared colour scale,
+the trained network marked at the centre) and surface.png (the same grids as 3-D surfaces,
+as the loss-landscape paper shows the full and the pruned network).
 
 Torch is imported only inside the functions that evaluate (the planner runs at the
 Snakefile's parse time).
@@ -117,9 +118,10 @@ def subset_indices(size: int, count: int, seed: int) -> np.ndarray:
 # ---- evaluation (torch) ----
 
 def evaluate_grid(model, weights: dict, d1: dict, d2: dict, coords: np.ndarray, split,
-                  precision: str = "fp32", stop=None) -> list[dict]:
-    """Rows (alpha, beta, loss, accuracy) of L(W + alpha d1 + beta d2) for every alpha, beta in
-    `coords` (alpha outer), on `split` (lth.nn.training.Split), the model in eval mode. Only
+                  precision: str = "fp32", stop=None, betas: np.ndarray | None = None) -> list[dict]:
+    """Rows (alpha, beta, loss, accuracy) of L(W + alpha d1 + beta d2) for every alpha in
+    `coords` and beta in `betas` (the same values when None; alpha outer), on `split`
+    (lth.nn.training.Split), the model in eval mode. Only
     tensors with a nonzero direction change from point to point; the rest stay at W. The
     model is left holding W. `precision`: the trainings' arithmetic (lth.nn.numerics). `stop`:
     lth.runtime.job.StageJob.stop, asked at each row of the grid."""
@@ -138,7 +140,7 @@ def evaluate_grid(model, weights: dict, d1: dict, d2: dict, coords: np.ndarray, 
     rows = []
     for alpha in coords:
         check(stop, f"alpha {float(alpha):g} of the grid")
-        for beta in coords:
+        for beta in coords if betas is None else betas:
             with torch.no_grad():
                 for n in moving:  # W + alpha d1 + beta d2; at (0, 0) exactly W
                     params[n].copy_(base[n]).add_(one[n], alpha=float(alpha)).add_(two[n], alpha=float(beta))
@@ -193,6 +195,70 @@ def plot(frame, path) -> None:
     bar = fig.colorbar(filled, ax=list(axes[0]), shrink=0.9)
     ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
              for m in (1, 2, 5) if low <= m * 10.0 ** e <= high]
+    bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+    bar.minorticks_off()
+    bar.set_label("training loss (cross-entropy, log scale)")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def plot_surface(frame, path) -> None:
+    """One 3-D surface panel of log10 of the loss per network (level), side by side (the
+    loss-landscape paper's surface plots), from the same grid.parquet frame as `plot`: one
+    shared z range and colour scale over all panels (the finite losses' range; inf, NaN and
+    out-of-range values drawn at its ends), the trained network (the centre) marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
+
+    from lth.store.artifacts import atomic_path
+    networks = sorted(frame.level.unique())
+    finite = frame.loss[np.isfinite(frame.loss)]
+    low = max(float(finite.min()) if len(finite) else 1e-3, 1e-6)
+    high = max(float(finite.max()) if len(finite) else 1.0, low * 1.01)
+    zlow, zhigh = math.log10(low), math.log10(high)
+    norm = Normalize(vmin=zlow, vmax=zhigh)  # on log10 loss: the colours of LogNorm(low, high) on the loss
+    ticks = [m * 10.0 ** e for e in range(math.floor(zlow), math.ceil(zhigh) + 1)
+             for m in (1, 2, 5) if low <= m * 10.0 ** e <= high]
+    fig = plt.figure(figsize=(4.8 * len(networks) + 1.0, 4.4))
+    axes = []
+    for i, level in enumerate(networks):
+        ax = fig.add_subplot(1, len(networks), i + 1, projection="3d", computed_zorder=False)
+        axes.append(ax)
+        rows = frame[frame.level == level]
+        alphas, betas = np.sort(rows.alpha.unique()), np.sort(rows.beta.unique())
+        table = rows.pivot(index="beta", columns="alpha", values="loss").reindex(index=betas, columns=alphas)
+        z = np.clip(table.to_numpy(dtype=np.float64), low, high)
+        z = np.log10(np.where(np.isfinite(z), z, high))
+        x, y = np.meshgrid(alphas, betas)
+        ax.plot_surface(x, y, z, cmap="viridis", norm=norm, rstride=1, cstride=1, linewidth=0.1,
+                        edgecolor="none", antialiased=True, alpha=0.95, zorder=1)
+        centre = rows.loc[(rows.alpha.abs() + rows.beta.abs()).idxmin()]
+        zc = math.log10(min(max(float(centre.loss), low), high)) if np.isfinite(centre.loss) else zhigh
+        ax.plot([centre.alpha, centre.alpha], [centre.beta, centre.beta], [zc, zhigh], color="red",
+                linewidth=0.8, zorder=3)
+        ax.scatter([centre.alpha], [centre.beta], [zc], marker="*", color="red", s=90, edgecolors="white",
+                   depthshade=False, zorder=4, label=f"trained: loss {centre.loss:.3g}")
+        ax.set_zlim(zlow, zhigh)
+        ax.zaxis.set_major_locator(FixedLocator([math.log10(t) for t in ticks]))
+        ax.zaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{10.0 ** v:.3g}"))
+        ax.xaxis.set_major_locator(MaxNLocator(5, symmetric=True))
+        ax.yaxis.set_major_locator(MaxNLocator(5, symmetric=True))
+        ax.set_title(f"level {level}: {rows.weights_remaining_pct.iloc[0]:.1f} % weights", fontsize=9)
+        ax.set_xlabel("alpha (direction 1)", fontsize=8)
+        ax.set_ylabel("beta (direction 2)", fontsize=8)
+        ax.set_zlabel("loss (log scale)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_box_aspect(None, zoom=0.88)  # room for the z label
+        ax.view_init(elev=35, azim=-60)
+        ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
+    fig.subplots_adjust(left=0.0, right=0.92, bottom=0.02, top=0.95, wspace=0.02)
+    bar = fig.colorbar(ScalarMappable(norm=LogNorm(vmin=low, vmax=high), cmap="viridis"), ax=axes, shrink=0.7,
+                       pad=0.02, fraction=0.03)
     bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
     bar.minorticks_off()
     bar.set_label("training loss (cross-entropy, log scale)")
@@ -276,6 +342,7 @@ def run(job) -> dict:
     with atomic_path(out / "grid.parquet") as tmp:
         pq.write_table(table, tmp, compression="zstd")
     plot(table.to_pandas(), out / "landscape.png")
+    plot_surface(table.to_pandas(), out / "surface.png")
     return {"networks": len(spec["layout"]["trains"]), "points_per_network": ls["grid"] ** 2}
 
 
@@ -283,10 +350,11 @@ from lth.plan.registry import Figure, StageKind, register  # noqa: E402  (the de
 from lth.stages.train import DATA  # noqa: E402
 
 register(StageKind(
-    "landscape", 1, run, {"table": "grid.parquet", "plot": "landscape.png"},
+    "landscape", 1, run, {"table": "grid.parquet", "plot": "landscape.png", "surface": "surface.png"},
     consumes=DATA + ("train.precision", "landscape.levels", "landscape.grid", "landscape.span", "landscape.seed",
                      "landscape.train_subset"),
     resources="train", plan=plan,
     figures={"plot": Figure("landscape.rst", "Loss landscape", "loss surface around the trained networks",
-                            per_lottery=True)},
+                            per_lottery=True),
+             "surface": Figure("surface.rst", "Loss landscape", "the same surfaces in 3-D", per_lottery=True)},
     announce="loss landscape: {dir}"))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from lth.plan.ids import CONTROLS, Plan, Stage, consumed, perturbations
 from lth.plan.registry import Figure, StageKind, register
-from lth.stages import by_training, log, rewind
+from lth.stages import by_training, log, pretrain, rewind
 
 
 def plan(cfg: dict, plan: Plan, make) -> Stage:
     """The per-level table of every training of every lottery: tickets, controls, perturbations."""
     variant_keys = [c for c in CONTROLS if cfg["controls"][c]] + [name for name, _, _ in perturbations(cfg)] \
-        + ([rewind.RESET_AT_END] if cfg["rewind"]["reset_at_end"] else [])
+        + ([rewind.RESET_AT_END] if cfg["rewind"]["reset_at_end"] else []) \
+        + ([pretrain.VARIANT] if cfg["pretrain"]["sparse"] else [])
     trains = sorted({lvl[k].id: lvl[k] for run in plan.runs for lvl in run.levels
                      for k in ("train", *variant_keys) if k in lvl}.values(), key=lambda s: s.id)
     layout = {"runs": [{"label": run.label, "lottery": run.lottery,

@@ -35,6 +35,8 @@ def plan(cfg: dict, level: int, start: Stage, inputs: dict, make, variant: str, 
         extra["telemetry"] = {k: v for k, v in cfg["telemetry"].items() if k != "levels"}
         if variant not in FRESH_INIT:  # theta_0 is the lottery's initialisation, beside the model description
             inputs = {**inputs, "origin": str(PurePosixPath(inputs["model"]).with_name("weights.pt"))}
+    if level in cfg["trajectory"]["levels"] and variant == "ticket":  # weights at chosen points (trajectory)
+        extra["trajectory"] = {"every": cfg["trajectory"]["every"], "points": cfg["trajectory"]["points"]}
     settings = consumed("train", cfg, **extra)
     lottery = None if dense_lr is None else {**lottery_of("train", settings, [start.lottery]), "train.dense_lr": dense_lr}
     return make("train", level, {"start": start.id}, inputs, settings, variant=variant, lottery=lottery)
@@ -48,11 +50,13 @@ def dense_recipe(cfg: dict) -> dict:
     return cfg if lr is None else {**cfg, "train": {**cfg["train"], "lr": lr}}
 
 
-def snapshot(cfg: dict, init: Stage, at: str, make) -> Stage:
-    """theta_k: the dense recipe's first k iterations from theta_0. One stage per k, shared by
-    every lottery rewinding to k and by the instability sweep of the dense network."""
+def snapshot(cfg: dict, init: Stage, at: str, make, model: str | None = None) -> Stage:
+    """theta_k: the dense recipe's first k iterations from theta_0 (or from the pretrained
+    state: `init` is then a pretrain stage and `model` the lottery's model.json). One stage
+    per k, shared by every lottery rewinding to k and by the instability sweep of the dense
+    network."""
     return make("snapshot", 0, {"start": init.id},
-                {"model": init.output("model"), "start": init.output("weights")},
+                {"model": model or init.output("model"), "start": init.output("weights")},
                 consumed("snapshot", dense_recipe(cfg), at=at))
 
 
@@ -112,16 +116,22 @@ def run(job) -> dict | None:
     every, seconds = checkpoint.parse_interval(ex.checkpoint_every, per_epoch)
     ckpt = checkpoint.Checkpointing(job.checkpoint, every, spec["id"], seconds)
     watch = watcher(job, model, info, mask, state, splits, first, last, per_epoch, ckpt)
+    capture = trajectory_points(settings.get("trajectory"), first, last, per_epoch)
     job.cooperate()  # from here a gone snakemake stops the loop at its next step, checkpoint saved
     try:
         result = train(model, mask, splits, settings["train"], start=first, checkpointing=ckpt, stop=job.stop,
-                       log=lambda line: log(f"{spec['kind']} {spec['id']}: {line}"), watch=watch)
+                       log=lambda line: log(f"{spec['kind']} {spec['id']}: {line}"), watch=watch, capture=capture)
     except RuntimeError as exc:  # torch refusing a non-deterministic operation: one line
         raise numerics.explain(exc) or exc
     if watch is not None:
         from lth.nn import telemetry
         telemetry.write(out / TELEMETRY, watch.finish())
         job.extra["telemetry"] = TELEMETRY
+    if capture:
+        write_trajectory(out / TRAJECTORY, result.snapshots, mask, info["prunable"])
+        job.extra["trajectory"] = TRAJECTORY
+        log(f"train {spec['id']}: {len(capture)} trajectory points, {(out / TRAJECTORY).stat().st_size / 1e6:.2f} MB "
+            f"({(out / TRAJECTORY).stat().st_size / len(capture) / 1e6:.3f} MB a point, packed)")
 
     # a masked training's pruned weights are not stored: packed (ptfile.save)
     ptfile.save(out / "weights.pt", {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
@@ -146,6 +156,42 @@ def run(job) -> dict | None:
 
 
 TELEMETRY = "telemetry.parquet"  # beside the outputs when the training records telemetry (lth.nn.telemetry)
+TRAJECTORY = "trajectory.pt"  # beside the outputs when it records its weights at chosen points
+
+
+def trajectory_points(settings: dict | None, first: int, last: int, per_epoch: int) -> tuple:
+    """The iterations whose weights a training records (trajectory.every and .points, in
+    iterations, within its own first..last), its start and its end included; () when none."""
+    if settings is None:
+        return ()
+    from lth.plan.steps import Step
+    every = max(1, Step.parse(settings["every"]).iterations(per_epoch))
+    chosen = {first, last, *range(first, last, every)}
+    chosen |= {k for k in (Step.parse(p).iterations(per_epoch) for p in settings["points"]) if first <= k <= last}
+    return tuple(sorted(chosen))
+
+
+def write_trajectory(path, snapshots: dict, mask: dict | None, prunable: list) -> None:
+    """The captured weights, one "<iteration>/<tensor>" entry per point and tensor, the masked
+    tensors packed (lth.store.ptfile): a point costs the survivors, not the dense size."""
+    from lth.store import ptfile
+    state, masks = {}, {}
+    for iteration in sorted(snapshots):
+        for name, tensor in snapshots[iteration].items():
+            state[f"{iteration}/{name}"] = tensor.detach().cpu().numpy()
+            if mask is not None and name in mask:
+                masks[f"{iteration}/{name}"] = mask[name]
+    ptfile.save(path, state, masks=masks or None)
+
+
+def read_trajectory(path) -> dict:
+    """{iteration: {tensor: numpy array}} of a training's trajectory.pt (dense arrays)."""
+    from lth.store import ptfile
+    out: dict = {}
+    for key, array in ptfile.load(path).items():
+        iteration, _, name = key.partition("/")
+        out.setdefault(int(iteration), {})[name] = array
+    return dict(sorted(out.items()))
 
 
 def watcher(job, model, info, mask, start, splits, first, last, per_epoch, ckpt):
