@@ -55,7 +55,7 @@ def test_every_schema_key_is_consumed_by_a_stage_kind_or_execution_only():
                  "rewind.to",  # hashed as the trainings' rewind extra, and by its upstream
                  "rewind.reset_at_end",  # which stages exist (a variant at each level)
                  "classes.enabled",
-                 "pretrain.sparse",  # which stages exist (a variant at each level)
+                 "pretrain.sparse", "curvature.enabled",  # which stages exist
                  "trajectory.levels", "trajectory.every", "trajectory.points",  # the recording trainings' extra
                  "prune.admm",  # a strategy's own settings: hashed by the prune planner off their defaults
                  "prune.gradient",  # hashed with the data keys as the prune's extra when criterion is gradient
@@ -225,7 +225,7 @@ print(len(plan.stages), len(registry.kinds()), execution.flags(cfg))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stages, kinds, flags = proc.stdout.split(maxsplit=2)
-    assert int(stages) == 212 and int(kinds) == 22  # + the perturbation analysis; + telemetry, perturbation; + samemask, admm; + pretrain, trajectory
+    assert int(stages) == 212 and int(kinds) == 23  # + perturbation; + telemetry; + samemask, admm, pretrain, trajectory, curvature
     assert flags.strip() == "--device auto --checkpoint-every 5000it --divergence-factor 10"  # config.yaml's
 
 

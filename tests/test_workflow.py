@@ -605,7 +605,8 @@ def test_pretraining_on_restricted_data_is_the_lotterys_start(tmp_path, small_id
 def test_trajectory_on_the_loss_contours(tmp_path, small_idx_dataset):
     """Li et al. §7 / Ma et al. Figs. 4-5: the dense network and the level-1 ticket record
     their weights (packed, verified); the trajectory starts at the training's start weights
-    and ends at (0, 0), where the grid's loss is the final network's loss on the subset."""
+    and ends at (0, 0), where the grid's loss is the final network's loss on the subset. The
+    curvature stage takes the Hessian's eigenvalues at every recorded point."""
     import numpy as np
     import pandas as pd
     import torch
@@ -617,8 +618,10 @@ def test_trajectory_on_the_loss_contours(tmp_path, small_idx_dataset):
     from lth.stages.train import read_trajectory
     from lth.store import masks, ptfile
     cfg = tiny_config(small_idx_dataset, levels=1,
-                      trajectory={"levels": [0, 1], "every": "5it", "points": ["2it"], "grid": 5, "examples": 300})
-    assert run(tmp_path, cfg)["trajectory"] == 1
+                      trajectory={"levels": [0, 1], "every": "5it", "points": ["2it"], "grid": 5, "examples": 300},
+                      curvature={"enabled": True, "k": 2, "examples": 200})
+    done = run(tmp_path, cfg)
+    assert done["trajectory"] == done["curvature"] == 1
     plan = build.build(config.validate(dict(cfg, results=str(tmp_path / "results"))))
     stage = plan.finals["trajectory"][0]
     points = pd.read_csv(tmp_path / stage.output("points"))
@@ -644,3 +647,13 @@ def test_trajectory_on_the_loss_contours(tmp_path, small_idx_dataset):
         at_final = grid[(grid.train == training.id) & (grid.alpha == 0) & (grid.beta == 0)]
         assert len(at_final) == 1 and at_final.loss.iloc[0] == pytest.approx(loss, rel=1e-6)
     assert (tmp_path / stage.output("plot")).stat().st_size > 20_000
+    from lth.nn import curvature
+    eigen = pd.read_csv(tmp_path / plan.finals["curvature"][0].output("table"))
+    assert len(eigen) == 2 * 6 * 3  # networks x points x (k largest + the most negative)
+    mask = masks.read(tmp_path / plan.levels[1]["prune"].output("mask"))
+    weights = read_trajectory(tmp_path / plan.levels[1]["train"].dir / "trajectory.pt")[5]
+    model = models.build("lenet_300_100")
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    again = curvature.top_eigenvalues(model, mask, curvature.subset(train, 200, 0), k=2)
+    mine = eigen[(eigen.train == plan.levels[1]["train"].id) & (eigen.iteration == 5)].set_index("rank").eigenvalue
+    assert [mine[1], mine[2], mine[0]] == pytest.approx([*again["largest"], again["smallest"]], rel=1e-5)

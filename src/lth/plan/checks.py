@@ -209,6 +209,15 @@ def combination(cfg: dict) -> None:
         raise ConfigError(f"config: prune.{key} {p[key]} does not apply to prune.strategy {trains[0]}, which trains "
                           f"its way to each layer's count of single weights by magnitude; use granularity: weights "
                           f"and criterion: magnitude with it, or another strategy")
+    if cfg["curvature"]["enabled"] and not cfg["trajectory"]["levels"]:
+        raise ConfigError("config: curvature.enabled needs trajectory.levels (the Hessian is taken at the points the "
+                          "trajectory trainings record); list the levels, e.g. trajectory: {levels: [0]}")
+    blurred = {"blur", "rotation_blur"} & set(_listed(cfg["pretrain"]["task"]))
+    shape = data.source(cfg["data"]["dataset"]).shape
+    if blurred and any(side % cfg["pretrain"]["blur_factor"] for side in shape[1:]):
+        raise ConfigError(f"config: pretrain.blur_factor {cfg['pretrain']['blur_factor']} does not divide the "
+                          f"{shape[1]}x{shape[2]} images of {cfg['data']['dataset']} (pretrain.task "
+                          f"{sorted(blurred)[0]}); use a factor that divides {shape[1]}")
     if p["granularity"] == "filters" and not has_conv:
         raise ConfigError(f"config: prune.granularity filters: {cfg['model']['name']} has no conv layers; "
                           "use units (whole neurons) or weights")
@@ -262,6 +271,7 @@ def with_data(cfg: dict) -> None:
     for key, values, fix in (("rewind.to", points, "rewind to an earlier step"),
                              ("instability.points", cfg["instability"]["points"], "rewind to an earlier step"),
                              ("train.milestones", cfg["train"]["milestones"], "drop it or train longer"),
+                             ("trajectory.points", cfg["trajectory"]["points"], "record an earlier point"),
                              ("train.warmup", _listed(cfg["train"]["warmup"]), None)):
         seen = in_iterations[key] = {}
         for value in values:

@@ -21,12 +21,12 @@ ID_LENGTH = 12
 # train the dense network once.
 EXPANDABLE = (("prune", "rate"), ("prune", "strategy"), ("prune", "schedule"), ("rewind", "to"),
               ("init", "seed"), ("train", "seed"), ("train", "lr"), ("init", "std_scale"), ("train", "warmup"),
-              ("train", "dense_lr"), ("pretrain", "task"), ("pretrain", "length"))
+              ("train", "dense_lr"), ("pretrain", "task"), ("pretrain", "length"), ("model", "residual"))
 REPLICATE_KEYS = ("init.seed", "train.seed")  # replicates of one lottery, averaged in summaries
 # What defines a lottery: recorded on every stage that depends on it (Stage.lottery), so the
 # catalog can filter any stage by any of them.
 LOTTERY_KEYS = tuple(f"{section}.{key}" for section, key in EXPANDABLE) + (
-    "prune.output_rate", "prune.conv_rate", "prune.granularity", "prune.criterion", "model.widths", "model.residual")
+    "prune.output_rate", "prune.conv_rate", "prune.granularity", "prune.criterion", "model.widths")
 
 
 def lottery_of(kind: str, settings: dict, upstream: list[dict]) -> dict:

@@ -53,10 +53,13 @@ _VGG19 = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 51
 _CONVNET = {"conv": ("convs.0.weight", 1728), "hidden": ("fc2.weight", 65536), "output": ("fc3.weight", 2560)}
 _VGG = {"conv": ("features.0.weight", 1728), "output": ("fc.weight", 5120)}
 
-_RESIDUAL = {"residual": {"type": "boolean", "default": True,
+_RESIDUAL = {"residual": {"x-unordered": True, "default": True,
+                          "anyOf": [{"type": "boolean"},
+                                    {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "boolean"}}],
                           "description": "true or false: the CIFAR ResNets' skip connections; false removes every one, "
                                          "projection shortcuts included (Ma et al. 2021 Fig. 5's network without "
-                                         "residual connections: 2,752 fewer parameters in resnet20, 10,624 in resnet32)"}}
+                                         "residual connections: 2,752 fewer parameters in resnet20, 10,624 in "
+                                         "resnet32); or [true, false]: one lottery each"}}
 _WIDTHS = {"widths": {"type": "array", "minItems": 2, "maxItems": 2, "default": [300, 100],
                       "items": {"type": "integer", "minimum": 1, "maximum": 100000},
                       "description": "two integers in [1, 100000]: LeNet-300-100's hidden layer widths "
