@@ -79,7 +79,7 @@ def plot(result: pd.DataFrame, path) -> None:
             spread = 100 * rows.final_test_accuracy_std.fillna(0)
             ax.fill_between(x, y - spread, y + spread, color=colour, alpha=0.15)
         remaining_axis(ax)
-        ax.set_ylim(bottom=max(0, low - 2))
+        ax.set_ylim(bottom=max(0, low - 0.5))
         ax.set_ylabel("final test accuracy (%)")
         ax.set_title(lottery, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
@@ -92,9 +92,10 @@ def plot(result: pd.DataFrame, path) -> None:
                 rows = mine[mine.network == network]
                 if len(rows):
                     ax.plot(rows.weights_remaining_pct, 100 * rows.final_test_accuracy_mean, style, color=f"C{i}",
-                            label=f"{lottery}: {network}")
+                            label=f"{lottery.replace('prune.', '')}: {network}")
         remaining_axis(ax)
         ax.set_title(ALL, fontsize=9)
+        ax.set_ylim(bottom=max(0, low - 0.5))
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=5, loc="lower left", ncol=1 if len(lotteries) < 3 else 2)
     _save(plt, fig, path)
