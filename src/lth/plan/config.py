@@ -53,7 +53,7 @@ def _declared() -> tuple:
     return (tuple((m, json.dumps(models.get(m).settings, sort_keys=True)) for m in models.names()),
             tuple(data.names()),
             tuple((s, json.dumps(strategies.get(s).settings, sort_keys=True)) for s in strategies.names()),
-            tuple((k.name, json.dumps(k.config, sort_keys=True)) for k in registry.kinds() if k.config))
+            tuple(sorted((k.name, json.dumps(k.config, sort_keys=True)) for k in registry.kinds() if k.config)))
 
 
 @lru_cache(maxsize=8)
@@ -78,7 +78,7 @@ def _completed(path: str, declared: tuple) -> dict:
         for key, sub in models.get(name).settings.items():
             if model.setdefault(key, sub) != sub:
                 raise ValueError(f"model {name}: setting model.{key} is declared differently by another model")
-    for kind in registry.kinds():
+    for kind in sorted(registry.kinds(), key=lambda k: k.name):  # by name: import order must not matter
         for section, sub in kind.config.items():
             known = schema["properties"].get(section)
             if known is not None and known != sub:
