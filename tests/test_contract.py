@@ -254,3 +254,14 @@ def test_execution_keys_make_the_flags_the_argparse_and_the_record():
                                                        "gpu_slots", "data_dir", "train.divergence_factor"]
     assert set(config.execution_keys()) == {"results", "device", "threads", "deterministic", "checkpoint_every",
                                             "gpu_slots", "data_dir", "verify"}
+
+
+def test_every_figure_of_every_kind_has_its_caption():
+    """The report flags each declared figure with its caption file: a kind declared without
+    one would break `snakemake --report` only at the end of a run."""
+    captions = ROOT / "workflow" / "report"
+    missing = [(kind.name, figure.caption) for kind in registry.kinds() for figure in kind.figures.values()
+               if not (captions / figure.caption).is_file()]
+    assert missing == []
+    assert {"same_mask.rst", "trajectory.rst", "curvature.rst", "surface.rst"} <= {
+        f.caption for kind in registry.kinds() for f in kind.figures.values()}

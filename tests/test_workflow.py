@@ -657,3 +657,9 @@ def test_trajectory_on_the_loss_contours(tmp_path, small_idx_dataset):
     again = curvature.top_eigenvalues(model, mask, curvature.subset(train, 200, 0), k=2)
     mine = eigen[(eigen.train == plan.levels[1]["train"].id) & (eigen.iteration == 5)].set_index("rank").eigenvalue
     assert [mine[1], mine[2], mine[0]] == pytest.approx([*again["largest"], again["smallest"]], rel=1e-5)
+    snakemake(tmp_path, "--report", "report.html")  # both figures in the report, with their captions
+    html = (tmp_path / "report.html").read_text()
+    for figure in (stage.output("plot"), plan.finals["curvature"][0].output("plot")):
+        figure = Path(figure).relative_to(tmp_path)
+        assert f'"{figure}": {{"name": "{figure.name}"' in html, figure
+    assert "Training trajectories on the loss contours" in html and "Curvature of the training loss" in html
