@@ -1,6 +1,8 @@
 """`prune`: the next level's mask from a training's weights and the current mask, by the
-configured strategy (lth.plan.strategies; magnitude pruning in lth.nn.pruning). One-shot
-pruning cuts the dense network's weights to level L's sparsity in one go."""
+configured strategy (lth.plan.strategies; magnitude pruning in lth.nn.pruning), criterion
+(|w|, or |w * dL/dw| on seeded batches: lth.nn.criteria) and granularity (single weights,
+or whole units / filters). One-shot pruning cuts the dense network's weights to level L's
+sparsity in one go. A strategy that trains (ADMM) has its own kind in this one's place."""
 from __future__ import annotations
 
 from lth.plan import strategies
