@@ -262,3 +262,40 @@ def onset_vs_remaining(onsets: pd.DataFrame, path) -> None:
     axes[lotteries[0]][0].set_ylim(-0.04 * high, 1.25 * high)  # k = 0 visible; the top band for "never"
     fig.suptitle("median rewind iteration from which subnetworks are stable / matching", fontsize=9)
     _save(plt, fig, path)
+
+
+# ---- loss surfaces (landscape contours and 3-D, trajectories): one log scale shared by panels ----
+
+def loss_scale(losses) -> tuple[float, float]:
+    """(low, high) of a logarithmic colour scale over the finite losses of all panels."""
+    import numpy as np
+    losses = np.asarray(losses, dtype=np.float64)
+    finite = losses[np.isfinite(losses)]
+    low = max(float(finite.min()) if len(finite) else 1e-3, 1e-6)
+    high = max(float(finite.max()) if len(finite) else 1.0, low * 1.01)
+    return low, high
+
+
+def loss_grid(rows: pd.DataFrame, low: float, high: float):
+    """(alphas, betas, z): a network's grid rows as a beta x alpha table of losses, with inf,
+    NaN and out-of-range values at the scale's ends."""
+    import numpy as np
+    alphas, betas = np.sort(rows.alpha.unique()), np.sort(rows.beta.unique())
+    table = rows.pivot(index="beta", columns="alpha", values="loss").reindex(index=betas, columns=alphas)
+    z = np.clip(table.to_numpy(dtype=np.float64), low, high)
+    return alphas, betas, np.where(np.isfinite(z), z, high)
+
+
+def loss_ticks(low: float, high: float) -> list:
+    """1, 2, 5 per decade within [low, high]: the log scale's labelled values."""
+    import math
+    return [m * 10.0 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+            for m in (1, 2, 5) if low <= m * 10.0 ** e <= high]
+
+
+def loss_colorbar(bar, low: float, high: float) -> None:
+    """The shared loss colour bar's ticks and label."""
+    ticks = loss_ticks(low, high)
+    bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+    bar.minorticks_off()
+    bar.set_label("training loss (cross-entropy, log scale)")

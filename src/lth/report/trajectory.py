@@ -113,14 +113,6 @@ def plane(coords: np.ndarray, grid: int, margin: float = 0.2) -> tuple[np.ndarra
     return tuple(_axis(coords[:, i], grid, margin, fallback) for i in range(2))  # type: ignore[return-value]
 
 
-def _log_scale(losses: np.ndarray) -> tuple[float, float]:
-    """(low, high) of a logarithmic colour scale over the finite losses, as landscape.plot."""
-    finite = losses[np.isfinite(losses)]
-    low = max(float(finite.min()) if len(finite) else 1e-3, 1e-6)
-    high = max(float(finite.max()) if len(finite) else 1.0, low * 1.01)
-    return low, high
-
-
 def plot(frames: list[tuple[str, pd.DataFrame, np.ndarray, tuple]], path) -> None:
     """One filled contour panel of the loss per network, side by side, on one shared
     logarithmic colour scale and the same contour levels, each with its training trajectory
@@ -135,7 +127,8 @@ def plot(frames: list[tuple[str, pd.DataFrame, np.ndarray, tuple]], path) -> Non
 
     if not frames:
         raise ValueError("no trajectory to plot")
-    low, high = _log_scale(np.concatenate([np.asarray(f[1].loss, dtype=np.float64) for f in frames]))
+    from lth.report.plots import loss_colorbar, loss_grid, loss_scale
+    low, high = loss_scale(np.concatenate([np.asarray(f[1].loss, dtype=np.float64) for f in frames]))
     levels = np.geomspace(low, high, 25)
     norm = LogNorm(vmin=low, vmax=high)
     fig, axes = plt.subplots(1, len(frames), figsize=(4.2 * len(frames) + 1.2, 4.2), squeeze=False,
@@ -143,10 +136,7 @@ def plot(frames: list[tuple[str, pd.DataFrame, np.ndarray, tuple]], path) -> Non
     filled = None
     for ax, (title, rows, coords, explained) in zip(axes[0], frames):
         coords = np.asarray(coords, dtype=np.float64)
-        alphas, betas = np.sort(rows.alpha.unique()), np.sort(rows.beta.unique())
-        table = rows.pivot(index="beta", columns="alpha", values="loss").reindex(index=betas, columns=alphas)
-        z = np.clip(table.to_numpy(dtype=np.float64), low, high)  # inf/NaN/out of range: the scale's ends
-        z = np.where(np.isfinite(z), z, high)
+        alphas, betas, z = loss_grid(rows, low, high)
         filled = ax.contourf(alphas, betas, z, levels=levels, norm=norm, cmap="viridis", extend="neither")
         ax.contour(alphas, betas, z, levels=levels[::3], colors="white", linewidths=0.4, alpha=0.6)
         ax.plot(coords[:, 0], coords[:, 1], "-", color="red", marker=".", markersize=4, linewidth=1.0)
@@ -161,12 +151,7 @@ def plot(frames: list[tuple[str, pd.DataFrame, np.ndarray, tuple]], path) -> Non
         ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.yaxis.set_major_locator(MaxNLocator(5))
         ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
-    bar = fig.colorbar(filled, ax=list(axes[0]), shrink=0.9)
-    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
-             for m in (1, 2, 5) if low <= m * 10.0 ** e <= high]
-    bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
-    bar.minorticks_off()
-    bar.set_label("training loss (cross-entropy, log scale)")
+    loss_colorbar(fig.colorbar(filled, ax=list(axes[0]), shrink=0.9), low, high)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)

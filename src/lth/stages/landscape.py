@@ -164,11 +164,10 @@ def plot(frame, path) -> None:
     from matplotlib.colors import LogNorm
     from matplotlib.ticker import MaxNLocator
 
+    from lth.report.plots import loss_colorbar, loss_grid, loss_scale
     from lth.store.artifacts import atomic_path
     networks = sorted(frame.level.unique())
-    finite = frame.loss[np.isfinite(frame.loss)]
-    low = max(float(finite.min()) if len(finite) else 1e-3, 1e-6)
-    high = max(float(finite.max()) if len(finite) else 1.0, low * 1.01)
+    low, high = loss_scale(frame.loss)
     levels = np.geomspace(low, high, 25)
     norm = LogNorm(vmin=low, vmax=high)
     fig, axes = plt.subplots(1, len(networks), figsize=(4.2 * len(networks) + 1.2, 4.2), squeeze=False,
@@ -176,10 +175,7 @@ def plot(frame, path) -> None:
     filled = None
     for ax, level in zip(axes[0], networks):
         rows = frame[frame.level == level]
-        alphas, betas = np.sort(rows.alpha.unique()), np.sort(rows.beta.unique())
-        table = rows.pivot(index="beta", columns="alpha", values="loss").reindex(index=betas, columns=alphas)
-        z = np.clip(table.to_numpy(dtype=np.float64), low, high)  # inf/NaN/out of range: the scale's ends
-        z = np.where(np.isfinite(z), z, high)
+        alphas, betas, z = loss_grid(rows, low, high)
         filled = ax.contourf(alphas, betas, z, levels=levels, norm=norm, cmap="viridis", extend="neither")
         ax.contour(alphas, betas, z, levels=levels[::3], colors="white", linewidths=0.4, alpha=0.6)
         centre = rows.loc[(rows.alpha.abs() + rows.beta.abs()).idxmin()]
@@ -192,12 +188,7 @@ def plot(frame, path) -> None:
         ax.set_aspect("equal")
         ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
     axes[0][0].set_ylabel("beta (direction 2)")
-    bar = fig.colorbar(filled, ax=list(axes[0]), shrink=0.9)
-    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
-             for m in (1, 2, 5) if low <= m * 10.0 ** e <= high]
-    bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
-    bar.minorticks_off()
-    bar.set_label("training loss (cross-entropy, log scale)")
+    loss_colorbar(fig.colorbar(filled, ax=list(axes[0]), shrink=0.9), low, high)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
@@ -215,25 +206,21 @@ def plot_surface(frame, path) -> None:
     from matplotlib.colors import LogNorm, Normalize
     from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
 
+    from lth.report.plots import loss_colorbar, loss_grid, loss_scale, loss_ticks
     from lth.store.artifacts import atomic_path
     networks = sorted(frame.level.unique())
-    finite = frame.loss[np.isfinite(frame.loss)]
-    low = max(float(finite.min()) if len(finite) else 1e-3, 1e-6)
-    high = max(float(finite.max()) if len(finite) else 1.0, low * 1.01)
+    low, high = loss_scale(frame.loss)
     zlow, zhigh = math.log10(low), math.log10(high)
     norm = Normalize(vmin=zlow, vmax=zhigh)  # on log10 loss: the colours of LogNorm(low, high) on the loss
-    ticks = [m * 10.0 ** e for e in range(math.floor(zlow), math.ceil(zhigh) + 1)
-             for m in (1, 2, 5) if low <= m * 10.0 ** e <= high]
+    ticks = loss_ticks(low, high)
     fig = plt.figure(figsize=(4.8 * len(networks) + 1.0, 4.4))
     axes = []
     for i, level in enumerate(networks):
         ax = fig.add_subplot(1, len(networks), i + 1, projection="3d", computed_zorder=False)
         axes.append(ax)
         rows = frame[frame.level == level]
-        alphas, betas = np.sort(rows.alpha.unique()), np.sort(rows.beta.unique())
-        table = rows.pivot(index="beta", columns="alpha", values="loss").reindex(index=betas, columns=alphas)
-        z = np.clip(table.to_numpy(dtype=np.float64), low, high)
-        z = np.log10(np.where(np.isfinite(z), z, high))
+        alphas, betas, z = loss_grid(rows, low, high)
+        z = np.log10(z)
         x, y = np.meshgrid(alphas, betas)
         ax.plot_surface(x, y, z, cmap="viridis", norm=norm, rstride=1, cstride=1, linewidth=0.1,
                         edgecolor="none", antialiased=True, alpha=0.95, zorder=1)
@@ -257,11 +244,8 @@ def plot_surface(frame, path) -> None:
         ax.view_init(elev=35, azim=-60)
         ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
     fig.subplots_adjust(left=0.0, right=0.92, bottom=0.02, top=0.95, wspace=0.02)
-    bar = fig.colorbar(ScalarMappable(norm=LogNorm(vmin=low, vmax=high), cmap="viridis"), ax=axes, shrink=0.7,
-                       pad=0.02, fraction=0.03)
-    bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
-    bar.minorticks_off()
-    bar.set_label("training loss (cross-entropy, log scale)")
+    loss_colorbar(fig.colorbar(ScalarMappable(norm=LogNorm(vmin=low, vmax=high), cmap="viridis"), ax=axes,
+                               shrink=0.7, pad=0.02, fraction=0.03), low, high)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
