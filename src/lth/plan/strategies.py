@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lth.plan import plugins
+from lth.plan import plugins, steps
 
 # How a strategy ranks, which decides what the config can check before any job:
 PER_LAYER = "per_layer"  # each tensor at its own rate: every layer's count is known in advance
@@ -56,7 +56,7 @@ register(Strategy("layerwise", "lth.nn.pruning:layerwise_round", PER_LAYER,
 register(Strategy("global", "lth.nn.pruning:global_round", GLOBAL,
                   description="hidden layers ranked together"))
 
-_STEP = {"type": ["string", "integer"], "pattern": "^[0-9]{1,9}(it|ep)$", "minimum": 1, "maximum": 999999999}
+_STEP = steps.schema()
 register(Strategy("admm", "lth.nn.pruning:layerwise_round", PER_LAYER, stage="admm",
                   description="ADMM (Zhang et al. 2018), then each layer cut to its count",
                   settings={

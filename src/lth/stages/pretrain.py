@@ -17,6 +17,7 @@ turn. The recipe is the lottery's (optimizer, rate, batch size, data order); eva
 the restricted validation and test splits."""
 from __future__ import annotations
 
+from lth.plan import steps
 from lth.plan.ids import Stage, consumed
 from lth.plan.registry import StageKind, register
 from lth.stages import log
@@ -24,7 +25,7 @@ from lth.stages.train import DATA, RECIPE
 
 VARIANT = "sparse_pretrained"
 TASKS = ("none", "random_labels", "rotation", "blur", "rotation_blur")
-_STEP = {"type": ["string", "integer"], "pattern": "^[0-9]{1,9}(it|ep)$", "minimum": 1, "maximum": 999999999}
+_STEP = steps.schema()
 CONFIG = {"pretrain": {
     "type": "object", "additionalProperties": False, "default": {},
     "description": "pretraining on restricted information before IMP (the early-phase paper, §6)",

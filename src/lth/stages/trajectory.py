@@ -14,12 +14,13 @@ the final network exactly and its loss the final loss. The loss is the mean cros
 on a fixed seeded subset of the training split (`trajectory.examples`, landscape's draw)."""
 from __future__ import annotations
 
+from lth.plan import steps
 from lth.plan.ids import Plan, Stage, consumed
 from lth.plan.registry import Figure, StageKind, register
 from lth.stages import log
 from lth.stages.train import DATA
 
-_STEP = {"type": ["string", "integer"], "pattern": "^[0-9]{1,9}(it|ep)$", "minimum": 0, "maximum": 999999999}
+_STEP = steps.schema(minimum=0)
 CONFIG = {"trajectory": {
     "type": "object", "additionalProperties": False, "default": {},
     "description": "training trajectories on the loss surface (Li et al. 2018 §7, Ma et al. 2021 Figs. 4-5)",
