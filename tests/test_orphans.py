@@ -184,3 +184,26 @@ def test_a_job_spawned_as_its_snakemake_dies_is_gone_within_2_s(tmp_path, small_
         assert "is gone" in log or "was gone before it began" in log, log[-2000:]
     print(f"kill at spawn: seconds from kill -9 to the job gone, by delay: {took}")
     assert max(took.values()) <= 2.0, took
+
+
+def test_a_wall_clock_step_does_not_make_a_living_snakemake_look_gone(monkeypatch):
+    """psutil's create_time adds a boot time derived from the wall clock: an NTP step moved it
+    by a second during a CI run and every job after it stopped as an orphan. The start time
+    is read from the kernel's ticks since boot, which a clock step does not move."""
+    import subprocess
+    import sys as _sys
+
+    import psutil
+
+    from lth.runtime import lifeline
+    me = psutil.Process()
+    watched = lifeline.Scheduler(me.pid, lifeline.started(me))
+    assert watched.alive()
+    real = psutil.Process.create_time
+    monkeypatch.setattr(psutil.Process, "create_time", lambda self: real(self) + 1.0)  # the clock stepped
+    assert watched.alive()
+    assert not lifeline.Scheduler(me.pid, lifeline.started(me) - 0.5).alive()  # another process on this PID
+    child = subprocess.Popen([_sys.executable, "-c", "pass"])
+    child_watch = lifeline.Scheduler(child.pid, lifeline.started(psutil.Process(child.pid)))
+    child.wait()
+    assert not child_watch.alive()  # exited and reaped

@@ -36,6 +36,18 @@ def _is_snakemake(process: psutil.Process) -> bool:
     return any(Path(arg).name in ("snakemake", "snakemake.exe") or arg == "snakemake" for arg in argv[:3])
 
 
+def started(process: psutil.Process) -> float:
+    """When `process` started, in seconds: since boot from /proc/<pid>/stat where there is one
+    (the kernel's clock ticks, which never change), else psutil's create_time. Not create_time
+    on Linux: it adds the boot time that /proc/stat derives from the wall clock, so an NTP
+    adjustment moves it by a second, and a job once took its living snakemake for gone."""
+    try:
+        stat = Path(f"/proc/{process.pid}/stat").read_bytes()
+        return int(stat[stat.rindex(b")") + 2:].split()[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
+    except (OSError, ValueError, IndexError):
+        return process.create_time()
+
+
 class Orphaned(RuntimeError):
     """The job's snakemake is gone; the job saved what it had and stopped (one line)."""
 
@@ -48,11 +60,12 @@ def announce() -> None:
     starts: they inherit the variable, so a job knows its snakemake even when that one is
     already gone by the time the job looks (an ancestor walk would find nothing then)."""
     me = psutil.Process()
-    os.environ[ENV] = f"{me.pid}:{me.create_time()!r}"
+    os.environ[ENV] = f"{me.pid}:{started(me)!r}"
 
 
 class Scheduler:
-    """The snakemake this job belongs to, watched by PID and start time (a PID can be reused).
+    """The snakemake this job belongs to, watched by PID and start time (a PID can be reused;
+    `started` says why not psutil's create_time).
     `watch` starts a thread that looks every 0.2 s: while the job starts up (imports, data)
     it interrupts it at once; once the job `cooperates` (a training loop that saves its
     checkpoint, a grid that stops at its next point), `gone()` tells it to stop."""
@@ -77,7 +90,7 @@ class Scheduler:
                 if process.pid <= 1:
                     return None
                 if _is_snakemake(process):
-                    return cls(process.pid, process.create_time())
+                    return cls(process.pid, started(process))
                 process = process.parent()
                 if process is None:
                     return None
@@ -89,7 +102,7 @@ class Scheduler:
         try:
             process = psutil.Process(self.pid)
             # a zombie has exited: its parent simply has not reaped it yet
-            return process.create_time() == self.started and process.status() != psutil.STATUS_ZOMBIE
+            return started(process) == self.started and process.status() != psutil.STATUS_ZOMBIE
         except psutil.Error:
             return False
 
