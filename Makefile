@@ -13,8 +13,12 @@ run: setup
 	$(VENV)/bin/snakemake --cores $(CORES)
 	$(VENV)/bin/snakemake --cores $(CORES) --report report.html
 
+# Two pytest-xdist workers by default (one per core of a CI machine): the suite is mostly
+# subprocesses (snakemake, jobs) that leave a core idle between them; 1.4x faster measured.
+# The SLURM tests share one worker (one controller on fixed ports: xdist_group).
+TEST_WORKERS ?= $(CORES)
 test: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 lint: setup
 	$(VENV)/bin/snakemake --lint

@@ -14,6 +14,8 @@ import yaml
 from conftest import ROOT, tiny_config
 
 CLUSTER = ROOT / "tests" / "cluster"
+# one controller on fixed ports (tests/cluster/start.sh): every test of it in one pytest-xdist worker
+pytestmark = pytest.mark.xdist_group("slurm")
 
 
 def test_every_kind_asks_for_its_resource_class_through_the_profile(tmp_path, small_idx_dataset):
