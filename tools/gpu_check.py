@@ -1,10 +1,11 @@
 """What a GPU machine gives this project, measured in one command of at most 7 minutes.
 
-    python tools/gpu_check.py [--json OUT] [--quick] [--wheels DIR]
+    python tools/gpu_check.py [--json OUT] [--quick] [--budget-scale X] [--wheels DIR]
 
 Run it from the repository root of a checkout on the GPU machine (with the project's venv:
 `.venv/bin/python tools/gpu_check.py`). Parts, in order, each with a time budget (the
-budgets add up to 410 s; --quick shrinks the iteration counts, not the budgets):
+budgets add up to 410 s; --quick shrinks the iteration counts, not the budgets; --budget-scale
+multiplies them):
 
   packages        which of torch, numpy, pandas, pyarrow, jsonschema, snakemake, pytest import;
                   with --wheels DIR the missing ones are installed from the wheels in DIR and
@@ -634,6 +635,8 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, default=Path("gpu_check.json"), help="where the figures go")
     parser.add_argument("--quick", action="store_true", help="fewer iterations (about a quarter of the time)")
+    parser.add_argument("--budget-scale", type=float, default=1.0,
+                        help="multiply every part's time budget (a slow or shared machine; default 1)")
     parser.add_argument("--wheels", help="install missing packages from the wheels in this folder, nowhere else")
     parser.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
@@ -657,10 +660,12 @@ def main(argv=None) -> int:
            "target_s": 1.5 if args.quick else 5.0,
            "gpu": "cpu" if args.stand_in else "cuda", "width": 0.125 if args.stand_in else 1.0,
            "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}}
-    print(f"gpu_check: {len(PARTS)} parts, budgets {sum(b for _, b, _, _ in PARTS)} s in all"
+    if not args.budget_scale > 0:
+        parser.error(f"--budget-scale {args.budget_scale}: give a factor above 0, e.g. 2 on a machine twice as slow")
+    print(f"gpu_check: {len(PARTS)} parts, budgets {sum(b for _, b, _, _ in PARTS) * args.budget_scale:g} s in all"
           + (" (--quick)" if args.quick else ""))
     for name, budget, gpu, fn in PARTS:
-        ctx["parts"][name] = run_part(ctx, name, budget, gpu, fn)
+        ctx["parts"][name] = run_part(ctx, name, round(budget * args.budget_scale, 1), gpu, fn)
     report = {"tool": "tools/gpu_check.py", "quick": args.quick, "machine": ctx["machine"],
               "total_seconds": round(time.monotonic() - began, 1), "parts": ctx["parts"]}
     summary(report)
