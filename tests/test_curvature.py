@@ -200,6 +200,19 @@ def test_lanczos_stops_at_the_tolerance_or_max_iterations():
     assert not capped["converged"] and capped["iterations"] == 12
 
 
+def test_the_most_negative_eigenvalue_is_part_of_the_stopping_rule():
+    """Stopping on the k largest alone left the most negative Ritz value short of H's (it
+    is >= it, interlacing); with it in the rule its residual is within tolerance x the
+    spectrum's scale, and so is its distance to H's most negative eigenvalue."""
+    spectrum = torch.cat([torch.tensor([100.0, 50.0, 30.0, -5.0, -4.5]), torch.linspace(-0.5, 0.5, 995)]).double()
+    both = curvature.lanczos(lambda v: spectrum * v, 1000, 3, tolerance=1e-3)
+    top_only = curvature.lanczos(lambda v: spectrum * v, 1000, 3, tolerance=1e-3, smallest=False)
+    assert both["converged"] and top_only["converged"] and top_only["iterations"] < both["iterations"]
+    assert both["residuals"]["smallest"] <= 1e-3 * 100 < top_only["residuals"]["smallest"]
+    assert -5 <= both["smallest"] <= -5 + 1e-3 * 100  # interlacing: from above, within the residual
+    assert top_only["smallest"] - (-5) > both["smallest"] - (-5)
+
+
 def test_subset_is_seeded_and_without_replacement():
     split = Split(torch.arange(50, dtype=torch.float32)[:, None], torch.arange(50))
     a, b, c = (curvature.subset(split, 20, seed) for seed in (0, 0, 1))
