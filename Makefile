@@ -15,10 +15,10 @@ run: setup
 
 # Two pytest-xdist workers by default (one per core of a CI machine): the suite is mostly
 # subprocesses (snakemake, jobs) that leave a core idle between them; 1.4x faster measured.
-# The SLURM tests share one worker (one controller on fixed ports: xdist_group).
+# The SLURM tests take a machine-wide lock (one controller on fixed ports: tests/test_slurm.py).
 TEST_WORKERS ?= $(CORES)
 test: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" python -m pytest -q -n $(TEST_WORKERS)
 
 lint: setup
 	$(VENV)/bin/snakemake --lint

@@ -2,10 +2,13 @@
 with the project's SLURM profile changed only where a test must: partition, status checks
 (squeue, 5 s), and CPUs per training job (the node has 2). The first test needs no cluster:
 what the profile asks for, job by job, in a dry run."""
+import fcntl
 import os
 import re
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -14,8 +17,11 @@ import yaml
 from conftest import ROOT, tiny_config
 
 CLUSTER = ROOT / "tests" / "cluster"
-# one controller on fixed ports (tests/cluster/start.sh): every test of it in one pytest-xdist worker
-pytestmark = pytest.mark.xdist_group("slurm")
+# One test SLURM per machine (fixed ports, /etc/slurm/slurm.conf): a second pytest worker or
+# run waits on this lock instead of starting a second controller beside the first (that
+# once lost a job). Not xdist_group: pytest-xdist 3.8's loadgroup does not group under
+# pytest 9 (it renames nodeids through an attribute pytest no longer reads).
+LOCK = Path(tempfile.gettempdir()) / "lth-test-slurm.lock"
 
 
 def test_every_kind_asks_for_its_resource_class_through_the_profile(tmp_path, small_idx_dataset):
@@ -52,14 +58,16 @@ def test_every_kind_asks_for_its_resource_class_through_the_profile(tmp_path, sm
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("slurm")
-    started = subprocess.run(["bash", str(CLUSTER / "start.sh"), str(state)], capture_output=True, text=True)
-    if started.returncode == 3:
-        pytest.skip(started.stderr.strip())
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        yield state
-    finally:
-        subprocess.run(["bash", str(CLUSTER / "stop.sh"), str(state)], check=False)
+    with open(LOCK, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes: after stop.sh
+        started = subprocess.run(["bash", str(CLUSTER / "start.sh"), str(state)], capture_output=True, text=True)
+        if started.returncode == 3:
+            pytest.skip(started.stderr.strip())
+        try:
+            assert started.returncode == 0, started.stdout + started.stderr
+            yield state
+        finally:
+            subprocess.run(["bash", str(CLUSTER / "stop.sh"), str(state)], check=False)
 
 
 def slurm_test_profile(tmp_path) -> Path:
@@ -93,9 +101,18 @@ def run_through_slurm(tmp_path, cfg, profile):
     # (sacct needs SLURM accounting, which this test cluster has not: the executor's
     # submission lines and scontrol count and describe the jobs instead)
     submitted = dict(re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)", output))
-    shown = {sid: subprocess.run(["scontrol", "show", "job", sid], capture_output=True, text=True).stdout
-             for sid in submitted.values()}
-    return proc.returncode, output, shown
+    return proc.returncode, output, {sid: show_job(sid) for sid in submitted.values()}
+
+
+def show_job(sid: str) -> str:
+    """`scontrol show job`, asked again for up to 10 s: once, beside a second test worker,
+    it printed nothing for a finished job (the controller kept it: MinJobAge is an hour)."""
+    for _ in range(10):
+        shown = subprocess.run(["scontrol", "show", "job", sid], capture_output=True, text=True)
+        if shown.stdout.strip():
+            return shown.stdout
+        time.sleep(1)
+    return f"(scontrol show job {sid} printed nothing; stderr: {shown.stderr.strip()!r})"
 
 
 @pytest.mark.slow
