@@ -105,8 +105,9 @@ def run_through_slurm(tmp_path, cfg, profile):
 
 
 def show_job(sid: str) -> str:
-    """`scontrol show job`, asked again for up to 10 s: once, beside a second test worker,
-    it printed nothing for a finished job (the controller kept it: MinJobAge is an hour)."""
+    """`scontrol show job`, asked again for up to 10 s while it prints nothing (a controller
+    busy beside another test worker may answer late; it keeps finished jobs an hour,
+    MinJobAge); if it never answers, its stderr goes into the failing assertion's text."""
     for _ in range(10):
         shown = subprocess.run(["scontrol", "show", "job", sid], capture_output=True, text=True)
         if shown.stdout.strip():
