@@ -8,7 +8,6 @@ from dataclasses import dataclass
 _PATTERN = re.compile(r"^(\d+)(it|ep)$")
 
 
-
 def schema(minimum: int = 1) -> dict:
     """The JSON schema of a step in a declaration's config keys: iterations or "500it" / "2ep"."""
     return {"type": ["string", "integer"], "pattern": "^[0-9]{1,9}(it|ep)$", "minimum": minimum, "maximum": 999999999}

@@ -286,6 +286,19 @@ def loss_grid(rows: pd.DataFrame, low: float, high: float):
     return alphas, betas, np.where(np.isfinite(z), z, high)
 
 
+def loss_contours(ax, rows: pd.DataFrame, low: float, high: float):
+    """A network's grid as filled contours of the loss on the shared log scale (25 levels),
+    every third level also a white line; returns the filled set (the colour bar's mappable)."""
+    import numpy as np
+    from matplotlib.colors import LogNorm
+    alphas, betas, z = loss_grid(rows, low, high)
+    levels = np.geomspace(low, high, 25)
+    filled = ax.contourf(alphas, betas, z, levels=levels, norm=LogNorm(vmin=low, vmax=high), cmap="viridis",
+                         extend="neither")
+    ax.contour(alphas, betas, z, levels=levels[::3], colors="white", linewidths=0.4, alpha=0.6)
+    return filled
+
+
 def loss_ticks(low: float, high: float) -> list:
     """1, 2, 5 per decade within [low, high]: the log scale's labelled values."""
     import math

@@ -122,23 +122,18 @@ def plot(frames: list[tuple[str, pd.DataFrame, np.ndarray, tuple]], path) -> Non
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
     from matplotlib.ticker import MaxNLocator
 
     if not frames:
         raise ValueError("no trajectory to plot")
-    from lth.report.plots import loss_colorbar, loss_grid, loss_scale
+    from lth.report.plots import loss_colorbar, loss_contours, loss_scale
     low, high = loss_scale(np.concatenate([np.asarray(f[1].loss, dtype=np.float64) for f in frames]))
-    levels = np.geomspace(low, high, 25)
-    norm = LogNorm(vmin=low, vmax=high)
     fig, axes = plt.subplots(1, len(frames), figsize=(4.2 * len(frames) + 1.2, 4.2), squeeze=False,
                              layout="constrained")
     filled = None
     for ax, (title, rows, coords, explained) in zip(axes[0], frames):
         coords = np.asarray(coords, dtype=np.float64)
-        alphas, betas, z = loss_grid(rows, low, high)
-        filled = ax.contourf(alphas, betas, z, levels=levels, norm=norm, cmap="viridis", extend="neither")
-        ax.contour(alphas, betas, z, levels=levels[::3], colors="white", linewidths=0.4, alpha=0.6)
+        filled = loss_contours(ax, rows, low, high)
         ax.plot(coords[:, 0], coords[:, 1], "-", color="red", marker=".", markersize=4, linewidth=1.0)
         ax.plot(coords[0, 0], coords[0, 1], marker="o", color="orange", markersize=7, markeredgecolor="white",
                 linestyle="none", label="start")

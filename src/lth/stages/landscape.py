@@ -161,23 +161,18 @@ def plot(frame, path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
     from matplotlib.ticker import MaxNLocator
 
-    from lth.report.plots import loss_colorbar, loss_grid, loss_scale
+    from lth.report.plots import loss_colorbar, loss_contours, loss_scale
     from lth.store.artifacts import atomic_path
     networks = sorted(frame.level.unique())
     low, high = loss_scale(frame.loss)
-    levels = np.geomspace(low, high, 25)
-    norm = LogNorm(vmin=low, vmax=high)
     fig, axes = plt.subplots(1, len(networks), figsize=(4.2 * len(networks) + 1.2, 4.2), squeeze=False,
                              sharex=True, sharey=True, layout="constrained")
     filled = None
     for ax, level in zip(axes[0], networks):
         rows = frame[frame.level == level]
-        alphas, betas, z = loss_grid(rows, low, high)
-        filled = ax.contourf(alphas, betas, z, levels=levels, norm=norm, cmap="viridis", extend="neither")
-        ax.contour(alphas, betas, z, levels=levels[::3], colors="white", linewidths=0.4, alpha=0.6)
+        filled = loss_contours(ax, rows, low, high)
         centre = rows.loc[(rows.alpha.abs() + rows.beta.abs()).idxmin()]
         ax.plot(centre.alpha, centre.beta, marker="*", color="red", markersize=11, markeredgecolor="white",
                 linestyle="none", label=f"trained: loss {centre.loss:.3g}")
