@@ -16,6 +16,12 @@ def _figure(nrows: int = 1, ncols: int = 1, figsize=(6, 4), **options):
 
 def _save(plt, fig, path) -> None:
     fig.tight_layout()
+    _write(plt, fig, path)
+
+
+def _write(plt, fig, path) -> None:
+    """The figure as it is laid out (constrained or by hand: no tight_layout), PNG at 120 dpi,
+    written atomically; the figure closed."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)

@@ -27,8 +27,6 @@ import math
 import numpy as np
 import pandas as pd
 
-from lth.store.artifacts import atomic_path
-
 
 def pca_directions(points: np.ndarray) -> dict:
     """The top two principal directions of a trajectory, Li et al.'s way.
@@ -126,7 +124,7 @@ def plot(frames: list[tuple[str, pd.DataFrame, np.ndarray, tuple]], path) -> Non
 
     if not frames:
         raise ValueError("no trajectory to plot")
-    from lth.report.plots import loss_colorbar, loss_contours, loss_scale
+    from lth.report.plots import _write, loss_colorbar, loss_contours, loss_scale
     low, high = loss_scale(np.concatenate([np.asarray(f[1].loss, dtype=np.float64) for f in frames]))
     fig, axes = plt.subplots(1, len(frames), figsize=(4.2 * len(frames) + 1.2, 4.2), squeeze=False,
                              layout="constrained")
@@ -147,6 +145,4 @@ def plot(frames: list[tuple[str, pd.DataFrame, np.ndarray, tuple]], path) -> Non
         ax.yaxis.set_major_locator(MaxNLocator(5))
         ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
     loss_colorbar(fig.colorbar(filled, ax=list(axes[0]), shrink=0.9), low, high)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    _write(plt, fig, path)

@@ -163,8 +163,7 @@ def plot(frame, path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from lth.report.plots import loss_colorbar, loss_contours, loss_scale
-    from lth.store.artifacts import atomic_path
+    from lth.report.plots import _write, loss_colorbar, loss_contours, loss_scale
     networks = sorted(frame.level.unique())
     low, high = loss_scale(frame.loss)
     fig, axes = plt.subplots(1, len(networks), figsize=(4.2 * len(networks) + 1.2, 4.2), squeeze=False,
@@ -184,9 +183,7 @@ def plot(frame, path) -> None:
         ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
     axes[0][0].set_ylabel("beta (direction 2)")
     loss_colorbar(fig.colorbar(filled, ax=list(axes[0]), shrink=0.9), low, high)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    _write(plt, fig, path)
 
 
 def plot_surface(frame, path) -> None:
@@ -201,8 +198,7 @@ def plot_surface(frame, path) -> None:
     from matplotlib.colors import LogNorm, Normalize
     from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
 
-    from lth.report.plots import loss_colorbar, loss_grid, loss_scale, loss_ticks
-    from lth.store.artifacts import atomic_path
+    from lth.report.plots import _write, loss_colorbar, loss_grid, loss_scale, loss_ticks
     networks = sorted(frame.level.unique())
     low, high = loss_scale(frame.loss)
     zlow, zhigh = math.log10(low), math.log10(high)
@@ -241,9 +237,7 @@ def plot_surface(frame, path) -> None:
     fig.subplots_adjust(left=0.0, right=0.92, bottom=0.02, top=0.95, wspace=0.02)
     loss_colorbar(fig.colorbar(ScalarMappable(norm=LogNorm(vmin=low, vmax=high), cmap="viridis"), ax=axes,
                                shrink=0.7, pad=0.02, fraction=0.03), low, high)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    _write(plt, fig, path)
 
 
 # ---- the stage ----
